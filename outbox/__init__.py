@@ -1,3 +1,54 @@
-"""outbox: an offline-first render queue for the Craftkit PDF API."""
+"""outbox: an offline-first render queue for the Craftkit PDF API.
+
+A render request written to the outbox is never lost and never rendered twice, and its PDF ends
+up on disk, verified. Start with :class:`Outbox`.
+"""
+
+from .errors import (
+    AuthError,
+    ConfigError,
+    DownloadError,
+    EntryBusy,
+    EntryNotFound,
+    IllegalTransition,
+    InvalidArgument,
+    JournalBusy,
+    JournalError,
+    JournalFull,
+    JournalTooNew,
+    NotAJournal,
+    Offline,
+    OutboxError,
+    PermanentError,
+    RemoteError,
+    TransientError,
+)
+from .models import Entry, Event, RenderRequest, State
+from .outbox import Outbox
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "DownloadError",
+    "Entry",
+    "EntryBusy",
+    "EntryNotFound",
+    "Event",
+    "IllegalTransition",
+    "InvalidArgument",
+    "JournalBusy",
+    "JournalError",
+    "JournalFull",
+    "JournalTooNew",
+    "NotAJournal",
+    "Offline",
+    "Outbox",
+    "OutboxError",
+    "PermanentError",
+    "RemoteError",
+    "RenderRequest",
+    "State",
+    "TransientError",
+]

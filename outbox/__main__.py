@@ -1,0 +1,5 @@
+"""``python -m outbox``: the same as the ``outbox`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""Time, passed in rather than read from globals, so tests never sleep for a backoff.
+
+Persisted times are wall-clock UTC seconds (``now()``); durations inside one process use
+``monotonic()``, which does not jump when a field device's clock is changed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+
+class Clock:
+    """The real clock. Subclass or replace it in tests (or use freezegun)."""
+
+    def now(self) -> float:
+        """Wall-clock UTC time in seconds since the epoch."""
+        return time.time()
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary point; only differences mean anything."""
+        return time.monotonic()
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Sleep up to ``seconds`` or until ``event`` is set; returns whether it was set."""
+        return event.wait(max(0.0, seconds))
+
+
+def iso(ts: float) -> str:
+    """UTC ISO-8601 with milliseconds and a ``Z``, the format Craftkit uses."""
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_iso(text: str) -> float:
+    """Inverse of :func:`iso`; also accepts ``+00:00`` offsets."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,134 @@
+"""Settings in one place: defaults, and the CLI's flag > environment > config file > default.
+
+The API key is read from the environment only (``CRAFTKIT_API_KEY``): never from a flag, where
+it would show up in ``ps``, and never from the config file, which tends to get copied around.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.craftkit.dev"
+APP_NAME = "outbox"
+
+ENV_DB = "OUTBOX_DB"
+ENV_DOWNLOADS = "OUTBOX_DOWNLOADS"
+ENV_CONFIG = "OUTBOX_CONFIG"
+ENV_API_KEY = "CRAFTKIT_API_KEY"
+ENV_BASE_URL = "CRAFTKIT_BASE_URL"
+
+_FILE_KEYS = {"db", "downloads", "base_url"}
+
+
+def default_db_path() -> Path:
+    """``outbox.db`` in the platform's user data folder (e.g. ``~/.local/share/outbox``)."""
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "outbox.db"
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def default_downloads(db: str | os.PathLike[str]) -> Path:
+    """``renders/`` beside the journal."""
+    return Path(db).expanduser().resolve().parent / "renders"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where the journal, the downloads and the API are, as the CLI resolved them."""
+
+    db: Path
+    downloads: Path
+    base_url: str
+    api_key: str | None = field(repr=False)
+    config_file: Path | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def load_config(
+    *,
+    db: str | None = None,
+    downloads: str | None = None,
+    base_url: str | None = None,
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Resolve settings from flags (the arguments), the environment, the config file, defaults.
+
+    ``sources`` records where each setting came from, for ``outbox status``.
+    """
+    env = os.environ if environ is None else environ
+    file_path, file_values = _read_config_file(config_file or env.get(ENV_CONFIG))
+    sources: dict[str, str] = {}
+
+    def pick(name: str, flag: str | None, env_name: str) -> str | None:
+        if flag:
+            sources[name] = "flag"
+            return flag
+        if env.get(env_name):
+            sources[name] = f"environment ({env_name})"
+            return env[env_name]
+        if name in file_values:
+            sources[name] = f"config file ({file_path})"
+            return str(file_values[name])
+        return None
+
+    db_value = pick("db", db, ENV_DB)
+    if db_value is None:
+        sources["db"] = "default"
+    db_path = Path(db_value).expanduser() if db_value else default_db_path()
+    downloads_value = pick("downloads", downloads, ENV_DOWNLOADS)
+    if downloads_value is None:
+        sources["downloads"] = "default (beside the journal)"
+    downloads_path = (
+        Path(downloads_value).expanduser() if downloads_value else default_downloads(db_path)
+    )
+    url = pick("base_url", base_url, ENV_BASE_URL)
+    if url is None:
+        sources["base_url"] = "default"
+        url = DEFAULT_BASE_URL
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"the API base URL must start with http:// or https://, not {url!r}")
+    return Config(
+        db=db_path,
+        downloads=downloads_path,
+        base_url=url.rstrip("/"),
+        api_key=env.get(ENV_API_KEY) or None,
+        config_file=file_path,
+        sources=sources,
+    )
+
+
+def _read_config_file(explicit: str | None) -> tuple[Path | None, dict[str, Any]]:
+    path = Path(explicit).expanduser() if explicit else default_config_path()
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist")
+        return None, {}
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    if "api_key" in values:
+        raise ConfigError(
+            f"config file {path} sets api_key; the API key is read only from {ENV_API_KEY}"
+        )
+    unknown = set(values) - _FILE_KEYS
+    if unknown:
+        raise ConfigError(
+            f"config file {path} has unknown settings {sorted(unknown)}; "
+            f"known: {sorted(_FILE_KEYS)}"
+        )
+    return path, values

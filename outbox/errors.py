@@ -1,0 +1,114 @@
+"""One exception tree for everything outbox raises.
+
+Catch :class:`OutboxError` to handle them all. Messages are written for the person who has to
+act on them, and never contain the API key.
+"""
+
+from __future__ import annotations
+
+
+class OutboxError(Exception):
+    """Root of every error outbox raises on purpose."""
+
+
+class ConfigError(OutboxError):
+    """The configuration is missing or wrong (for example no API key where one is needed)."""
+
+
+class InvalidArgument(OutboxError, ValueError):
+    """An argument given to outbox is malformed; the message names the argument and the rule."""
+
+
+class JournalError(OutboxError):
+    """The journal file cannot be used."""
+
+
+class NotAJournal(JournalError):
+    """The file exists but is not an outbox journal. It is left untouched."""
+
+
+class JournalTooNew(JournalError):
+    """The journal was written by a newer outbox; it is refused rather than rewritten."""
+
+
+class JournalBusy(JournalError):
+    """Another process held the journal locked for longer than the busy timeout."""
+
+
+class JournalFull(JournalError):
+    """The disk holding the journal is full; nothing was written."""
+
+
+class EntryNotFound(OutboxError, LookupError):
+    """No entry has this id."""
+
+
+class IllegalTransition(OutboxError):
+    """A state change that the transition table forbids, or a lost compare-and-set race."""
+
+
+class EntryBusy(IllegalTransition):
+    """The entry is leased by a worker (a request for it is on the wire); try again shortly."""
+
+
+class RemoteError(OutboxError):
+    """Craftkit (or the network in front of it) answered with something other than success."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        field_errors: dict[str, list[str]] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.field_errors = field_errors
+        self.retry_after = retry_after
+
+
+class TransientError(RemoteError):
+    """Worth trying again later with the same idempotency key; counts as an attempt."""
+
+
+class Offline(TransientError):
+    """The API could not be reached, or something other than the API answered.
+
+    Does not count as an attempt: nothing reached Craftkit.
+    """
+
+
+class OutcomeUnknown(TransientError):
+    """The request was sent but no answer came back; the render may or may not exist."""
+
+
+class ServerError(TransientError):
+    """Craftkit answered 5xx."""
+
+
+class RateLimited(TransientError):
+    """Craftkit answered 429; ``retry_after`` holds its ``Retry-After`` in seconds, if any."""
+
+
+class AuthError(RemoteError):
+    """The API key was refused (401/403). Every submission pauses until it is fixed."""
+
+
+class PermanentError(RemoteError):
+    """Craftkit refused the request for good (400/404/409...); retrying will not help."""
+
+
+class NotFound(PermanentError):
+    """Craftkit does not know the render (404 ``not_found``), usually a key from another project."""
+
+
+class DownloadError(TransientError):
+    """A PDF download was incomplete or not a PDF; it is retried, never kept."""
+
+
+class StorageFull(OutboxError):
+    """The downloads folder's disk is full; the entry waits for space."""

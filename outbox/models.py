@@ -1,0 +1,250 @@
+"""Entry states, the moves allowed between them, and the public records.
+
+Pure data: nothing here does I/O. The words in :class:`State` are the public vocabulary used
+by the CLI, the JSON output, the library and the database alike.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import InvalidArgument
+
+
+class State(enum.StrEnum):
+    """Where an entry stands. See the README's states table."""
+
+    PENDING = "pending"
+    SUBMITTED = "submitted"
+    DOWNLOADING = "downloading"
+    DONE = "done"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True when nothing will happen to the entry unless a person acts (``retry``)."""
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({State.DONE, State.FAILED, State.REJECTED, State.CANCELLED})
+UNFINISHED_STATES = frozenset({State.PENDING, State.SUBMITTED, State.DOWNLOADING})
+
+#: Every move the journal accepts. A move to the same state records an event (a retry
+#: scheduled, a remote status change) without changing the state.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.PENDING: frozenset(
+        {
+            State.PENDING,
+            State.SUBMITTED,
+            State.DOWNLOADING,
+            State.FAILED,
+            State.REJECTED,
+            State.CANCELLED,
+        }
+    ),
+    State.SUBMITTED: frozenset({State.SUBMITTED, State.DOWNLOADING, State.FAILED}),
+    State.DOWNLOADING: frozenset({State.DOWNLOADING, State.DONE}),
+    State.DONE: frozenset(),
+    State.FAILED: frozenset({State.PENDING}),
+    State.REJECTED: frozenset({State.PENDING}),
+    State.CANCELLED: frozenset(),
+}
+
+
+def can_move(source: State, target: State) -> bool:
+    """Whether the journal allows ``source`` -> ``target``."""
+    return target in TRANSITIONS[source]
+
+
+#: The fields of an entry that the CLI's ``--json`` output promises to keep stable.
+PUBLIC_FIELDS = (
+    "id",
+    "template",
+    "key",
+    "state",
+    "remote_status",
+    "render_id",
+    "attempts",
+    "error",
+    "pdf_path",
+    "pdf_bytes",
+    "pdf_sha256",
+    "created_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One render request in the journal, as it stood when it was read.
+
+    ``key`` is the idempotency key currently sent to Craftkit; after a ``retry`` of a failed
+    entry it is a derived key (``KEY~2``) while ``base_key`` stays what the caller gave.
+    """
+
+    id: str
+    template: str
+    data: dict[str, Any]
+    key: str
+    base_key: str
+    state: State
+    remote_status: str | None
+    render_id: str | None
+    attempts: int
+    error: str | None
+    error_code: str | None
+    field_errors: dict[str, list[str]] | None
+    filename: str | None
+    version: int | None
+    pdf_path: str | None
+    pdf_bytes: int | None
+    pdf_sha256: str | None
+    source: str | None
+    created_at: str
+    updated_at: str
+    due_at: float = field(repr=False, default=0.0)
+
+    def to_public(self) -> dict[str, Any]:
+        """The stable, JSON-ready view used by ``--json`` output."""
+        return {name: _plain(getattr(self, name)) for name in PUBLIC_FIELDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready."""
+        return {name: _plain(value) for name, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of an entry's event journal: a state change or a noteworthy attempt."""
+
+    id: int
+    entry_id: str
+    at: str
+    from_state: State | None
+    to_state: State
+    attempt: int
+    http_status: int | None
+    error_code: str | None
+    detail: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: _plain(value) for name, value in asdict(self).items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, State):
+        return value.value
+    return value
+
+
+SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?$")
+MAX_KEY_LENGTH = 200
+#: Keys ending like this are the ones ``retry`` derives (``KEY~2``); callers may not use them.
+RETRY_SUFFIX = re.compile(r"~\d+$")
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """A validated request to render ``template`` with ``data``: what ``enqueue`` stores.
+
+    Raises :class:`~outbox.errors.InvalidArgument` naming the argument and the rule broken.
+    With no ``key``, a random one is generated (so the request is still sent idempotently),
+    so ``key`` is never None once constructed.
+    """
+
+    template: str
+    data: dict[str, Any]
+    key: str | None = None
+    filename: str | None = None
+    version: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_template(self.template)
+        _check_data(self.data)
+        if self.key is None:
+            object.__setattr__(self, "key", f"outbox-{uuid.uuid4()}")
+        else:
+            _check_key(self.key)
+        if self.filename is not None:
+            _check_filename(self.filename)
+        if self.version is not None and (
+            isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1
+        ):
+            raise InvalidArgument(
+                f"version must be a whole number of 1 or more, not {self.version!r}"
+            )
+
+
+def derived_key(key: str, generation: int) -> str:
+    """The idempotency key for the ``generation``-th submission of an entry (``KEY~2``...).
+
+    A failed render sticks to its key at Craftkit, so a retry needs a new one; keys stay within
+    Craftkit's 200 characters by shortening long ones with a hash of the whole key.
+    """
+    if generation <= 1:
+        return key
+    suffix = f"~{generation}"
+    if len(key) + len(suffix) <= MAX_KEY_LENGTH:
+        return key + suffix
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return key[: MAX_KEY_LENGTH - len(suffix) - 17] + "-" + digest + suffix
+
+
+def _check_template(template: object) -> None:
+    if not isinstance(template, str) or not SLUG_PATTERN.match(template):
+        raise InvalidArgument(
+            f"template {template!r} is not a valid slug: use 1-100 lowercase letters, digits, "
+            "'-' or '_', starting and ending with a letter or digit (e.g. 'inspection-report')"
+        )
+
+
+def _check_data(data: object) -> None:
+    if not isinstance(data, dict):
+        kind = "a JSON array" if isinstance(data, list) else f"{type(data).__name__}"
+        raise InvalidArgument(f"data must be a JSON object ({{...}}), not {kind}")
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"data must be JSON-serialisable: {exc}") from None
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LENGTH:
+        length = len(key) if isinstance(key, str) else type(key).__name__
+        raise InvalidArgument(
+            f"key must be a string of 1-{MAX_KEY_LENGTH} characters (got {length})"
+        )
+    if not all(" " <= char <= "~" for char in key):
+        raise InvalidArgument(
+            "key may contain only printable ASCII characters (it is sent as an HTTP header)"
+        )
+    if RETRY_SUFFIX.search(key):
+        raise InvalidArgument(
+            f"key {key!r} ends in '~' and a number, which outbox reserves for retries"
+        )
+
+
+def _check_filename(filename: object) -> None:
+    if not isinstance(filename, str):
+        raise InvalidArgument(f"filename must be a string, not {type(filename).__name__}")
+    problem = None
+    if "/" in filename or "\\" in filename:
+        problem = "it must be a plain name, not a path"
+    elif filename.startswith("."):
+        problem = "it must not start with '.'"
+    elif any(ord(char) < 32 or ord(char) == 127 for char in filename):
+        problem = "it must not contain control characters"
+    elif len(filename) > 200:
+        problem = "it must be at most 200 characters"
+    elif not filename.lower().endswith(".pdf") or len(filename) == 4:
+        problem = "it must end in '.pdf'"
+    if problem:
+        raise InvalidArgument(f"filename {filename!r} is not allowed: {problem}")

@@ -1,0 +1,696 @@
+"""The SQLite journal: schema and migrations, enqueue, leased claims, and state changes.
+
+Every state change is a compare-and-set ``UPDATE`` plus its event row in one ``BEGIN IMMEDIATE``
+transaction, so a crash leaves either both or neither. Writers take the write lock up front
+(``IMMEDIATE``), which makes SQLite's busy timeout apply and keeps ``database is locked`` from
+reaching callers while other processes write to the same journal.
+
+The journal is identified by SQLite's ``application_id`` header field; its schema version is
+``user_version``. Files that are not outbox journals are refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlite_utils
+
+from .clock import Clock, iso
+from .errors import (
+    EntryBusy,
+    EntryNotFound,
+    IllegalTransition,
+    JournalBusy,
+    JournalError,
+    JournalFull,
+    JournalTooNew,
+    NotAJournal,
+)
+from .models import Entry, Event, RenderRequest, State, can_move
+
+log = logging.getLogger(__name__)
+
+#: "OBXJ": marks a SQLite file as an outbox journal.
+APPLICATION_ID = 0x4F42584A
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+Durability = Literal["full", "fast"]
+_SYNCHRONOUS: dict[str, str] = {"full": "FULL", "fast": "NORMAL"}
+
+#: Columns that :meth:`Journal.transition` and :meth:`Journal.reschedule` may set.
+_UPDATABLE = frozenset(
+    {
+        "key",
+        "generation",
+        "remote_status",
+        "render_id",
+        "download_url",
+        "attempts",
+        "polls",
+        "error",
+        "error_code",
+        "field_errors",
+        "due_at",
+        "pdf_path",
+        "pdf_bytes",
+        "pdf_sha256",
+        "submitted_at",
+        "finished_at",
+    }
+)
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db["entries"].create(  # type: ignore[union-attr]
+        {
+            "seq": int,
+            "id": str,
+            "template": str,
+            "data": str,
+            "base_key": str,
+            "key": str,
+            "generation": int,
+            "filename": str,
+            "version": int,
+            "state": str,
+            "remote_status": str,
+            "render_id": str,
+            "download_url": str,
+            "attempts": int,
+            "polls": int,
+            "error": str,
+            "error_code": str,
+            "field_errors": str,
+            "due_at": float,
+            "lease_owner": str,
+            "lease_until": float,
+            "pdf_path": str,
+            "pdf_bytes": int,
+            "pdf_sha256": str,
+            "source": str,
+            "created_at": str,
+            "updated_at": str,
+            "submitted_at": float,
+            "finished_at": float,
+        },
+        pk="seq",
+        not_null={
+            "id",
+            "template",
+            "data",
+            "base_key",
+            "key",
+            "generation",
+            "state",
+            "attempts",
+            "polls",
+            "due_at",
+            "created_at",
+            "updated_at",
+        },
+        defaults={"generation": 1, "attempts": 0, "polls": 0},
+    )
+    entries = db["entries"]
+    entries.create_index(["id"], unique=True)  # type: ignore[union-attr]
+    entries.create_index(["base_key"], unique=True)  # type: ignore[union-attr]
+    entries.create_index(["state", "due_at"])  # type: ignore[union-attr]
+    entries.create_index(["render_id"])  # type: ignore[union-attr]
+    db["events"].create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            "entry_id": str,
+            "at": str,
+            "from_state": str,
+            "to_state": str,
+            "attempt": int,
+            "http_status": int,
+            "error_code": str,
+            "detail": str,
+        },
+        pk="id",
+        not_null={"entry_id", "at", "to_state", "attempt"},
+    )
+    db["events"].create_index(["entry_id", "id"])  # type: ignore[union-attr]
+
+
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    # Facts about the journal as a whole: last connectivity, pause reason, ...
+    db["status"].create(  # type: ignore[union-attr]
+        {"name": str, "value": str, "updated_at": str}, pk="name", not_null={"value"}
+    )
+
+
+#: Index ``i`` upgrades a journal from version ``i`` to ``i + 1``. Append only; never edit.
+MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_migrate_1, _migrate_2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Journal:
+    """An open outbox journal. Thread-safe; several processes may open the same file.
+
+    ``durability="full"`` (the default) fsyncs every commit, so an entry acknowledged by
+    :meth:`enqueue` survives a power cut. ``"fast"`` (``synchronous=NORMAL``) survives a crash
+    of the process but may lose the last commits on power loss, in exchange for cheaper writes.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability = "full",
+        busy_timeout: float = 30.0,
+        clock: Clock | None = None,
+    ) -> None:
+        if durability not in _SYNCHRONOUS:
+            raise ValueError(f"durability must be 'full' or 'fast', not {durability!r}")
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self.clock = clock or Clock()
+        self._lock = threading.RLock()
+        _refuse_foreign_file(self.path)
+        _create_private_file(self.path)
+        try:
+            self._conn = sqlite3.connect(
+                self.path,
+                timeout=busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open the journal {self.path}: {exc}") from exc
+        self._conn.row_factory = sqlite3.Row
+        self._db = sqlite_utils.Database(self._conn)
+        try:
+            self._check_identity()
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _check_identity(self) -> None:
+        """Refuse a foreign SQLite database or a journal from a newer outbox; write nothing."""
+        try:
+            app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = [
+                row[0]
+                for row in self._conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"
+                )
+            ]
+        except sqlite3.DatabaseError as exc:
+            raise NotAJournal(
+                f"{self.path} is not an outbox journal (SQLite says: {exc}); it was left untouched"
+            ) from exc
+        if app_id == APPLICATION_ID:
+            if version > SCHEMA_VERSION:
+                raise JournalTooNew(
+                    f"{self.path} was written by a newer outbox (journal schema {version}, this "
+                    f"outbox knows up to {SCHEMA_VERSION}); upgrade outbox to open it. "
+                    "The file was left untouched."
+                )
+            return
+        if app_id != 0 or tables:
+            listed = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise NotAJournal(
+                f"{self.path} is a SQLite database but not an outbox journal "
+                f"(tables: {listed or 'none'}); it was left untouched. Point --db at another file."
+            )
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            for step in range(version, SCHEMA_VERSION):
+                log.info("upgrading journal %s from schema %d to %d", self.path, step, step + 1)
+                MIGRATIONS[step](self._db)
+            if version < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @property
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- transactions --------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction; SQLite errors become journal errors."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.warning("rollback failed on %s", self.path, exc_info=True)
+                if isinstance(exc, sqlite3.Error):
+                    raise self._translate(exc) from exc
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+
+    def _translate(self, exc: sqlite3.Error) -> JournalError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return JournalBusy(
+                f"the journal {self.path} is locked by another process and stayed locked for "
+                f"{self.busy_timeout:g} s; nothing was lost, try again when it is free"
+            )
+        if "full" in text:
+            return JournalFull(
+                f"the disk holding the journal {self.path} is full; nothing was written. "
+                "Free some space and try again."
+            )
+        return JournalError(f"journal {self.path}: {text}")
+
+    # -- enqueue -------------------------------------------------------------------------
+
+    def enqueue(self, request: RenderRequest, *, source: str | None = None) -> Entry:
+        """Add one entry, or return the existing entry with the same key. Durable on return."""
+        return self.enqueue_many([request], source=source)[0]
+
+    def enqueue_many(
+        self, requests: Sequence[RenderRequest], *, source: str | None = None
+    ) -> builtins.list[Entry]:
+        """Add many entries in one transaction; existing keys return their existing entry."""
+        now = self.clock.now()
+        stamp = iso(now)
+        result: builtins.list[Entry] = []
+        with self._write() as conn:
+            for request in requests:
+                row = conn.execute(
+                    "INSERT INTO entries (id, template, data, base_key, key, filename, version,"
+                    " state, due_at, source, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)"
+                    " ON CONFLICT(base_key) DO NOTHING RETURNING *",
+                    (
+                        secrets.token_hex(8),
+                        request.template,
+                        json.dumps(request.data, separators=(",", ":"), ensure_ascii=False),
+                        request.key,
+                        request.key,
+                        request.filename,
+                        request.version,
+                        now,
+                        source,
+                        stamp,
+                        stamp,
+                    ),
+                ).fetchone()
+                if row is None:
+                    row = conn.execute(
+                        "SELECT * FROM entries WHERE base_key = ?", (request.key,)
+                    ).fetchone()
+                    if row["template"] != request.template or json.loads(row["data"]) != (
+                        request.data
+                    ):
+                        log.warning(
+                            "key %r is already used by entry %s with other content; "
+                            "returning that entry unchanged",
+                            request.key,
+                            row["id"],
+                        )
+                else:
+                    conn.execute(
+                        "INSERT INTO events (entry_id, at, from_state, to_state, attempt, detail)"
+                        " VALUES (?, ?, NULL, 'pending', 0, ?)",
+                        (row["id"], stamp, "enqueued" + (f" from {source}" if source else "")),
+                    )
+                result.append(_entry(row))
+        return result
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get(self, entry_id: str) -> Entry:
+        """The entry with this id, or with this unique id prefix (at least 6 characters)."""
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
+            if (
+                row is None
+                and len(entry_id) >= 6
+                and all(c in "0123456789abcdef" for c in entry_id)
+            ):
+                rows = conn.execute(
+                    "SELECT * FROM entries WHERE id >= ? AND id < ? LIMIT 2",
+                    (entry_id, entry_id + "g"),
+                ).fetchall()
+                row = rows[0] if len(rows) == 1 else None
+        if row is None:
+            raise EntryNotFound(f"no entry with id {entry_id!r} in {self.path}")
+        return _entry(row)
+
+    def find_by_key(self, key: str) -> Entry | None:
+        """The entry enqueued with this idempotency key, if any."""
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM entries WHERE base_key = ?", (key,)).fetchone()
+        return None if row is None else _entry(row)
+
+    def list(
+        self, *, state: State | str | None = None, limit: int | None = None
+    ) -> builtins.list[Entry]:
+        """Entries, newest first, optionally of one state and at most ``limit`` of them."""
+        sql = "SELECT * FROM entries"
+        params: builtins.list[Any] = []
+        if state is not None:
+            sql += " WHERE state = ?"
+            params.append(State(state).value)
+        sql += " ORDER BY seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._read() as conn:
+            return [_entry(row) for row in conn.execute(sql, params)]
+
+    def counts(self) -> dict[State, int]:
+        """How many entries are in each state (every state present, zeros included)."""
+        counts = {state: 0 for state in State}
+        with self._read() as conn:
+            for row in conn.execute("SELECT state, count(*) FROM entries GROUP BY state"):
+                counts[State(row[0])] = row[1]
+        return counts
+
+    def history(self, entry_id: str) -> builtins.list[Event]:
+        """The entry's event journal, oldest first."""
+        entry = self.get(entry_id)
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT * FROM events WHERE entry_id = ? ORDER BY id", (entry.id,)
+            ).fetchall()
+        return [_event(row) for row in rows]
+
+    # -- claiming and state changes ------------------------------------------------------
+
+    def claim_due(
+        self,
+        state: State,
+        *,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        horizon: float,
+    ) -> builtins.list[Entry]:
+        """Lease up to ``limit`` entries of ``state`` that are due, oldest due first.
+
+        An entry is due when its ``due_at`` has passed, or lies more than ``horizon`` seconds
+        ahead: no schedule is ever that far out, so the clock must have jumped backwards.
+        A lease that expired (its holder crashed) or lies beyond the horizon is taken over.
+        """
+        now = self.clock.now()
+        with self._write() as conn:
+            rows = conn.execute(
+                "UPDATE entries SET lease_owner = ?, lease_until = ? WHERE seq IN ("
+                " SELECT seq FROM entries WHERE state = ? AND (due_at <= ? OR due_at > ?)"
+                " AND (lease_until IS NULL OR lease_until <= ? OR lease_until > ?)"
+                " ORDER BY due_at LIMIT ?) RETURNING *",
+                (
+                    owner,
+                    now + lease_seconds,
+                    State(state).value,
+                    now,
+                    now + horizon,
+                    now,
+                    now + horizon,
+                    limit,
+                ),
+            ).fetchall()
+        rows.sort(key=lambda row: row["due_at"])
+        return [_entry(row) for row in rows]
+
+    def next_due_at(self, states: Sequence[State]) -> float | None:
+        """The earliest ``due_at`` among entries of ``states``, or None if there are none."""
+        marks = ",".join("?" for _ in states)
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT min(due_at) FROM entries WHERE state IN ({marks})",
+                [State(s).value for s in states],
+            ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def transition(
+        self,
+        entry_id: str,
+        source: State,
+        target: State,
+        *,
+        owner: str | None = None,
+        unleased: bool = False,
+        http_status: int | None = None,
+        detail: str | None = None,
+        event_code: str | None = None,
+        **changes: Any,
+    ) -> Entry:
+        """Move an entry from ``source`` to ``target`` and record the event, atomically.
+
+        Compare-and-set: fails with :class:`IllegalTransition` if the entry is no longer in
+        ``source``, or (when ``owner`` is given) no longer leased by ``owner``, or (when
+        ``unleased``) leased by anyone right now. Releases the lease.
+        """
+        if not can_move(source, target):
+            raise IllegalTransition(f"an entry cannot move from {source} to {target}")
+        stamp = iso(self.clock.now())
+        assignments, params = _assignments(changes)
+        with self._write() as conn:
+            row = self._compare_and_set(
+                conn,
+                entry_id,
+                source,
+                owner,
+                "state = ?, updated_at = ?, lease_owner = NULL, lease_until = NULL" + assignments,
+                [target.value, stamp, *params],
+                unleased=unleased,
+            )
+            conn.execute(
+                "INSERT INTO events (entry_id, at, from_state, to_state, attempt, http_status,"
+                " error_code, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry_id,
+                    stamp,
+                    source.value,
+                    target.value,
+                    row["attempts"],
+                    http_status,
+                    event_code if event_code is not None else changes.get("error_code"),
+                    detail,
+                ),
+            )
+        return _entry(row)
+
+    def reschedule(
+        self, entry_id: str, source: State, *, owner: str | None = None, **changes: Any
+    ) -> Entry:
+        """Update bookkeeping (``due_at``, poll count...) without a state change or event.
+
+        Used for routine outcomes such as "still rendering", which would otherwise flood the
+        event journal. Releases the lease.
+        """
+        assignments, params = _assignments(changes)
+        with self._write() as conn:
+            row = self._compare_and_set(
+                conn,
+                entry_id,
+                source,
+                owner,
+                "lease_owner = NULL, lease_until = NULL" + assignments,
+                params,
+            )
+        return _entry(row)
+
+    def release(self, entry_id: str, owner: str) -> None:
+        """Give a lease back untouched (for example when a flush stops early)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE entries SET lease_owner = NULL, lease_until = NULL"
+                " WHERE id = ? AND lease_owner = ?",
+                (entry_id, owner),
+            )
+
+    def _compare_and_set(
+        self,
+        conn: sqlite3.Connection,
+        entry_id: str,
+        source: State,
+        owner: str | None,
+        assignments: str,
+        params: Sequence[Any],
+        *,
+        unleased: bool = False,
+    ) -> sqlite3.Row:
+        sql = f"UPDATE entries SET {assignments} WHERE id = ? AND state = ?"
+        where: builtins.list[Any] = [entry_id, source.value]
+        if owner is not None:
+            sql += " AND lease_owner = ?"
+            where.append(owner)
+        if unleased:
+            sql += " AND (lease_until IS NULL OR lease_until <= ?)"
+            where.append(self.clock.now())
+        row: sqlite3.Row | None = conn.execute(sql + " RETURNING *", [*params, *where]).fetchone()
+        if row is not None:
+            return row
+        current = conn.execute(
+            "SELECT state, lease_owner FROM entries WHERE id = ?", (entry_id,)
+        ).fetchone()
+        if current is None:
+            raise EntryNotFound(f"no entry with id {entry_id!r} in {self.path}")
+        if current["state"] != source.value:
+            raise IllegalTransition(
+                f"entry {entry_id} is {current['state']}, not {source}; someone else moved it"
+            )
+        if unleased:
+            raise EntryBusy(
+                f"entry {entry_id} is being worked on right now (a request for it is on the "
+                "wire); try again in a moment"
+            )
+        raise IllegalTransition(f"entry {entry_id} is no longer leased by this process")
+
+    def lease_holder(self, entry_id: str) -> str | None:
+        """Who holds a live lease on the entry right now, if anyone."""
+        now = self.clock.now()
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT lease_owner FROM entries WHERE id = ? AND lease_until > ?",
+                (entry_id, now),
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: ``"ok"`` for a healthy journal."""
+        with self._read() as conn:
+            return "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
+
+    # -- journal-wide status -------------------------------------------------------------
+
+    def set_status(self, name: str, value: Any) -> None:
+        """Record a journal-wide fact (JSON-serialisable), e.g. the last connectivity check."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO status (name, value, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = excluded.value,"
+                " updated_at = excluded.updated_at",
+                (name, json.dumps(value), iso(self.clock.now())),
+            )
+
+    def status(self) -> dict[str, Any]:
+        """Every journal-wide fact, with ``NAME_at`` giving when it was recorded."""
+        facts: dict[str, Any] = {}
+        with self._read() as conn:
+            for row in conn.execute("SELECT name, value, updated_at FROM status ORDER BY name"):
+                facts[row["name"]] = json.loads(row["value"])
+                facts[row["name"] + "_at"] = row["updated_at"]
+        return facts
+
+
+def _assignments(changes: dict[str, Any]) -> tuple[str, list[Any]]:
+    unknown = set(changes) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    sql = "".join(f", {name} = ?" for name in changes)
+    params = [
+        json.dumps(value) if name == "field_errors" and value is not None else value
+        for name, value in changes.items()
+    ]
+    return sql, params
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    field_errors = row["field_errors"]
+    return Entry(
+        id=row["id"],
+        template=row["template"],
+        data=json.loads(row["data"]),
+        key=row["key"],
+        base_key=row["base_key"],
+        state=State(row["state"]),
+        remote_status=row["remote_status"],
+        render_id=row["render_id"],
+        attempts=row["attempts"],
+        error=row["error"],
+        error_code=row["error_code"],
+        field_errors=json.loads(field_errors) if field_errors else None,
+        filename=row["filename"],
+        version=row["version"],
+        pdf_path=row["pdf_path"],
+        pdf_bytes=row["pdf_bytes"],
+        pdf_sha256=row["pdf_sha256"],
+        source=row["source"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        due_at=row["due_at"],
+    )
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(
+        id=row["id"],
+        entry_id=row["entry_id"],
+        at=row["at"],
+        from_state=State(row["from_state"]) if row["from_state"] else None,
+        to_state=State(row["to_state"]),
+        attempt=row["attempt"],
+        http_status=row["http_status"],
+        error_code=row["error_code"],
+        detail=row["detail"],
+    )
+
+
+def _refuse_foreign_file(path: Path) -> None:
+    """Refuse, without opening it through SQLite, a file that is not SQLite at all."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise NotAJournal(f"{path} is not a regular file; point --db at a journal file")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise JournalError(f"cannot read the journal {path}: {exc.strerror}") from exc
+    if header and header != SQLITE_HEADER:
+        raise NotAJournal(
+            f"{path} is not an outbox journal (not a SQLite file at all); it was left untouched"
+        )
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the journal readable by its owner only, before SQLite creates it with umask."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise JournalError(f"cannot create the journal {path}: {exc.strerror}") from exc
+    os.close(fd)
