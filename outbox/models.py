@@ -165,6 +165,8 @@ class RenderRequest:
     key: str | None = None
     filename: str | None = None
     version: int | None = None
+    #: Where the request came from (e.g. a drop-folder file); kept in the journal, not sent.
+    source: str | None = None
 
     def __post_init__(self) -> None:
         _check_template(self.template)

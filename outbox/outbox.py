@@ -9,7 +9,8 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -86,18 +87,56 @@ class Outbox:
         generated; give one derived from the business event (``inspection-42``) so that a
         retried ``enqueue`` after a crash cannot create a second entry.
         """
-        request = RenderRequest(template, _as_dict(data), key, filename, version)
-        return self.journal.enqueue(request)
+        return self.journal.enqueue(
+            self.prepare(template, data, key=key, filename=filename, version=version)
+        )
 
     def enqueue_many(
         self, requests: Iterable[RenderRequest | Mapping[str, Any]]
     ) -> builtins.list[Entry]:
         """Save many requests in one transaction: all of them or, on error, none.
 
-        Each item is a :class:`RenderRequest` or a mapping with ``template``, ``data`` and
-        optionally ``key``, ``filename``, ``version``.
+        Each item is a :class:`RenderRequest` (from :meth:`prepare`) or a mapping with
+        ``template``, ``data`` and optionally ``key``, ``filename``, ``version``.
         """
-        return self.journal.enqueue_many([_as_request(item) for item in requests])
+        return self.journal.enqueue_many(
+            [
+                item if isinstance(item, RenderRequest) else self._prepare_mapping(item)
+                for item in requests
+            ]
+        )
+
+    def prepare(
+        self,
+        template: str,
+        data: Mapping[str, Any],
+        *,
+        key: str | None = None,
+        filename: str | None = None,
+        version: int | None = None,
+        source: str | None = None,
+    ) -> RenderRequest:
+        """Check a request without saving it; raises :class:`InvalidArgument` naming the problem.
+
+        ``source`` records where the request came from (for example a drop-folder file).
+        """
+        return RenderRequest(template, _as_dict(data), key, filename, version, source)
+
+    def _prepare_mapping(self, item: Mapping[str, Any]) -> RenderRequest:
+        if not isinstance(item, Mapping):
+            raise InvalidArgument(
+                f"each request must be a RenderRequest or a mapping, not {type(item).__name__}"
+            )
+        unknown = set(item) - {"template", "data", "key", "filename", "version"}
+        if unknown:
+            raise InvalidArgument(f"unknown request fields: {sorted(unknown)}")
+        return self.prepare(
+            item.get("template"),  # type: ignore[arg-type]
+            item.get("data"),  # type: ignore[arg-type]
+            key=item.get("key"),
+            filename=item.get("filename"),
+            version=item.get("version"),
+        )
 
     def cancel(self, entry_id: str) -> Entry:
         """Cancel a ``pending`` entry. Entries Craftkit already accepted cannot be cancelled."""
@@ -134,6 +173,51 @@ class Outbox:
         """The entry's event journal, oldest first."""
         return self.journal.history(entry_id)
 
+    def on_change(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` after every change this process makes; returns a remover.
+
+        The callback runs in the thread that made the change (the background worker after
+        :meth:`start`), so GUI apps should hand it over to their UI thread.
+        """
+        return self.journal.add_listener(callback)
+
+    def changes(
+        self,
+        since: int | None = None,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 0.25,
+    ) -> Iterator[Event]:
+        """Yield events as they happen, including changes made by other processes.
+
+        Starts after event id ``since`` (default: from now on). Changes made in this process
+        arrive at once; other processes' within ``poll_interval``. Stops once ``timeout``
+        seconds pass without an event; runs forever if it is None.
+        """
+        last = self.journal.last_event_id() if since is None else since
+        wake = threading.Event()
+        remove = self.journal.add_listener(lambda _event: wake.set())
+        try:
+            idle_since = self.clock.monotonic()
+            while True:
+                wake.clear()
+                batch = self.journal.events_after(last)
+                if batch:
+                    for event in batch:
+                        last = event.id
+                        yield event
+                    idle_since = self.clock.monotonic()
+                    continue
+                wait = poll_interval
+                if timeout is not None:
+                    remaining = timeout - (self.clock.monotonic() - idle_since)
+                    if remaining <= 0:
+                        return
+                    wait = min(wait, remaining)
+                self.clock.wait(wake, wait)
+        finally:
+            remove()
+
     def status(self) -> dict[str, Any]:
         """Journal-wide facts: last connectivity check, pause reason, ..."""
         return self.journal.status()
@@ -141,22 +225,3 @@ class Outbox:
 
 def _as_dict(data: Mapping[str, Any]) -> dict[str, Any]:
     return dict(data) if isinstance(data, Mapping) else data
-
-
-def _as_request(item: RenderRequest | Mapping[str, Any]) -> RenderRequest:
-    if isinstance(item, RenderRequest):
-        return item
-    if not isinstance(item, Mapping):
-        raise InvalidArgument(
-            f"each request must be a RenderRequest or a mapping, not {type(item).__name__}"
-        )
-    unknown = set(item) - {"template", "data", "key", "filename", "version"}
-    if unknown:
-        raise InvalidArgument(f"unknown request fields: {sorted(unknown)}")
-    return RenderRequest(
-        item.get("template"),  # type: ignore[arg-type]
-        item.get("data"),  # type: ignore[arg-type]
-        item.get("key"),
-        item.get("filename"),
-        item.get("version"),
-    )

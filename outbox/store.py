@@ -177,6 +177,7 @@ class Journal:
         self.busy_timeout = busy_timeout
         self.clock = clock or Clock()
         self._lock = threading.RLock()
+        self._listeners: builtins.list[Callable[[Event], None]] = []
         _refuse_foreign_file(self.path)
         _create_private_file(self.path)
         try:
@@ -298,17 +299,16 @@ class Journal:
 
     # -- enqueue -------------------------------------------------------------------------
 
-    def enqueue(self, request: RenderRequest, *, source: str | None = None) -> Entry:
+    def enqueue(self, request: RenderRequest) -> Entry:
         """Add one entry, or return the existing entry with the same key. Durable on return."""
-        return self.enqueue_many([request], source=source)[0]
+        return self.enqueue_many([request])[0]
 
-    def enqueue_many(
-        self, requests: Sequence[RenderRequest], *, source: str | None = None
-    ) -> builtins.list[Entry]:
+    def enqueue_many(self, requests: Sequence[RenderRequest]) -> builtins.list[Entry]:
         """Add many entries in one transaction; existing keys return their existing entry."""
         now = self.clock.now()
         stamp = iso(now)
         result: builtins.list[Entry] = []
+        events: builtins.list[Event] = []
         with self._write() as conn:
             for request in requests:
                 row = conn.execute(
@@ -325,7 +325,7 @@ class Journal:
                         request.filename,
                         request.version,
                         now,
-                        source,
+                        request.source,
                         stamp,
                         stamp,
                     ),
@@ -344,12 +344,20 @@ class Journal:
                             row["id"],
                         )
                 else:
-                    conn.execute(
-                        "INSERT INTO events (entry_id, at, from_state, to_state, attempt, detail)"
-                        " VALUES (?, ?, NULL, 'pending', 0, ?)",
-                        (row["id"], stamp, "enqueued" + (f" from {source}" if source else "")),
+                    events.append(
+                        _append_event(
+                            conn,
+                            row["id"],
+                            stamp,
+                            None,
+                            State.PENDING,
+                            0,
+                            detail="enqueued"
+                            + (f" from {request.source}" if request.source else ""),
+                        )
                     )
                 result.append(_entry(row))
+        self._notify(events)
         return result
 
     # -- reading -------------------------------------------------------------------------
@@ -492,20 +500,18 @@ class Journal:
                 [target.value, stamp, *params],
                 unleased=unleased,
             )
-            conn.execute(
-                "INSERT INTO events (entry_id, at, from_state, to_state, attempt, http_status,"
-                " error_code, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry_id,
-                    stamp,
-                    source.value,
-                    target.value,
-                    row["attempts"],
-                    http_status,
-                    event_code if event_code is not None else changes.get("error_code"),
-                    detail,
-                ),
+            event = _append_event(
+                conn,
+                entry_id,
+                stamp,
+                source,
+                target,
+                row["attempts"],
+                http_status=http_status,
+                error_code=event_code if event_code is not None else changes.get("error_code"),
+                detail=detail,
             )
+        self._notify([event])
         return _entry(row)
 
     def reschedule(
@@ -590,6 +596,41 @@ class Journal:
         with self._read() as conn:
             return "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
 
+    # -- change feed ---------------------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``listener(event)`` after every change this process commits; returns a remover.
+
+        Listeners run in the thread that made the change, after the commit; an exception in a
+        listener is logged and does not undo or block the change.
+        """
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _notify(self, events: Sequence[Event]) -> None:
+        for event in events:
+            for listener in builtins.list(self._listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("a change listener failed on event %d", event.id)
+
+    def events_after(self, event_id: int, *, limit: int = 1000) -> builtins.list[Event]:
+        """Events of all entries with an id above ``event_id``, oldest first.
+
+        Event ids only grow, so a reader that remembers the last id it saw gets every change,
+        including those made by other processes.
+        """
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (event_id, limit)
+            ).fetchall()
+        return [_event(row) for row in rows]
+
+    def last_event_id(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+
     # -- journal-wide status -------------------------------------------------------------
 
     def set_status(self, name: str, value: Any) -> None:
@@ -610,6 +651,35 @@ class Journal:
                 facts[row["name"]] = json.loads(row["value"])
                 facts[row["name"] + "_at"] = row["updated_at"]
         return facts
+
+
+def _append_event(
+    conn: sqlite3.Connection,
+    entry_id: str,
+    stamp: str,
+    source: State | None,
+    target: State,
+    attempt: int,
+    *,
+    http_status: int | None = None,
+    error_code: str | None = None,
+    detail: str | None = None,
+) -> Event:
+    row = conn.execute(
+        "INSERT INTO events (entry_id, at, from_state, to_state, attempt, http_status,"
+        " error_code, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        (
+            entry_id,
+            stamp,
+            source.value if source else None,
+            target.value,
+            attempt,
+            http_status,
+            error_code,
+            detail,
+        ),
+    ).fetchone()
+    return _event(row)
 
 
 def _assignments(changes: dict[str, Any]) -> tuple[str, list[Any]]:

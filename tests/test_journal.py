@@ -11,7 +11,7 @@ from outbox import EntryBusy, EntryNotFound, IllegalTransition, Outbox, State
 from outbox.clock import Clock
 from outbox.store import Journal
 
-from .conftest import API_KEY_IN_TESTS
+from .conftest import API_KEY_IN_TESTS, run_cli
 
 
 class FakeClock(Clock):
@@ -144,3 +144,29 @@ def test_status_facts_round_trip(ob: Outbox) -> None:
     facts = ob.status()
     assert facts["connectivity"] == {"online": False, "reason": "connection refused"}
     assert facts["connectivity_at"].endswith("Z")
+
+
+def test_on_change_reports_every_change_made_in_this_process(ob: Outbox) -> None:
+    seen: list[tuple[str, State | None, State]] = []
+    remove = ob.on_change(
+        lambda event: seen.append((event.entry_id, event.from_state, event.to_state))
+    )
+    entry = ob.enqueue("invoice", {})
+    ob.cancel(entry.id)
+    remove()
+    ob.enqueue("invoice", {"after": "removal"})
+    assert seen == [(entry.id, None, State.PENDING), (entry.id, State.PENDING, State.CANCELLED)]
+
+
+def test_changes_yields_events_made_by_other_processes(db_path: Path) -> None:
+    with Outbox(db_path) as ob:
+        before = ob.enqueue("invoice", {"n": 0})
+        feed = ob.changes(timeout=10, poll_interval=0.05)
+        other = run_cli("--db", str(db_path), "enqueue", "invoice", "--data", '{"n": 1}')
+        assert other.returncode == 0, other.stderr
+        event = next(feed)
+        assert event.entry_id == other.stdout.strip() != before.id
+        assert event.to_state is State.PENDING
+        # Replaying from the start gives the whole history, in order.
+        replay = list(ob.changes(since=0, timeout=0.1))
+        assert [e.entry_id for e in replay] == [before.id, event.entry_id]
