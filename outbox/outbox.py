@@ -194,7 +194,10 @@ class Outbox:
         arrive at once; other processes' within ``poll_interval``. Stops once ``timeout``
         seconds pass without an event; runs forever if it is None.
         """
-        last = self.journal.last_event_id() if since is None else since
+        start = self.journal.last_event_id() if since is None else since
+        return self._follow(start, timeout, poll_interval)
+
+    def _follow(self, last: int, timeout: float | None, poll_interval: float) -> Iterator[Event]:
         wake = threading.Event()
         remove = self.journal.add_listener(lambda _event: wake.set())
         try:
