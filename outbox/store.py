@@ -458,14 +458,55 @@ class Journal:
         return [_entry(row) for row in rows]
 
     def next_due_at(self, states: Sequence[State]) -> float | None:
-        """The earliest ``due_at`` among entries of ``states``, or None if there are none."""
+        """When the next entry of ``states`` may be claimed: its ``due_at``, or the end of the
+        lease someone else holds on it. None if there are no such entries."""
         marks = ",".join("?" for _ in states)
+        now = self.clock.now()
         with self._read() as conn:
             row = conn.execute(
-                f"SELECT min(due_at) FROM entries WHERE state IN ({marks})",
-                [State(s).value for s in states],
+                "SELECT min(CASE WHEN lease_until > ? AND lease_until <= ? THEN"
+                f" max(due_at, lease_until) ELSE due_at END) FROM entries WHERE state IN ({marks})",
+                [now, now + 86400, *(State(s).value for s in states)],
             ).fetchone()
         return None if row[0] is None else float(row[0])
+
+    def lease_owners(self) -> builtins.list[str]:
+        """Everyone holding a live lease right now."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT lease_owner FROM entries WHERE lease_until > ?",
+                (self.clock.now(),),
+            ).fetchall()
+        return [row[0] for row in rows if row[0]]
+
+    def release_all(self, owner: str) -> int:
+        """Give back every lease ``owner`` holds (it stopped, or it died); returns how many."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE entries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
+                (owner,),
+            )
+            return cursor.rowcount
+
+    def purge(self, finished_before: float) -> int:
+        """Delete terminal entries (and their events) last changed before ``finished_before``.
+
+        Unfinished entries (pending, submitted, downloading) are never touched.
+        """
+        cutoff = iso(finished_before)
+        terminal = [s.value for s in State if s.is_terminal]
+        marks = ",".join("?" for _ in terminal)
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM events WHERE entry_id IN (SELECT id FROM entries WHERE"
+                f" state IN ({marks}) AND updated_at < ?)",
+                [*terminal, cutoff],
+            )
+            cursor = conn.execute(
+                f"DELETE FROM entries WHERE state IN ({marks}) AND updated_at < ?",
+                [*terminal, cutoff],
+            )
+            return cursor.rowcount
 
     def transition(
         self,
@@ -718,6 +759,10 @@ def _entry(row: sqlite3.Row) -> Entry:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         due_at=row["due_at"],
+        generation=row["generation"],
+        polls=row["polls"],
+        submitted_at=row["submitted_at"],
+        download_url=row["download_url"],
     )
 
 
