@@ -95,7 +95,6 @@ class Sandbox:
         self._state: SandboxState | None = None
         self._api: CraftkitAPI | None = None
         self._server: SandboxHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -117,10 +116,8 @@ class Sandbox:
                 raise
             self._port = server.port
             server.base_url = self.base_url_for(self._port)
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                      name="craftkit-sandbox", daemon=True)
-            thread.start()
-            self._state, self._api, self._server, self._thread = state, api, server, thread
+            server.start()
+            self._state, self._api, self._server = state, api, server
             logger.info("Craftkit sandbox listening on %s", self.base_url)
             return self
 
@@ -141,7 +138,7 @@ class Sandbox:
         """Go offline: stop listening and cut every connection. State and port are kept."""
         with self._lock:
             server, state = self._server, self._state
-            self._server = self._api = self._state = self._thread = None
+            self._server = self._api = self._state = None
         if server is not None:
             server.close()
         if state is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import selectors
 import socket
 import threading
 import time
@@ -80,11 +81,40 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         self.dates = _DateCache()
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._connections_lock = threading.Lock()
+        self._wakeup_read, self._wakeup_write = socket.socketpair()
+        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         """The port the server listens on."""
         return int(self.server_address[1])
+
+    def start(self) -> None:
+        """Accept connections on a background thread (the socket already listens)."""
+        self._thread = threading.Thread(target=self._accept_loop, name="craftkit-sandbox",
+                                        daemon=True)
+        self._thread.start()
+
+    def _accept_loop(self) -> None:
+        """Like ``serve_forever``, but woken at once by :meth:`close` instead of polling."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wakeup_read, selectors.EVENT_READ)
+            while not self.stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self.socket and not self.stopping.is_set():
+                        self._accept_one()
+
+    def _accept_one(self) -> None:
+        try:
+            request, address = self.get_request()
+        except OSError:
+            return
+        try:
+            self.process_request(request, address)
+        except Exception:
+            self.handle_error(request, address)
+            self.shutdown_request(request)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept a connection with Nagle's algorithm off (small answers leave at once)."""
@@ -117,8 +147,13 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     def close(self, timeout: float = 5.0) -> None:
         """Stop listening, cut every open connection, and wait for their threads."""
         self.stopping.set()
-        self.shutdown()
+        with contextlib.suppress(OSError):
+            self._wakeup_write.send(b"x")
+        if self._thread is not None:
+            self._thread.join(timeout)
         self.server_close()
+        self._wakeup_read.close()
+        self._wakeup_write.close()
         with self._connections_lock:
             connections = list(self._connections.items())
         for conn, _ in connections:
