@@ -502,3 +502,10 @@ def test_invoice_happy_path(sb: Sandbox) -> None:
     with client(sb) as http:
         assert render(http, "invoice", INVOICE).status_code == 202
         assert render(http, data=INSPECTION).status_code == 202
+
+
+def test_poll_url_follows_the_host_the_client_used(sb: Sandbox) -> None:
+    with httpx.Client(base_url=f"http://localhost:{sb.port}",
+                      headers={"Authorization": f"Bearer {sb.api_key}"}) as http:
+        body = render(http).json()
+    assert body["pollUrl"] == f"http://localhost:{sb.port}/v1/renders/{body['id']}"

@@ -39,8 +39,8 @@ class Faults:
       ``Content-Length`` but sends only part of the body, then closes the connection.
     - ``hang``: probability that a ``/v1/*`` request waits ``hang_seconds`` before it is
       handled (a stop of the sandbox ends the wait and drops the connection).
-    - ``captive_portal``: every request (``/health`` included) gets ``200 text/html`` with a
-      login page, like a hotel Wi-Fi portal.
+    - ``captive_portal``: every request (``/health`` included, control endpoints excepted)
+      gets ``200 text/html`` with a login page, like a hotel Wi-Fi portal.
     """
 
     latency: float = 0.0

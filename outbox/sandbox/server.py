@@ -14,6 +14,7 @@ import logging
 import re
 import selectors
 import socket
+import socketserver
 import threading
 import time
 from email.utils import formatdate
@@ -83,6 +84,13 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         self._connections_lock = threading.Lock()
         self._wakeup_read, self._wakeup_write = socket.socketpair()
         self._thread: threading.Thread | None = None
+
+    def server_bind(self) -> None:
+        """Bind without the reverse DNS lookup ``HTTPServer`` does (slow when offline)."""
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
 
     @property
     def port(self) -> int:

@@ -29,6 +29,9 @@ from outbox.sandbox.templates import RenderSeconds, TemplateSpec
 #: The database file inside the state folder.
 DB_NAME = "sandbox.sqlite3"
 
+#: Render rows kept in memory at most (each is a few hundred bytes).
+RENDER_CACHE_SIZE = 200_000
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
@@ -386,7 +389,7 @@ class SandboxState:
                 if existing is None:
                     raise
                 return existing, False
-            self._renders[record.id] = record
+            self._remember(record)
             return record, True
 
     def get_render(self, render_id: str) -> RenderRecord | None:
@@ -408,8 +411,14 @@ class SandboxState:
 
     def _cache_render(self, row: tuple[Any, ...]) -> RenderRecord:
         record = RenderRecord(*row)
-        self._renders[record.id] = record
+        self._remember(record)
         return record
+
+    def _remember(self, record: RenderRecord) -> None:
+        """Cache a render row (the cache is emptied past :data:`RENDER_CACHE_SIZE` rows)."""
+        if len(self._renders) >= RENDER_CACHE_SIZE:
+            self._renders.clear()
+        self._renders[record.id] = record
 
     def render_counts(self) -> dict[str, Any]:
         """Counts that prove "never twice", read from the persisted renders."""

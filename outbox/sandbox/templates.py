@@ -35,7 +35,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from outbox.sandbox.manifest import Manifest, ManifestError
 
@@ -156,8 +155,3 @@ def _parse_one(raw: object, where: str) -> TemplateSpec:
                         template_type=template_type, published=published, manifest=manifest,
                         render_seconds=render_seconds, fail_message=fail_message)
 
-
-def describe(specs: list[TemplateSpec]) -> list[dict[str, Any]]:
-    """A short summary of each template (for logs and the command's banner)."""
-    return [{"slug": s.slug, "published": s.published, "fails": s.fail_message is not None}
-            for s in specs]
