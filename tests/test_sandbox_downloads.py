@@ -230,3 +230,19 @@ def test_downloads_during_stop_do_not_hang() -> None:
             assert errors
     finally:
         sandbox.close()
+
+
+@pytest.mark.parametrize("size", [None, 50_000])
+def test_pdf_xref_offsets_point_at_their_objects(size: int | None) -> None:
+    blob = render_pdf(template="t", version=1, render_id="r", created_at="c",
+                      data={"rows": [{"n": n} for n in range(120)]}, pad_to=size).to_bytes()
+    startxref = int(blob.rsplit(b"startxref\n", 1)[1].split(b"\n")[0])
+    assert blob[startxref:].startswith(b"xref\n0 ")
+    lines = blob[startxref:].split(b"\n")
+    count = int(lines[1].split()[1])
+    entries = lines[3:3 + count - 1]
+    assert len(entries) == count - 1
+    for number, entry in enumerate(entries, start=1):
+        offset = int(entry[:10])
+        assert blob[offset:].startswith(f"{number} 0 obj\n".encode()), number
+    assert blob.startswith(b"%PDF-1.4\n") and blob.endswith(b"%%EOF\n")

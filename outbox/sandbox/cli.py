@@ -133,6 +133,10 @@ def sandbox(host: str, port: int, state_dir: Path, templates_file: Path | None,
         click.echo(f"Other project's key: {sb.other_project_key}")
         click.echo(f"State: {sb.state_dir}")
         click.echo(f"export CRAFTKIT_BASE_URL={sb.base_url} CRAFTKIT_API_KEY={sb.api_key}")
+        if host in ("0.0.0.0", "::", ""):
+            click.echo(f"Listening on all interfaces: other devices use this machine's "
+                       f"address and port {sb.port}.")
+        click.echo("Press Ctrl-C to stop.")
         sys.stdout.flush()
         while not stop.wait(0.5):
             pass
