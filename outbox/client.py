@@ -285,7 +285,7 @@ class CraftkitClient:
         retryer = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type((OutcomeUnknown, ServerError)),
             stop=tenacity.stop_after_attempt(self.retries + 1) | OutOfTime(),
-            wait=tenacity.wait_exponential_jitter(initial=0.1, max=1.0),
+            wait=tenacity.wait_random_exponential(multiplier=0.1, max=1.0),
             sleep=self._sleep,
             reraise=True,
         )

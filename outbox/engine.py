@@ -27,7 +27,7 @@ from .gate import Gate
 from .models import UNFINISHED_STATES, Entry, Event, State
 from .pool import Crew
 from .replay import Replay
-from .schedule import RenderTimes
+from .schedule import HORIZON, RenderTimes
 from .store import Journal
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ EXIT_AUTH = 77
 EXIT_UNEXPECTED = 1
 
 _UNFINISHED = sorted(UNFINISHED_STATES)
+#: How often to look again when the due work is leased by another process.
+BUSY_ELSEWHERE_WAIT = 0.2
 
 
 @dataclass
@@ -188,6 +190,19 @@ class Engine:
                 count = self.journal.release_all(owner)
                 log.info("took back %d leases of a stopped process (%s)", count, owner)
 
+    def _until_due(self, handled: int) -> float | None:
+        """Seconds until unfinished work is due (None: there is none).
+
+        If work looks due but this pass handled nothing, another process holds it: look again
+        shortly rather than spinning.
+        """
+        next_due = self.journal.next_due_at(_UNFINISHED, horizon=HORIZON)
+        if next_due is None:
+            return None
+        wait = next_due - self.clock.now()
+        floor = 0.005 if handled else BUSY_ELSEWHERE_WAIT
+        return max(wait, floor)
+
     # -- flush ---------------------------------------------------------------------------
 
     def flush(
@@ -213,7 +228,7 @@ class Engine:
         self.reclaim_dead_leases()
         try:
             while True:
-                self.cycle(deadline=deadline, stop=stop)
+                handled = self.cycle(deadline=deadline, stop=stop)
                 if progress is not None:
                     progress(self.journal.counts())
                 if (stop is not None and stop.is_set()) or self.gate.auth_error:
@@ -223,11 +238,10 @@ class Engine:
                     if self.gate.probe_until_online(grace, stop):
                         continue
                     break
-                next_due = self.journal.next_due_at(_UNFINISHED)
-                if next_due is None:
+                wait = self._until_due(handled)
+                if wait is None:
                     break
                 now = self.clock.monotonic()
-                wait = max(next_due - self.clock.now(), 0.005)
                 if now + wait >= deadline:
                     timed_out = True
                     break
@@ -267,7 +281,7 @@ class Engine:
         self.reclaim_dead_leases()
         while not stop.is_set():
             self._nudge.clear()
-            self.cycle(deadline=None, stop=stop)
+            handled = self.cycle(deadline=None, stop=stop)
             if stop.is_set():
                 break
             if self.gate.auth_error:
@@ -277,11 +291,9 @@ class Engine:
             if self.gate.offline_reason:
                 self.gate.probe_until_online(None, stop)
                 continue
-            next_due = self.journal.next_due_at(_UNFINISHED)
-            wait = self.settings.idle_interval
-            if next_due is not None:
-                wait = min(wait, max(next_due - self.clock.now(), 0.005))
-            self.clock.wait(self._nudge, wait)
+            wait = self._until_due(handled)
+            idle = self.settings.idle_interval
+            self.clock.wait(self._nudge, idle if wait is None else min(wait, idle))
 
 
 def _process_alive(pid: int) -> bool:

@@ -457,18 +457,29 @@ class Journal:
         rows.sort(key=lambda row: row["due_at"])
         return [_entry(row) for row in rows]
 
-    def next_due_at(self, states: Sequence[State]) -> float | None:
-        """When the next entry of ``states`` may be claimed: its ``due_at``, or the end of the
-        lease someone else holds on it. None if there are no such entries."""
-        marks = ",".join("?" for _ in states)
+    def next_due_at(self, states: Sequence[State], *, horizon: float) -> float | None:
+        """The earliest ``due_at`` among entries of ``states`` (None if there are none).
+
+        A ``due_at`` more than ``horizon`` seconds ahead counts as now (the clock jumped).
+        Leases are ignored: an entry someone else is working on may look due already.
+        """
         now = self.clock.now()
+        earliest: float | None = None
         with self._read() as conn:
-            row = conn.execute(
-                "SELECT min(CASE WHEN lease_until > ? AND lease_until <= ? THEN"
-                f" max(due_at, lease_until) ELSE due_at END) FROM entries WHERE state IN ({marks})",
-                [now, now + 86400, *(State(s).value for s in states)],
-            ).fetchone()
-        return None if row[0] is None else float(row[0])
+            for state in states:
+                value = conn.execute(
+                    "SELECT min(due_at) FROM entries WHERE state = ? AND due_at <= ?",
+                    (State(state).value, now + horizon),
+                ).fetchone()[0]
+                beyond = conn.execute(
+                    "SELECT 1 FROM entries WHERE state = ? AND due_at > ? LIMIT 1",
+                    (State(state).value, now + horizon),
+                ).fetchone()
+                if beyond is not None:
+                    value = now
+                if value is not None and (earliest is None or value < earliest):
+                    earliest = float(value)
+        return earliest
 
     def lease_owners(self) -> builtins.list[str]:
         """Everyone holding a live lease right now."""
