@@ -147,3 +147,18 @@ def test_start_is_idempotent_and_attributes_need_a_start() -> None:
     finally:
         sandbox.close()
     sandbox.stop()  # stopping twice is harmless
+
+
+def test_stats_revoke_and_republish_work_while_stopped() -> None:
+    with Sandbox(render_seconds=0) as sandbox:
+        with client(sandbox) as http:
+            render(http, key="before")
+        sandbox.stop()
+        assert sandbox.stats()["renders_per_key"] == {"before": 1}
+        assert sandbox.revoke_key(sandbox.other_project_key) is True
+        assert sandbox.republish("memo", {"variables": []})["currentVersionNumber"] == 1
+        sandbox.start()
+        with client(sandbox, sandbox.other_project_key) as other:
+            assert other.get("/v1/templates").status_code == 401
+        with client(sandbox) as http:
+            assert http.get("/v1/templates/memo").status_code == 200

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -82,7 +83,7 @@ class ApiConfig:
     render_seconds: RenderSeconds = 0.3
     public_bucket: bool = True
     pdf_size: int | None = None
-    clock: Callable[[], float] = field(default=lambda: 0.0)
+    clock: Callable[[], float] = time.time
 
 
 def dumps(body: object) -> bytes:

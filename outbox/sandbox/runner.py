@@ -21,7 +21,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -220,7 +221,8 @@ class Sandbox:
 
     def revoke_key(self, key: str) -> bool:
         """Revoke a key: its next call gets 401. Returns whether it was live."""
-        return self._require_api().state.revoke_key(key, int(self._config.clock() * 1000))
+        with self._api_context() as api:
+            return api.state.revoke_key(key, int(self._config.clock() * 1000))
 
     def republish(self, slug: str, manifest: dict[str, Any] | Manifest,
                   name: str | None = None) -> dict[str, Any]:
@@ -229,21 +231,33 @@ class Sandbox:
         if not SLUG_PATTERN.fullmatch(slug):
             raise ValueError(f"invalid slug {slug!r}")
         parsed = manifest if isinstance(manifest, Manifest) else Manifest.from_json(manifest)
-        api = self._require_api()
-        template, _ = api.state.put_template(MAIN_PROJECT, slug, parsed,
-                                             int(self._config.clock() * 1000), name=name)
-        return template_json(template)
+        with self._api_context() as api:
+            template, _ = api.state.put_template(MAIN_PROJECT, slug, parsed,
+                                                 int(self._config.clock() * 1000), name=name)
+            return template_json(template)
 
     def stats(self) -> dict[str, Any]:
         """Renders created (also per idempotency key and per payload), requests by route and
         status, 429s and other injected faults."""
-        return self._require_api().stats()
+        with self._api_context() as api:
+            return api.stats()
 
-    def _require_api(self) -> CraftkitAPI:
-        api = self._api
-        if api is None:
-            raise RuntimeError("the sandbox is not running")
-        return api
+    @contextmanager
+    def _api_context(self) -> Iterator[CraftkitAPI]:
+        """The running API, or (while stopped) one opened on the state folder just for this
+        call, so stats, revocations and republishing work offline too."""
+        with self._lock:
+            api = self._api
+            if api is not None:
+                yield api
+                return
+            if self._state_dir is None:
+                raise RuntimeError("the sandbox has not been started yet")
+            state = SandboxState(self._state_dir)
+            try:
+                yield CraftkitAPI(state, self._injector, self._counters, self._config)
+            finally:
+                state.close()
 
 
 def _derive_key(secret: str, project: str) -> str:

@@ -184,6 +184,14 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         """Request logs go to the module logger at debug level, not to stderr."""
         logger.debug("%s - %s", self.address_string(), format % args)
 
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """Protocol errors (bad request line, unknown method) in the JSON error envelope."""
+        self.close_connection = True
+        status = HTTPStatus(code)
+        codes = {501: "method_not_allowed", 400: "invalid_request"}
+        self._send(error(code, codes.get(code, "invalid_request"), message or status.phrase))
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._handle()
 
