@@ -21,6 +21,7 @@ from .config import ENV_API_KEY, Config, load_config
 from .engine import FlushReport
 from .models import Entry, Event, State
 from .outbox import Outbox
+from .sandbox.cli import sandbox as sandbox_command
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -308,6 +309,9 @@ def purge(state: _State, older_than: str) -> None:
     with state.outbox() as ob:
         count = ob.purge(seconds)
     click.echo(f"purged {count} finished entries older than {older_than}")
+
+
+cli.add_command(sandbox_command)
 
 
 # -- helpers ---------------------------------------------------------------------------
