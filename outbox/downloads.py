@@ -19,7 +19,7 @@ from pathlib import Path
 from .errors import DownloadError, StorageFull
 
 CHUNK = 64 * 1024
-_UNSAFE = re.compile(r"[^A-Za-z0-9 ._()+,=@-]+")
+_UNSAFE = re.compile(r"[^\w ._()+,=@-]+")
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 
