@@ -7,11 +7,10 @@ Runs against the Craftkit sandbox that ships with outbox, on a real local socket
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
-
-import logging
 
 from outbox import Outbox, State
 from outbox.sandbox import Sandbox
