@@ -233,6 +233,9 @@ class Journal:
             )
 
     def _migrate(self) -> None:
+        # Opening an up-to-date journal must not need the write lock another process may hold.
+        if self.schema_version == SCHEMA_VERSION:
+            return
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
