@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from .client import CraftkitClient
 from .clock import iso
@@ -31,9 +32,23 @@ REFRESH_MIN_INTERVAL = 30.0
 #: The longest a refresh after a rejection may take.
 REFRESH_TIMEOUT = 10.0
 
-#: When this process last refreshed a template after a rejection: (journal, slug) -> monotonic.
-_refreshed: dict[tuple[str, str], float] = {}
-_refreshed_lock = threading.Lock()
+
+@dataclass
+class _Refreshes:
+    """This process's refreshes of one template in one journal, one at a time."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: ``clock.monotonic()`` of the last successful refresh.
+    last: float | None = None
+
+
+_refreshes: dict[tuple[str, str], _Refreshes] = {}
+_refreshes_lock = threading.Lock()
+
+
+def _refreshes_of(journal: Journal, slug: str) -> _Refreshes:
+    with _refreshes_lock:
+        return _refreshes.setdefault((str(journal.path), slug), _Refreshes())
 
 
 def fetch_template(
@@ -95,23 +110,19 @@ def _refresh(journal: Journal, client: CraftkitClient, entry: Entry) -> str | No
     old = journal.cached_template(slug)
     if old is None:
         return None
-    current = old
-    if _claim_refresh(journal, slug):
-        deadline = journal.clock.monotonic() + REFRESH_TIMEOUT
-        try:
-            fresh = fetch_template(client, slug, iso(journal.clock.now()), deadline=deadline)
-        except PermanentError as exc:
-            if exc.code == "template_not_found":
-                journal.forget_template(slug)
-                return f"template {slug} no longer exists at Craftkit; it left the template cache"
-            return f"the cached template {slug} could not be refreshed ({exc.message})"
-        except RemoteError as exc:
-            return (
-                f"the cached template {slug} could not be refreshed ({exc.message}); "
-                "run `outbox templates sync` when online"
-            )
-        journal.save_templates([fresh])
-        current = journal.cached_template(slug) or fresh
+    refreshes = _refreshes_of(journal, slug)
+    # Rejections of one template arrive together: the first refreshes it while the others
+    # wait, then they all read what it found.
+    with refreshes.lock:
+        now = journal.clock.monotonic()
+        if refreshes.last is None or not 0 <= now - refreshes.last < REFRESH_MIN_INTERVAL:
+            problem = _fetch_and_save(journal, client, slug)
+            if problem is not None:
+                return problem
+            refreshes.last = now
+        current = journal.cached_template(slug)
+    if current is None:
+        return f"template {slug} no longer exists at Craftkit; it left the template cache"
     note = _change_note(old, current, entry)
     if entry.version is not None and entry.version != current.version:
         note += f"; this entry is pinned to version {entry.version}"
@@ -119,16 +130,23 @@ def _refresh(journal: Journal, client: CraftkitClient, entry: Entry) -> str | No
     return note
 
 
-def _claim_refresh(journal: Journal, slug: str) -> bool:
-    """Whether to fetch the template now (no other rejection here refreshed it just before)."""
-    now = journal.clock.monotonic()
-    key = (str(journal.path), slug)
-    with _refreshed_lock:
-        last = _refreshed.get(key)
-        if last is not None and 0 <= now - last < REFRESH_MIN_INTERVAL:
-            return False
-        _refreshed[key] = now
-    return True
+def _fetch_and_save(journal: Journal, client: CraftkitClient, slug: str) -> str | None:
+    """Re-read one template into the cache; returns what went wrong, if anything."""
+    deadline = journal.clock.monotonic() + REFRESH_TIMEOUT
+    try:
+        fresh = fetch_template(client, slug, iso(journal.clock.now()), deadline=deadline)
+    except PermanentError as exc:
+        if exc.code == "template_not_found":
+            journal.forget_template(slug)
+            return None
+        return f"the cached template {slug} could not be refreshed ({exc.message})"
+    except RemoteError as exc:
+        return (
+            f"the cached template {slug} could not be refreshed ({exc.message}); "
+            "run `outbox templates sync` when online"
+        )
+    journal.save_templates([fresh])
+    return None
 
 
 def _change_note(old: CachedTemplate, current: CachedTemplate, entry: Entry) -> str:
