@@ -155,50 +155,18 @@ class Outbox:
         self._apply_check(request, key, self.validation if validation is None else validation)
         return request
 
-    def _apply_check(self, request: RenderRequest, key: str | None, mode: str) -> None:
+    def _apply_check(self, request: RenderRequest, key: str | None, mode: ValidationMode) -> None:
+        """Check a prepared request's data as ``mode`` says (see :meth:`prepare`)."""
         if validation_mode(mode) == "off":
             return
         check = self.check(request.template, request.data, version=request.version)
         if not check.passed and key is not None and self.journal.find_by_key(key) is not None:
             return
-        check.enforce(validation_mode(mode))
+        check.enforce(mode)
         if not check.passed:
             log.warning("%s; queued anyway (validation=warn)", check.message())
         elif check.message():
             log.info("%s", check.message())
-
-    def check(
-        self, template: str, data: Mapping[str, Any], *, version: int | None = None
-    ) -> DataCheck:
-        """Check ``data`` against the cached template, offline, the way Craftkit would.
-
-        Never raises for bad data: the result's ``outcome`` says whether the data matches,
-        does not (``field_errors`` in Craftkit's shape and words), or could not be checked
-        (the template is not cached, or ``version`` pins another version than the cached
-        one: the cache holds each template's current published version only).
-        """
-        if not isinstance(data, Mapping):
-            raise InvalidArgument(
-                f"data must be a JSON object ({{...}}), not {type(data).__name__}"
-            )
-        cached = self.journal.cached_template(template)
-        return self._checker.check(cached, template, data, version=version)
-
-    def templates(self) -> builtins.list[CachedTemplate]:
-        """The cached templates (see :meth:`sync_templates`), by slug. Works offline."""
-        return self.journal.cached_templates()
-
-    def sync_templates(self, timeout: float = 60.0) -> builtins.list[CachedTemplate]:
-        """Cache every template's published manifest, schema and version; needs the network.
-
-        Run it while online so that data can be checked offline before it is queued. The
-        cache is replaced as a whole (templates deleted at Craftkit leave it) or, if the
-        network or the key fails, left as it was. Returns the cache as it now stands.
-        """
-        client = self._get_engine().client
-        return template_sync.sync_templates(
-            self.journal, client, deadline=self.clock.monotonic() + timeout
-        )
 
     def _prepare_mapping(self, item: Mapping[str, Any]) -> RenderRequest:
         if not isinstance(item, Mapping):
@@ -416,6 +384,41 @@ class Outbox:
     def status(self) -> dict[str, Any]:
         """Journal-wide facts: last connectivity check, pause reason, ..."""
         return self.journal.status()
+
+    # -- template cache ------------------------------------------------------------------
+
+    def check(
+        self, template: str, data: Mapping[str, Any], *, version: int | None = None
+    ) -> DataCheck:
+        """Check ``data`` against the cached template, offline, the way Craftkit would.
+
+        Never raises for bad data: the result's ``outcome`` says whether the data matches,
+        does not (``field_errors`` in Craftkit's shape and words), or could not be checked
+        (the template is not cached, or ``version`` pins another version than the cached
+        one: the cache holds each template's current published version only).
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidArgument(
+                f"data must be a JSON object ({{...}}), not {type(data).__name__}"
+            )
+        cached = self.journal.cached_template(template)
+        return self._checker.check(cached, template, data, version=version)
+
+    def templates(self) -> builtins.list[CachedTemplate]:
+        """The cached templates (see :meth:`sync_templates`), by slug. Works offline."""
+        return self.journal.cached_templates()
+
+    def sync_templates(self, timeout: float = 60.0) -> builtins.list[CachedTemplate]:
+        """Cache every template's published manifest, schema and version; needs the network.
+
+        Run it while online so that data can be checked offline before it is queued. The
+        cache is replaced as a whole (templates deleted at Craftkit leave it) or, if the
+        network or the key fails, left as it was. Returns the cache as it now stands.
+        """
+        client = self._get_engine().client
+        return template_sync.sync_templates(
+            self.journal, client, deadline=self.clock.monotonic() + timeout
+        )
 
 
 def _as_dict(data: Mapping[str, Any]) -> dict[str, Any]:

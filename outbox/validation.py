@@ -44,7 +44,7 @@ ValidationMode = Literal["reject", "warn", "off"]
 VALIDATION_MODES: tuple[ValidationMode, ...] = ("reject", "warn", "off")
 
 #: A path into render data: object keys and array indices.
-Path = tuple[str | int, ...]
+DataPath = tuple[str | int, ...]
 #: Marks "any index of a loop" in a manifest field's path.
 _ANY_ITEM = "*"
 
@@ -75,12 +75,12 @@ class SchemaCheck:
 
     def errors(self, data: Mapping[str, Any]) -> FieldErrors:
         """Craftkit's ``fieldErrors`` for ``data`` (empty when Craftkit would accept it)."""
-        found: dict[Path, list[str]] = {}
+        found: dict[DataPath, list[str]] = {}
         # Craftkit does not look inside a loop that is too long: neither do we.
-        cut: list[Path] = []
+        cut: list[DataPath] = []
         failures = sorted(self._validator.iter_errors(data), key=lambda e: len(e.absolute_path))
         for failure in failures:
-            path: Path = tuple(failure.absolute_path)
+            path: DataPath = tuple(failure.absolute_path)
             if _inside_any(path, cut):
                 continue
             if failure.validator == "maxItems":
@@ -93,7 +93,9 @@ class SchemaCheck:
         ordered = sorted(found, key=self._position)
         return {_key(path): found[path] for path in ordered}
 
-    def _translate(self, failure: ValidationError, path: Path) -> Iterator[tuple[Path, str]]:
+    def _translate(
+        self, failure: ValidationError, path: DataPath
+    ) -> Iterator[tuple[DataPath, str]]:
         """Craftkit's field key(s) and message for one jsonschema failure."""
         keyword = failure.validator
         value = failure.instance
@@ -122,22 +124,21 @@ class SchemaCheck:
         else:
             yield path, rules.MSG_INVALID_INPUT
 
-    def _form_message(self, path: Path, failure: ValidationError) -> str:
+    def _form_message(self, path: DataPath, failure: ValidationError) -> str:
         """The message for a string that does not have its field's form."""
         data_type = self._data_types.get(_pattern_of(path))
         if data_type in rules.FORM_MESSAGES:
             return rules.FORM_MESSAGES[data_type]
-        if failure.validator == "pattern":
-            for candidate, message in _PATTERN_MESSAGES.items():
-                if failure.validator_value == candidate:
-                    return message
+        pattern = failure.validator_value if failure.validator == "pattern" else None
+        if isinstance(pattern, str) and pattern in _PATTERN_MESSAGES:
+            return _PATTERN_MESSAGES[pattern]
         form = _schema_of(failure).get("format")
         if isinstance(form, str) and form in _FORMAT_MESSAGES:
             return _FORMAT_MESSAGES[form]
         return rules.MSG_INVALID_INPUT
 
     def _beyond_the_schema(
-        self, data: Mapping[str, Any], found: dict[Path, list[str]], cut: list[Path]
+        self, data: Mapping[str, Any], found: dict[DataPath, list[str]], cut: list[DataPath]
     ) -> None:
         """What Craftkit refuses although the schema allows it.
 
@@ -154,7 +155,7 @@ class SchemaCheck:
                 if message is not None:
                     found[path] = [message]
 
-    def _position(self, path: Path) -> tuple[int, ...]:
+    def _position(self, path: DataPath) -> tuple[int, ...]:
         """Where a field comes in the schema, so errors are listed in the template's order."""
         node: Any = self._schema
         position: list[int] = []
@@ -214,25 +215,25 @@ def _schema_of(failure: ValidationError) -> Mapping[str, Any]:
     return schema if isinstance(schema, Mapping) else {}
 
 
-def _key(path: Path) -> str:
+def _key(path: DataPath) -> str:
     """Craftkit's field key for a path: ``customer.name``, ``findings.0.severity``."""
     return ".".join(str(part) for part in path) or "data"
 
 
-def _pattern_of(path: Path) -> tuple[str, ...]:
+def _pattern_of(path: DataPath) -> tuple[str, ...]:
     """A data path with loop indices replaced by ``*``, to look up its manifest field."""
     return tuple(_ANY_ITEM if isinstance(part, int) else part for part in path)
 
 
-def _inside_any(path: Path, roots: list[Path]) -> bool:
+def _inside_any(path: DataPath, roots: list[DataPath]) -> bool:
     return any(len(path) > len(root) and path[: len(root)] == root for root in roots)
 
 
-def _required_leaves(schema: Any, path: Path) -> list[Path]:
+def _required_leaves(schema: Any, path: DataPath) -> list[DataPath]:
     """The required fields under a missing property: itself, or its required descendants."""
     if isinstance(schema, dict) and schema.get("type") == "object" and schema.get("required"):
         properties = schema.get("properties", {})
-        leaves: list[Path] = []
+        leaves: list[DataPath] = []
         for name in schema["required"]:
             leaves.extend(_required_leaves(properties.get(name, {}), (*path, name)))
         return leaves
@@ -254,7 +255,9 @@ def _first_type(branches: list[Any]) -> str:
     return _type_name(types[0]) if types else "string"
 
 
-def _values_at(node: Any, pattern: tuple[str, ...], prefix: Path) -> Iterator[tuple[Path, Any]]:
+def _values_at(
+    node: Any, pattern: tuple[str, ...], prefix: DataPath
+) -> Iterator[tuple[DataPath, Any]]:
     """Every value in ``node`` at a manifest field's path (``*`` standing for loop items)."""
     if not pattern:
         yield prefix, node
