@@ -202,9 +202,8 @@ def status(state: _State, as_json: bool) -> None:
     click.echo(f"downloads  {config.downloads}")
     click.echo(f"api        {config.base_url}")
     click.echo("  ".join(f"{s.value} {n}" for s, n in counts.items()))
-    for name, value in facts.items():
-        if not name.endswith("_at"):
-            click.echo(f"{name}: {value} (at {facts.get(name + '_at')})")
+    for line in _network_lines(facts):
+        click.echo(line)
 
 
 @cli.command(name="list")
@@ -464,6 +463,27 @@ def _stop_on_signals(ob: Outbox) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _network_lines(facts: dict[str, Any]) -> list[str]:
+    """The last known connectivity, key, server and rate-limit facts, for a person."""
+    lines = []
+    labels = {
+        "connectivity": ("network", "online", "offline"),
+        "auth": ("api key", "accepted", f"refused — fix {ENV_API_KEY}"),
+        "server": ("server", "ok", "trouble"),
+        "rate_limit": ("rate limit", "not limited", "limited — requests were slowed down"),
+    }
+    for name, (label, good, bad) in labels.items():
+        fact = facts.get(name)
+        if not isinstance(fact, dict):
+            continue
+        ok = fact.get("online", fact.get("ok", not fact.get("limited", False)))
+        text = good if ok else bad
+        if fact.get("reason") and not ok:
+            text += f": {fact['reason']}"
+        lines.append(f"{label.ljust(10)} {text} (as of {facts.get(name + '_at')})")
+    return lines
 
 
 def _progress_line(counts: dict[State, int]) -> None:

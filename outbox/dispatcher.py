@@ -121,7 +121,7 @@ class Dispatcher:
             crew.journal.reschedule(entry.id, State.PENDING, owner=crew.owner, due_at=now + pause)
         elif isinstance(exc, TransientError):
             if not isinstance(exc, OutcomeUnknown):
-                crew.gate.answered()
+                crew.gate.note(exc)
             attempts = entry.attempts + 1
             delay = retry_delay(attempts)
             code = exc.code or ("outcome_unknown" if isinstance(exc, OutcomeUnknown) else "server")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .client import CraftkitClient
 from .clock import Clock
-from .errors import AuthError, Offline, RateLimited, RemoteError
+from .errors import AuthError, Offline, RateLimited, RemoteError, ServerError
 from .store import Journal
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class Gate:
         self._recent: list[float] = []  # monotonic start times of recent requests
         self._answered_before = False
         self._key_accepted_before = False
+        self._server_trouble = False
 
     # -- conditions ----------------------------------------------------------------------
 
@@ -107,19 +108,34 @@ class Gate:
         log.info("rate limited; pausing %.1f s, pace now %.1f requests/s", pause, self._rate)
         return pause
 
-    def answered(self) -> None:
+    def server_error(self, exc: ServerError) -> None:
+        """Craftkit answered 5xx: it is reachable, but in trouble."""
+        self.answered(healthy=False)
+        with self._lock:
+            first = not self._server_trouble
+            self._server_trouble = True
+        if first:
+            log.warning("Craftkit server trouble: %s", exc.message)
+            self._record("server", {"ok": False, "reason": exc.message})
+
+    def answered(self, *, healthy: bool = True) -> None:
         """A request got a real answer from the API: online, and the pace may rise."""
         with self._lock:
             was_offline = self.offline_reason is not None
             first = not self._answered_before
             self._answered_before = True
             self.offline_reason = None
-            if self._rate is not None:
+            recovered = healthy and self._server_trouble
+            if recovered:
+                self._server_trouble = False
+            if self._rate is not None and healthy:
                 self._rate += self.pacing.increase
         if was_offline:
             log.warning("back online")
         if was_offline or first:
             self._record("connectivity", {"online": True, "reason": None})
+        if recovered or (first and healthy):
+            self._record("server", {"ok": True, "reason": None})
 
     def key_accepted(self) -> None:
         """An authenticated request succeeded: clear a recorded authentication failure."""
@@ -136,8 +152,10 @@ class Gate:
             self.auth_error = None
 
     def note(self, exc: RemoteError) -> None:
-        """Act on an error that concerns every request (offline, key refused, 429)."""
-        if isinstance(exc, Offline):
+        """Act on an error that concerns every request (offline, key refused, 429, 5xx)."""
+        if isinstance(exc, ServerError):
+            self.server_error(exc)
+        elif isinstance(exc, Offline):
             self.went_offline(exc)
         elif isinstance(exc, AuthError):
             self.key_refused(exc)

@@ -22,6 +22,7 @@ from .errors import (
     Offline,
     RateLimited,
     RemoteError,
+    ServerError,
     StorageFull,
 )
 from .models import Entry, State
@@ -152,7 +153,10 @@ class Replay:
             pause = crew.gate.rate_limited(exc)
             crew.journal.reschedule(entry.id, State.SUBMITTED, owner=crew.owner, due_at=now + pause)
             return
-        crew.gate.answered()
+        if isinstance(exc, ServerError):
+            crew.gate.server_error(exc)
+        else:
+            crew.gate.answered()
         if isinstance(exc, NotFound):
             # Never drop it: the render exists somewhere, most likely under another project.
             message = (

@@ -52,7 +52,7 @@ def test_nothing_listening_exits_75_quickly_and_consumes_nothing(tmp_path: Path)
         assert all(e.state is State.PENDING and e.attempts == 0 for e in ob.list())
         assert ob.status()["connectivity"]["online"] is False
     status = run_cli("status", env=env)
-    assert "connectivity" in status.stdout and "'online': False" in status.stdout
+    assert "network    offline: cannot reach" in status.stdout
 
 
 def test_refused_key_exits_77_names_the_variable_and_consumes_nothing(
@@ -69,6 +69,8 @@ def test_refused_key_exits_77_names_the_variable_and_consumes_nothing(
         assert all(e.state is State.PENDING and e.attempts == 0 for e in ob.list())
         assert ob.status()["auth"]["ok"] is False
         assert bad_key.encode() not in db.read_bytes()
+    status = run_cli("status", env=sandbox_env(sandbox, db))
+    assert "api key    refused — fix CRAFTKIT_API_KEY" in status.stdout
     # One refused request paused everything: not one request per entry.
     posts = sandbox.stats()["requests"]["POST /v1/templates/:slug/render"]
     assert sum(posts.values()) <= 4  # at most one per worker already on the wire
@@ -161,6 +163,8 @@ def test_rate_limit_slows_the_dispatcher_down(tmp_path: Path, sandbox: Sandbox) 
     renders_per_entry_ok(sandbox, 120)
     total = sum(sum(route.values()) for route in stats["requests"].values())
     assert stats["rate_limited"] <= 0.1 * total, stats
+    status = run_cli("status", env=sandbox_env(sandbox, db)).stdout
+    assert "rate limit limited" in status and "network    online" in status
 
 
 def test_captive_portal_is_not_success(tmp_path: Path, sandbox: Sandbox) -> None:
@@ -218,5 +222,26 @@ def test_server_errors_before_create_are_retried_with_backoff(
     with connected(db, sandbox) as ob:
         report = ob.flush(timeout=60)
         assert report.exit_code == 0, report.problems
+        # Trouble was recorded while it lasted, and cleared by the answers that followed.
+        trouble = [e for e in ob.list() for ev in ob.history(e.id) if ev.http_status in (500, 503)]
+        assert trouble
+        assert ob.status()["server"]["ok"] is True
     renders_per_entry_ok(sandbox, 10)
     assert json.dumps(sandbox.stats()["requests"]).count("50") >= 1
+
+
+def test_server_trouble_is_shown_in_status_and_consumes_attempts_not_entries(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    db = tmp_path / "j.db"
+    _fill(db, 2)
+    sandbox.set_faults(error_503_before=1.0)
+    result = run_cli("flush", "--timeout", "3", env=sandbox_env(sandbox, db))
+    assert result.returncode == 75, result.stderr
+    status = run_cli("status", env=sandbox_env(sandbox, db)).stdout
+    assert "server     trouble: Craftkit server error (503 queue_unavailable" in status
+    with Outbox(db) as ob:
+        entries = ob.list()
+        assert all(e.state is State.PENDING and e.attempts >= 1 for e in entries)
+        assert all(e.error_code == "queue_unavailable" for e in entries)
+    assert sandbox.stats()["renders_created"] == 0
