@@ -88,6 +88,7 @@ class _State:
             api_key=config.api_key,
             base_url=config.base_url,
             downloads=config.downloads,
+            settings=config.settings,
         ) as ob:
             yield ob
 

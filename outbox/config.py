@@ -26,7 +26,8 @@ ENV_CONFIG = "OUTBOX_CONFIG"
 ENV_API_KEY = "CRAFTKIT_API_KEY"
 ENV_BASE_URL = "CRAFTKIT_BASE_URL"
 
-_FILE_KEYS = {"db", "downloads", "base_url"}
+_FILE_KEYS = {"db", "downloads", "base_url", "concurrency", "connect_timeout", "read_timeout"}
+_TUNING_KEYS = ("concurrency", "connect_timeout", "read_timeout")
 
 
 def default_db_path() -> Path:
@@ -84,6 +85,7 @@ class Config:
     api_key: str | None = field(repr=False)
     config_file: Path | None = None
     sources: dict[str, str] = field(default_factory=dict)
+    settings: Settings = field(default_factory=lambda: Settings())
 
 
 def load_config(
@@ -137,7 +139,20 @@ def load_config(
         api_key=env.get(ENV_API_KEY) or None,
         config_file=file_path,
         sources=sources,
+        settings=_settings(file_path, file_values),
     )
+
+
+def _settings(path: Path | None, values: dict[str, Any]) -> Settings:
+    tuning = {name: values[name] for name in _TUNING_KEYS if name in values}
+    for name, value in tuning.items():
+        wanted = int if name == "concurrency" else (int, float)
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            raise ConfigError(f"config file {path}: {name} must be a number, not {value!r}")
+    try:
+        return Settings(**tuning)
+    except ValueError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
 
 
 def _read_config_file(explicit: str | None) -> tuple[Path | None, dict[str, Any]]:

@@ -48,7 +48,7 @@ class Gate:
         *,
         clock: Clock,
         pacing: Pacing | None = None,
-        probe_cap: float = 30.0,
+        probe_cap: float = 10.0,
     ) -> None:
         self.client = client
         self.journal = journal

@@ -127,3 +127,18 @@ def test_config_file_must_not_hold_the_api_key(tmp_path: Path) -> None:
     result = run_cli("--config", str(config), "status")
     assert result.returncode == 78
     assert "CRAFTKIT_API_KEY" in result.stderr and "ck_live_secret" not in result.stderr
+
+
+def test_config_file_tunes_the_network_side_and_checks_its_values(tmp_path: Path) -> None:
+    from outbox.config import load_config
+
+    config = tmp_path / "config.toml"
+    config.write_text("concurrency = 8\nread_timeout = 12.5\n")
+    settings = load_config(config_file=str(config), environ={}).settings
+    assert (settings.concurrency, settings.read_timeout, settings.connect_timeout) == (8, 12.5, 5.0)
+    config.write_text('concurrency = "lots"\n')
+    result = run_cli("--config", str(config), "status")
+    assert result.returncode == 78 and "concurrency must be a number" in result.stderr
+    config.write_text("concurrency = 0\n")
+    result = run_cli("--config", str(config), "status")
+    assert result.returncode == 78 and "concurrency must be at least 1" in result.stderr
