@@ -230,6 +230,42 @@ def cancel(state: _State, entry_id: str) -> None:
     click.echo(f"{entry.id} cancelled")
 
 
+@cli.command()
+@click.argument(
+    "folder", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@pass_state
+def watch(state: _State, folder: Path) -> None:
+    """Turn JSON job files dropped into DIR into entries, until Ctrl-C. Works offline.
+
+    A job file is {"template": "slug", "data": {...}} with optional "key", "filename" and
+    "version"; write it as NAME.json.tmp and rename it to NAME.json. Accepted files move to
+    DIR/accepted/, invalid ones to DIR/rejected/ beside NAME.error.txt, and
+    DIR/results/NAME.result.json appears once the render is done, failed or rejected.
+    """
+    # Imported here: only this command needs the file watcher and signal handling.
+    import signal
+    import threading
+
+    from .watcher import DropFolder
+
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda _signum, _frame: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        with state.outbox() as ob:
+            drop = DropFolder(ob, folder, on_outcome=lambda outcome: click.echo(outcome.describe()))
+            click.echo(
+                f"watching {drop.folder} (journal {ob.journal.path}); Ctrl-C stops", err=True
+            )
+            drop.run(stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 # -- helpers ---------------------------------------------------------------------------
 
 
