@@ -68,8 +68,10 @@ BATCH_BYTES = 64 * MiB
 _SUFFIX = ".json"
 _ERROR_SUFFIX = ".error.txt"
 _RESULT_SUFFIX = ".result.json"
-#: Marks in ``results/`` that a job file maps to an entry made from another file (same key).
+#: Marks in ``results/`` that a job file maps to an entry made from another file (same key):
+#: ``.alias-ENTRYID-NAME.json.alias``, hidden and not ending in ``.json``.
 _ALIAS_PREFIX = ".alias-"
+_ALIAS_SUFFIX = ".alias"
 _BOM = b"\xef\xbb\xbf"
 _WATCH_DEBOUNCE_MS = 50
 _WATCH_STEP_MS = 20
@@ -614,7 +616,11 @@ class DropFolder:
         """Remember that ``name`` is answered by ``entry_id`` (made from another file)."""
         results = self.folder / RESULTS
         results.mkdir(exist_ok=True)
-        fd = os.open(results / f"{_ALIAS_PREFIX}{entry_id}-{name}", os.O_WRONLY | os.O_CREAT, 0o666)
+        fd = os.open(
+            results / f"{_ALIAS_PREFIX}{entry_id}-{name}{_ALIAS_SUFFIX}",
+            os.O_WRONLY | os.O_CREAT,
+            0o666,
+        )
         os.close(fd)
 
     def _aliases(self) -> dict[str, list[str]]:
@@ -624,8 +630,9 @@ class DropFolder:
         except FileNotFoundError:
             return found
         for marker in sorted(names):
-            if marker.startswith(_ALIAS_PREFIX):
-                entry_id, _, name = marker[len(_ALIAS_PREFIX) :].partition("-")
+            if marker.startswith(_ALIAS_PREFIX) and marker.endswith(_ALIAS_SUFFIX):
+                middle = marker[len(_ALIAS_PREFIX) : -len(_ALIAS_SUFFIX)]
+                entry_id, _, name = middle.partition("-")
                 found.setdefault(entry_id, []).append(name)
         return found
 
