@@ -209,7 +209,8 @@ class DropFolder:
         self._wake_at: float | None = None
         self._stop = threading.Event()
         self._cursor: int | None = None
-        self._last_complaint: str | None = None
+        #: The problem last logged per activity, so a lasting one is logged once.
+        self._complaints: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<DropFolder {str(self.folder)!r}>"
@@ -278,10 +279,11 @@ class DropFolder:
                     ready.append(look)
                 else:
                     self._wait_for(look.name, self.clock.monotonic() + self.recheck, report)
-        self._accept([look for look in ready if look.kind == "job"], report)
+        # Rejections first: they need no journal, so a busy journal does not hold them up.
         for look in ready:
             if look.kind != "job":
                 self._reject(look, report)
+        self._accept([look for look in ready if look.kind == "job"], report)
 
     def _sighted(self, look: _Look, now: float) -> float:
         """Record seeing the file; return for how long it has looked exactly like this."""
@@ -647,22 +649,26 @@ class DropFolder:
         """
         self._stop = stop
         log.info("watching the drop folder %s", self.folder)
-        self._guarded(self.scan)
-        self._guarded(self.write_results)
+        self._guarded("scan", self.scan)
+        self._guarded("results", self.write_results)
         while not stop.is_set():
             try:
                 self._watch(stop)
             except Exception as exc:
                 self._complain(
-                    f"cannot watch {self.folder} ({exc}); scanning every "
-                    f"{self.rescan_interval:g} s instead"
+                    "watch",
+                    f"cannot watch {self.folder} ({exc}); trying again every {self.tick:g} s",
                 )
-                self.clock.wait(stop, self.rescan_interval)
-                self._guarded(self.scan)
-                self._guarded(self.write_results)
+                self.clock.wait(stop, self.tick)
+                self._guarded("scan", self.scan)
+                self._guarded("results", self.write_results)
+            else:
+                self._complaints.pop("watch", None)
         log.info("stopped watching the drop folder %s", self.folder)
 
     def _watch(self, stop: threading.Event) -> None:
+        """Scan on changes until ``stop``; return early if the folder is replaced or removed."""
+        folder_identity = _identity(self.folder)
         # Rescan once the watcher listens: a file dropped just before would be missed otherwise.
         next_scan = self.clock.monotonic()
         for changes in watchfiles.watch(
@@ -678,30 +684,35 @@ class DropFolder:
         ):
             if stop.is_set():
                 return
+            if _identity(self.folder) != folder_identity:
+                # Deleted or replaced: the file-system watch on the old folder hears nothing.
+                log.info("the drop folder %s was replaced; watching it anew", self.folder)
+                return
             now = self.clock.monotonic()
             due = self._wake_at is not None and now >= self._wake_at
             if changes or due or now >= next_scan:
-                self._guarded(self.scan)
+                self._guarded("scan", self.scan)
                 next_scan = self.clock.monotonic() + self.rescan_interval
-            self._guarded(self.write_results)
+            self._guarded("results", self.write_results)
 
-    def _guarded(self, action: Callable[[], object]) -> None:
+    def _guarded(self, activity: str, action: Callable[[], object]) -> None:
+        """Run ``action``; log what goes wrong and carry on, whatever it was."""
         try:
             action()
         except JournalError as exc:
-            self._complain(f"{exc}; files wait in {self.folder} until it works again")
+            self._complain(activity, f"{exc}; files wait in {self.folder} until it works again")
         except OSError as exc:
-            self._complain(f"drop folder {self.folder}: {exc}")
+            self._complain(activity, f"drop folder {self.folder}: {exc}")
         except Exception:
             log.exception("drop folder %s: unexpected error; carrying on", self.folder)
         else:
-            self._last_complaint = None
+            self._complaints.pop(activity, None)
 
-    def _complain(self, message: str) -> None:
+    def _complain(self, activity: str, message: str) -> None:
         """Log a problem once, not on every tick while it lasts."""
-        if message != self._last_complaint:
+        if self._complaints.get(activity) != message:
             log.warning("%s", message)
-        self._last_complaint = message
+        self._complaints[activity] = message
 
     def _tell(self, outcome: Outcome) -> None:
         log.info("%s", _shown(outcome.describe()))

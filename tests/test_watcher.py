@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -554,3 +555,19 @@ def test_the_running_watcher_writes_results_as_entries_finish(ob: Outbox, folder
     ) == 1
     for state in ("done", "failed", "rejected"):
         assert (result(folder, state) or {})["state"] == state
+
+
+def test_the_watcher_survives_its_folder_being_removed_and_made_again(
+    ob: Outbox, folder: Path
+) -> None:
+    # No periodic rescan here: only a fresh watch on the new folder can see the second file.
+    with running(ob, folder, rescan_interval=3600) as watcher:
+        drop(folder, "before.json", JOB)
+        wait_until(lambda: "before.json" in watcher.accepted(), what="the first file")
+        shutil.rmtree(folder)
+        time.sleep(0.5)
+        folder.mkdir()
+        drop(folder, "after.json", {**JOB, "key": "after"})
+        wait_until(lambda: "after.json" in watcher.accepted(), what="a file in the new folder")
+        assert watcher.thread.is_alive()
+    assert len(ob.list()) == 2
