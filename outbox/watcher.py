@@ -94,7 +94,7 @@ class Accepted:
 
     def describe(self) -> str:
         note = " (already enqueued)" if self.known else ""
-        return f"accepted {self.file} -> entry {self.entry.id}{note}"
+        return _shown(f"accepted {self.file} -> entry {self.entry.id}{note}")
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class Rejected:
     moved_to: Path
 
     def describe(self) -> str:
-        return f"rejected {self.file}: {self.reason}"
+        return _shown(f"rejected {self.file}: {self.reason}")
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class ResultWritten:
     path: Path
 
     def describe(self) -> str:
-        return f"result {self.file}: {self.entry.state.value}"
+        return _shown(f"result {self.file}: {self.entry.state.value}")
 
 
 Outcome = Accepted | Rejected | ResultWritten
@@ -715,7 +715,7 @@ class DropFolder:
         self._complaints[activity] = message
 
     def _tell(self, outcome: Outcome) -> None:
-        log.info("%s", _shown(outcome.describe()))
+        log.info("%s", outcome.describe())
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 

@@ -22,7 +22,10 @@ from outbox.clock import Clock
 from outbox.models import Entry
 from outbox.watcher import Accepted, DropFolder, Outcome, Rejected, ResultWritten, derive_key
 
-JOB = {"template": "inspection-report", "data": {"inspector": "Ada", "site": "North"}}
+JOB: dict[str, Any] = {
+    "template": "inspection-report",
+    "data": {"inspector": "Ada", "site": "North"},
+}
 
 
 # -- helpers shared with test_watcher_processes ---------------------------------------
@@ -154,7 +157,7 @@ def test_without_a_key_identical_content_is_the_same_job(ob: Outbox, folder: Pat
     assert len(entries) == 2
     assert again.accepted[0].entry.id == first.accepted[0].entry.id and again.accepted[0].known
     key = again.accepted[0].entry.key
-    assert key == derive_key(JOB["template"], dict(JOB["data"]), None, None)  # type: ignore[arg-type]
+    assert key == derive_key(JOB["template"], JOB["data"], None, None)
     assert re.fullmatch(r"drop-[0-9a-f]{40}", key)
     # The filename and version are part of the job: changing them makes another one.
     assert derive_key("t", {}, "a.pdf", None) != derive_key("t", {}, None, None)
@@ -336,6 +339,26 @@ def test_a_rejected_name_already_taken_gets_a_number(ob: Outbox, folder: Path) -
     ]
     assert "not valid JSON" in (folder / "rejected" / "bad.2.error.txt").read_text()
     assert "JSON object" in (folder / "rejected" / "bad.error.txt").read_text()
+
+
+def test_names_that_cannot_be_answered_are_rejected(ob: Outbox, folder: Path) -> None:
+    undecodable = os.fsdecode(b"caf\xe9.json")  # Latin-1, not UTF-8
+    too_long = "x" * 196 + ".json"  # 201 bytes: NAME.result.json would not fit
+    for name in (undecodable, too_long):
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT)
+        os.write(fd, json.dumps(JOB).encode())
+        os.close(fd)
+    report = DropFolder(ob, folder).scan()
+    reasons = {r.file: r.reason for r in report.rejected}
+    assert reasons[undecodable] == "the file name is not valid UTF-8"
+    assert reasons[too_long].startswith("the file name is 201 bytes long")
+    assert [r.describe() for r in report.rejected if r.file == undecodable] == [
+        "rejected caf\\udce9.json: the file name is not valid UTF-8"
+    ]
+    rejected = folder / "rejected"
+    assert (rejected / os.fsdecode(b"caf\xe9.error.txt")).read_bytes().startswith(b"caf\xe9.json: ")
+    assert (rejected / ("x" * 196 + ".error.txt")).exists()
+    assert ob.list() == []
 
 
 # -- files still being written ----------------------------------------------------------
@@ -553,8 +576,8 @@ def test_the_running_watcher_writes_results_as_entries_finish(ob: Outbox, folder
     assert [o.file for o in watcher.outcomes if isinstance(o, ResultWritten)].count(
         "done.json"
     ) == 1
-    for state in ("done", "failed", "rejected"):
-        assert (result(folder, state) or {})["state"] == state
+    for stem in ("done", "failed", "rejected"):
+        assert (result(folder, stem) or {})["state"] == stem
 
 
 def test_the_watcher_survives_its_folder_being_removed_and_made_again(
