@@ -15,6 +15,14 @@ destination holds the very file that was read.
 Completeness: a file that parses as a complete JSON document and keeps its size and mtime over a
 short re-check is complete; one that does not parse is declared invalid only after it has stayed
 unchanged for ``settle`` seconds, so slow writers are never read half-way.
+
+In a long-running process (this is what ``outbox watch`` does)::
+
+    stop = threading.Event()
+    drop = DropFolder(ob, "jobs/")
+    threading.Thread(target=drop.run, args=(stop,), name="drop-folder").start()
+    ...
+    stop.set()  # run() returns within a fraction of a second
 """
 
 from __future__ import annotations
@@ -553,6 +561,11 @@ class DropFolder:
         """
         journal = self.outbox.journal
         after = self._load_cursor()
+        if journal.last_event_id() < after:
+            # Event ids went backwards (the newest events were deleted), so new events may have
+            # ids already passed. Read the whole feed again: rewriting a result does no harm.
+            log.info("the journal's change feed went backwards; reading it from the start")
+            after = 0
         written: list[ResultWritten] = []
         aliases: dict[str, list[str]] | None = None
         while True:

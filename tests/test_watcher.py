@@ -594,3 +594,22 @@ def test_the_watcher_survives_its_folder_being_removed_and_made_again(
         wait_until(lambda: "after.json" in watcher.accepted(), what="a file in the new folder")
         assert watcher.thread.is_alive()
     assert len(ob.list()) == 2
+
+
+def test_results_keep_coming_when_the_newest_events_were_deleted(ob: Outbox, folder: Path) -> None:
+    watcher = DropFolder(ob, folder)
+    for n in range(3):
+        drop(folder, f"old-{n}.json", {**JOB, "data": {"n": n}})
+    for accepted in watcher.scan().accepted:
+        _finish(ob, accepted.entry.id, State.DONE)
+    assert len(watcher.write_results()) == 3
+    # Old finished entries are deleted with their events (as a purge does), so event ids
+    # restart below the point the watcher has read up to.
+    with sqlite3.connect(ob.journal.path) as conn:
+        conn.execute("DELETE FROM events")
+        conn.execute("DELETE FROM entries")
+    drop(folder, "new.json", {**JOB, "key": "new"})
+    entry_id = watcher.scan().accepted[0].entry.id
+    _finish(ob, entry_id, State.FAILED)
+    assert [w.file for w in watcher.write_results()] == ["new.json"]
+    assert (result(folder, "new") or {})["state"] == "failed"
