@@ -4,6 +4,8 @@ A render request written to the outbox is never lost and never rendered twice, a
 up on disk, verified. Start with :class:`Outbox`.
 """
 
+from .config import Settings
+from .engine import FlushReport
 from .errors import (
     AuthError,
     ConfigError,
@@ -36,6 +38,7 @@ __all__ = [
     "EntryBusy",
     "EntryNotFound",
     "Event",
+    "FlushReport",
     "IllegalTransition",
     "InvalidArgument",
     "JournalBusy",
@@ -49,6 +52,7 @@ __all__ = [
     "PermanentError",
     "RemoteError",
     "RenderRequest",
+    "Settings",
     "State",
     "TransientError",
 ]

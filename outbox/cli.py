@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,9 +18,12 @@ from typing import Any, NoReturn
 import click
 
 from . import errors
-from .config import Config, load_config
+from .config import ENV_API_KEY, Config, load_config
+from .engine import FlushReport
 from .models import Entry, Event, State
 from .outbox import Outbox
+from .sandbox.cli import sandbox as sandbox_command
+from .watcher import DropFolder
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -112,6 +117,8 @@ def cli(
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every URL at INFO, and a PDF's public downloadUrl is not for the logs.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     ctx.obj = _State(
         {"db": db, "downloads": downloads, "base_url": base_url, "config_file": config_file}
     )
@@ -231,6 +238,82 @@ def cancel(state: _State, entry_id: str) -> None:
 
 
 @cli.command()
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to work before leaving the rest for next time.",
+)
+@json_option
+@pass_state
+def flush(state: _State, timeout: float, as_json: bool) -> None:
+    """Submit everything pending, follow the renders, download the PDFs.
+
+    Exit codes: 0 drained; 65 drained but something failed or was rejected in this run;
+    75 work remains (offline, server trouble, rate limited, or still rendering at --timeout);
+    77 the API key was refused; 78 configuration error.
+    """
+    _require_api_key(state.config)
+    with state.outbox() as ob, _stop_on_signals(ob):
+        live = sys.stderr.isatty() and not as_json
+        report = ob.flush(timeout, progress=_progress_line if live else None)
+    if live:
+        click.echo("", err=True)
+    if as_json:
+        click.echo(_dumps(_report_json(report)))
+    else:
+        click.echo(_counts_line(report.counts))
+        for line in report.problems:
+            click.echo(line.replace("fix the API key", f"fix {ENV_API_KEY}"), err=True)
+    raise SystemExit(report.exit_code)
+
+
+@cli.command()
+@click.option(
+    "--watch",
+    "watch_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also ingest JSON job files dropped into this folder.",
+)
+@pass_state
+def run(state: _State, watch_dir: Path | None) -> None:
+    """Keep working until stopped (SIGINT/SIGTERM): submit, poll, download."""
+    _require_api_key(state.config)
+    with state.outbox() as ob, _stop_on_signals(ob):
+        click.echo(f"outbox running on {state.config.db}; stop with Ctrl-C", err=True)
+        ob.run()
+    click.echo("stopped; unfinished work stays in the journal", err=True)
+
+
+@cli.command()
+@click.argument("entry_id", metavar="ID")
+@pass_state
+def retry(state: _State, entry_id: str) -> None:
+    """Put a failed or rejected entry back to pending (a new key for failed ones)."""
+    with state.outbox() as ob:
+        entry = ob.retry(entry_id)
+    click.echo(f"{entry.id} pending again with key {entry.key}")
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    metavar="AGE",
+    help="Age such as 30d, 12h, 90m or 3600s.",
+)
+@pass_state
+def purge(state: _State, older_than: str) -> None:
+    """Delete finished entries older than AGE (never pending or in-progress ones)."""
+    seconds = _parse_age(older_than)
+    with state.outbox() as ob:
+        count = ob.purge(seconds)
+    click.echo(f"purged {count} finished entries older than {older_than}")
+
+
+@cli.command()
 @click.argument(
     "folder", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
@@ -243,12 +326,6 @@ def watch(state: _State, folder: Path) -> None:
     DIR/accepted/, invalid ones to DIR/rejected/ beside NAME.error.txt, and
     DIR/results/NAME.result.json appears once the render is done, failed or rejected.
     """
-    # Imported here: only this command needs the file watcher and signal handling.
-    import signal
-    import threading
-
-    from .watcher import DropFolder
-
     stop = threading.Event()
     previous = {
         signum: signal.signal(signum, lambda _signum, _frame: stop.set())
@@ -266,7 +343,68 @@ def watch(state: _State, folder: Path) -> None:
             signal.signal(signum, handler)
 
 
+cli.add_command(sandbox_command)
+
+
 # -- helpers ---------------------------------------------------------------------------
+
+
+def _require_api_key(config: Config) -> None:
+    if not config.api_key:
+        raise errors.ConfigError(
+            f"no Craftkit API key: set {ENV_API_KEY} (it is never read from a flag or a file)"
+        )
+
+
+@contextmanager
+def _stop_on_signals(ob: Outbox) -> Iterator[None]:
+    """SIGINT and SIGTERM ask the outbox to stop cleanly instead of killing it mid-request."""
+
+    def handler(signum: int, frame: Any) -> None:
+        ob.stop(timeout=0)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _progress_line(counts: dict[State, int]) -> None:
+    click.echo("\r" + _counts_line(counts) + "   ", nl=False, err=True)
+
+
+def _counts_line(counts: dict[State, int]) -> str:
+    return "  ".join(f"{s.value} {counts.get(s, 0)}" for s in State)
+
+
+def _report_json(report: FlushReport) -> dict[str, Any]:
+    return {
+        "exit_code": report.exit_code,
+        "drained": report.drained,
+        "counts": {s.value: n for s, n in report.counts.items()},
+        "moved": {s.value: n for s, n in report.moved.items()},
+        "failed": [e.to_public() for e in report.failed],
+        "rejected": [e.to_public() for e in report.rejected],
+        "offline": report.offline,
+        "auth_error": report.auth_error,
+        "rate_limited": report.rate_limited,
+        "timed_out": report.timed_out,
+        "problems": report.problems,
+    }
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _parse_age(text: str) -> float:
+    value, unit = text[:-1], text[-1:].lower()
+    if unit not in _AGE_UNITS or not value.replace(".", "", 1).isdigit():
+        raise errors.InvalidArgument(
+            f"--older-than {text!r} is not an age; use a number and s, m, h, d or w (e.g. 30d)"
+        )
+    return float(value) * _AGE_UNITS[unit]
 
 
 def _read_data(arg: str) -> Any:
@@ -313,7 +451,6 @@ def _table(rows: Sequence[Sequence[str]], echo: Callable[[str], None] = click.ec
 def _show_entry(entry: Entry, events: list[Event]) -> None:
     fields = entry.to_dict()
     fields.pop("data")
-    fields.pop("due_at")
     width = max(len(name) for name in fields)
     for name, value in fields.items():
         if value is None:

@@ -44,6 +44,37 @@ def default_downloads(db: str | os.PathLike[str]) -> Path:
 
 
 @dataclass(frozen=True)
+class Settings:
+    """Tuning of the network side. The defaults suit a field device on a flaky connection."""
+
+    #: Requests in flight at once, over reused connections.
+    concurrency: int = 4
+    #: Seconds to wait for a connection; beyond it the API counts as unreachable.
+    connect_timeout: float = 5.0
+    #: Seconds to wait for an answer once the request is sent.
+    read_timeout: float = 30.0
+    #: Quick retries inside one call when an answer is lost or a 5xx comes back.
+    retries: int = 2
+    #: How long ``flush`` keeps checking an unreachable API before leaving the work for later.
+    offline_grace: float = 3.0
+    #: How often a long-running outbox looks for work enqueued by other processes.
+    idle_interval: float = 1.0
+    #: How long a long-running outbox waits after a refused API key before trying again.
+    auth_retry: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if min(self.connect_timeout, self.read_timeout) <= 0:
+            raise ValueError("timeouts must be positive")
+
+    @property
+    def lease_seconds(self) -> float:
+        """Long enough to cover the slowest call with its quick retries, plus a margin."""
+        return (self.connect_timeout + self.read_timeout) * (self.retries + 1) + 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     """Where the journal, the downloads and the API are, as the CLI resolved them."""
 

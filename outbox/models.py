@@ -111,14 +111,19 @@ class Entry:
     created_at: str
     updated_at: str
     due_at: float = field(repr=False, default=0.0)
+    generation: int = field(repr=False, default=1)
+    polls: int = field(repr=False, default=0)
+    submitted_at: float | None = field(repr=False, default=None)
+    download_url: str | None = field(repr=False, default=None)
 
     def to_public(self) -> dict[str, Any]:
         """The stable, JSON-ready view used by ``--json`` output."""
         return {name: _plain(getattr(self, name)) for name in PUBLIC_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field, JSON-ready."""
-        return {name: _plain(value) for name, value in asdict(self).items()}
+        """Every field except internal bookkeeping, JSON-ready."""
+        hidden = {"due_at", "generation", "polls", "submitted_at", "download_url"}
+        return {name: _plain(value) for name, value in asdict(self).items() if name not in hidden}
 
 
 @dataclass(frozen=True)

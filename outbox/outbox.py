@@ -11,14 +11,16 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from .clock import Clock
-from .config import DEFAULT_BASE_URL, default_downloads
-from .errors import IllegalTransition, InvalidArgument
-from .models import Entry, Event, RenderRequest, State
+from .config import DEFAULT_BASE_URL, Settings, default_downloads
+from .engine import Engine, FlushReport
+from .errors import ConfigError, IllegalTransition, InvalidArgument
+from .models import Entry, Event, RenderRequest, State, derived_key
 from .store import Durability, Journal
 
 log = logging.getLogger(__name__)
@@ -40,9 +42,15 @@ class Outbox:
         downloads: str | os.PathLike[str] | None = None,
         durability: Durability = "full",
         busy_timeout: float = 30.0,
+        settings: Settings | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.clock = clock or Clock()
+        self.settings = settings or Settings()
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self.journal = Journal(
             db, durability=durability, busy_timeout=busy_timeout, clock=self.clock
         )
@@ -56,7 +64,11 @@ class Outbox:
     # -- lifecycle -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the journal. Unfinished entries stay in it for next time."""
+        """Stop background work and close the journal. Unfinished entries stay for next time."""
+        self.stop()
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
         self.journal.close()
 
     def __enter__(self) -> Outbox:
@@ -152,6 +164,120 @@ class Outbox:
         return self.journal.transition(
             entry.id, State.PENDING, State.CANCELLED, unleased=True, detail=detail
         )
+
+    def retry(self, entry_id: str) -> Entry:
+        """Put a ``failed`` or ``rejected`` entry back to ``pending``.
+
+        A failed render sticks to its idempotency key at Craftkit, so a failed entry gets a new
+        derived key (``KEY~2``); a rejected one keeps its key, since nothing was created. The
+        history records the old key and render.
+        """
+        entry = self.journal.get(entry_id)
+        if entry.state is State.FAILED:
+            generation = entry.generation + 1
+            key = derived_key(entry.base_key, generation)
+            detail = (
+                f"retry with new key {key}: render {entry.render_id} failed under key {entry.key} "
+                "and stays failed there"
+            )
+        elif entry.state is State.REJECTED:
+            generation, key = entry.generation, entry.key
+            detail = f"retry with the same key {key}: Craftkit created nothing for it"
+        else:
+            raise IllegalTransition(
+                f"entry {entry.id} is {entry.state}; only failed or rejected entries can be retried"
+            )
+        return self.journal.transition(
+            entry.id,
+            entry.state,
+            State.PENDING,
+            unleased=True,
+            detail=detail,
+            key=key,
+            generation=generation,
+            attempts=0,
+            polls=0,
+            render_id=None,
+            remote_status=None,
+            download_url=None,
+            error=None,
+            error_code=None,
+            field_errors=None,
+            submitted_at=None,
+            finished_at=None,
+            due_at=self.clock.now(),
+        )
+
+    def purge(self, older_than: float | timedelta) -> int:
+        """Delete finished entries (done, failed, rejected, cancelled) untouched for longer
+        than ``older_than`` (seconds or a timedelta); returns how many. Never touches
+        pending, submitted or downloading entries, and never deletes PDFs."""
+        seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        if seconds < 0:
+            raise InvalidArgument("older_than must not be negative")
+        return self.journal.purge(self.clock.now() - seconds)
+
+    # -- talking to Craftkit -------------------------------------------------------------
+
+    def flush(
+        self,
+        timeout: float = 30.0,
+        *,
+        progress: Callable[[dict[State, int]], None] | None = None,
+    ) -> FlushReport:
+        """Submit everything pending, follow the renders and download the PDFs.
+
+        Returns when nothing is left to do, when the API is unreachable or refuses the key, or
+        after ``timeout`` seconds; unfinished work stays in the journal for next time.
+        ``progress`` is called with the counts per state after every pass.
+        """
+        return self._get_engine().flush(timeout, stop=self._stop, progress=progress)
+
+    def run(self) -> None:
+        """Work in the calling thread until :meth:`stop` is called (from another thread or a
+        signal handler): submit, poll and download, waiting out outages."""
+        self._stop.clear()
+        self._get_engine().run(self._stop)
+
+    def start(self) -> None:
+        """Do :meth:`run` on a background thread (for GUI and other long-running apps)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        engine = self._get_engine()
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=engine.run, args=(self._stop,), name="outbox", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask :meth:`run` / :meth:`start` work to stop, and wait for the background thread.
+
+        Requests on the wire are allowed to finish; leases are given back on :meth:`close`.
+        """
+        self._stop.set()
+        if self._engine is not None:
+            self._engine.nudge()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _get_engine(self) -> Engine:
+        with self._engine_lock:
+            if self._engine is None:
+                if not self._api_key:
+                    raise ConfigError(
+                        "no Craftkit API key: pass api_key= (the CLI reads CRAFTKIT_API_KEY)"
+                    )
+                self._engine = Engine(
+                    self.journal,
+                    api_key=self._api_key,
+                    base_url=self.base_url,
+                    downloads=self.downloads,
+                    settings=self.settings,
+                    clock=self.clock,
+                )
+            return self._engine
 
     # -- reading -------------------------------------------------------------------------
 

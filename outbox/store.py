@@ -233,6 +233,9 @@ class Journal:
             )
 
     def _migrate(self) -> None:
+        # Opening an up-to-date journal must not need the write lock another process may hold.
+        if self.schema_version == SCHEMA_VERSION:
+            return
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
@@ -457,15 +460,67 @@ class Journal:
         rows.sort(key=lambda row: row["due_at"])
         return [_entry(row) for row in rows]
 
-    def next_due_at(self, states: Sequence[State]) -> float | None:
-        """The earliest ``due_at`` among entries of ``states``, or None if there are none."""
-        marks = ",".join("?" for _ in states)
+    def next_due_at(self, states: Sequence[State], *, horizon: float) -> float | None:
+        """The earliest ``due_at`` among entries of ``states`` (None if there are none).
+
+        A ``due_at`` more than ``horizon`` seconds ahead counts as now (the clock jumped).
+        Leases are ignored: an entry someone else is working on may look due already.
+        """
+        now = self.clock.now()
+        earliest: float | None = None
         with self._read() as conn:
-            row = conn.execute(
-                f"SELECT min(due_at) FROM entries WHERE state IN ({marks})",
-                [State(s).value for s in states],
-            ).fetchone()
-        return None if row[0] is None else float(row[0])
+            for state in states:
+                value = conn.execute(
+                    "SELECT min(due_at) FROM entries WHERE state = ? AND due_at <= ?",
+                    (State(state).value, now + horizon),
+                ).fetchone()[0]
+                beyond = conn.execute(
+                    "SELECT 1 FROM entries WHERE state = ? AND due_at > ? LIMIT 1",
+                    (State(state).value, now + horizon),
+                ).fetchone()
+                if beyond is not None:
+                    value = now
+                if value is not None and (earliest is None or value < earliest):
+                    earliest = float(value)
+        return earliest
+
+    def lease_owners(self) -> builtins.list[str]:
+        """Everyone holding a live lease right now."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT lease_owner FROM entries WHERE lease_until > ?",
+                (self.clock.now(),),
+            ).fetchall()
+        return [row[0] for row in rows if row[0]]
+
+    def release_all(self, owner: str) -> int:
+        """Give back every lease ``owner`` holds (it stopped, or it died); returns how many."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE entries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
+                (owner,),
+            )
+            return cursor.rowcount
+
+    def purge(self, finished_before: float) -> int:
+        """Delete terminal entries (and their events) last changed before ``finished_before``.
+
+        Unfinished entries (pending, submitted, downloading) are never touched.
+        """
+        cutoff = iso(finished_before)
+        terminal = [s.value for s in State if s.is_terminal]
+        marks = ",".join("?" for _ in terminal)
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM events WHERE entry_id IN (SELECT id FROM entries WHERE"
+                f" state IN ({marks}) AND updated_at < ?)",
+                [*terminal, cutoff],
+            )
+            cursor = conn.execute(
+                f"DELETE FROM entries WHERE state IN ({marks}) AND updated_at < ?",
+                [*terminal, cutoff],
+            )
+            return cursor.rowcount
 
     def transition(
         self,
@@ -718,6 +773,10 @@ def _entry(row: sqlite3.Row) -> Entry:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         due_at=row["due_at"],
+        generation=row["generation"],
+        polls=row["polls"],
+        submitted_at=row["submitted_at"],
+        download_url=row["download_url"],
     )
 
 

@@ -163,6 +163,32 @@ class _Look:
     field_errors: dict[str, list[str]] | None = None
 
 
+@dataclass(frozen=True)
+class _Cursor:
+    """The last journal event :meth:`DropFolder.write_results` handled."""
+
+    event_id: int = 0
+    entry_id: str = ""
+    at: str = ""
+
+    @classmethod
+    def from_fact(cls, fact: Any) -> _Cursor:
+        if not isinstance(fact, dict):
+            return cls()
+        return cls(
+            int(fact.get("results_after_event", 0)),
+            str(fact.get("event_entry_id", "")),
+            str(fact.get("event_at", "")),
+        )
+
+    def to_fact(self) -> dict[str, Any]:
+        return {
+            "results_after_event": self.event_id,
+            "event_entry_id": self.entry_id,
+            "event_at": self.at,
+        }
+
+
 @dataclass
 class _Sighting:
     signature: Signature
@@ -216,7 +242,7 @@ class DropFolder:
         #: Monotonic time at which a waiting file may be decidable; None if nothing waits.
         self._wake_at: float | None = None
         self._stop = threading.Event()
-        self._cursor: int | None = None
+        self._cursor: _Cursor | None = None
         #: The problem last logged per activity, so a lasting one is logged once.
         self._complaints: dict[str, str] = {}
 
@@ -560,12 +586,7 @@ class DropFolder:
         so changes made by other processes and while no watcher ran are picked up too.
         """
         journal = self.outbox.journal
-        after = self._load_cursor()
-        if journal.last_event_id() < after:
-            # Event ids went backwards (the newest events were deleted), so new events may have
-            # ids already passed. Read the whole feed again: rewriting a result does no harm.
-            log.info("the journal's change feed went backwards; reading it from the start")
-            after = 0
+        after = self._read_up_to()
         written: list[ResultWritten] = []
         aliases: dict[str, list[str]] | None = None
         while True:
@@ -588,16 +609,35 @@ class DropFolder:
             if batch:
                 _fsync_dir(self.folder / RESULTS)
                 written.extend(batch)
-            after = events[-1].id
-            journal.set_status(self.status_name, {"results_after_event": after})
-            self._cursor = after
+            last = events[-1]
+            self._cursor = _Cursor(last.id, last.entry_id, last.at)
+            journal.set_status(self.status_name, self._cursor.to_fact())
+            after = last.id
         return written
 
-    def _load_cursor(self) -> int:
+    def _read_up_to(self) -> int:
+        """The id of the last event already handled, checked against the journal.
+
+        Event ids are reused once the newest events are deleted (a purge of an idle journal), so
+        new events could hide below a bare id. The cursor remembers which event it stopped at;
+        if that event is gone, the whole feed is read again: rewriting a result does no harm.
+        """
         if self._cursor is None:
-            fact = self.outbox.journal.status().get(self.status_name)
-            self._cursor = int(fact["results_after_event"]) if isinstance(fact, dict) else 0
-        return self._cursor
+            self._cursor = _Cursor.from_fact(self.outbox.journal.status().get(self.status_name))
+        cursor = self._cursor
+        if cursor.event_id == 0:
+            return 0
+        found = self.outbox.journal.events_after(cursor.event_id - 1, limit=1)
+        if found and (found[0].id, found[0].entry_id, found[0].at) == (
+            cursor.event_id,
+            cursor.entry_id,
+            cursor.at,
+        ):
+            return cursor.event_id
+        log.info(
+            "event %d of the journal is gone; reading its changes from the start", cursor.event_id
+        )
+        return 0
 
     def _names_for(self, entry: Entry, aliases: dict[str, list[str]]) -> list[str]:
         names: list[str] = []

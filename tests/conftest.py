@@ -1,18 +1,15 @@
-"""Shared fixtures: real journal files in a temporary folder, real subprocesses."""
+"""Shared fixtures: real journal files in a temporary folder, a sandbox on a real socket."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import API_KEY_IN_TESTS
 
 from outbox import Outbox
-
-API_KEY_IN_TESTS = "ck_test_do_not_leak_1f2e3d4c5b6a"
+from outbox.sandbox import Sandbox
 
 
 @pytest.fixture
@@ -26,20 +23,8 @@ def ob(db_path: Path) -> Iterator[Outbox]:
         yield outbox
 
 
-def run_cli(
-    *args: str,
-    env: dict[str, str] | None = None,
-    input: str | None = None,
-    timeout: float = 60,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m outbox ARGS`` in a real subprocess."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "CRAFTKIT_"))}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "outbox", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        input=input,
-        timeout=timeout,
-    )
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """A Craftkit sandbox on a real loopback socket; renders finish after 0.2 s."""
+    with Sandbox(render_seconds=0.2, seed=11) as sb:
+        yield sb

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from outbox.models import PUBLIC_FIELDS
+from support import run_cli
 
-from .conftest import run_cli
+from outbox.models import PUBLIC_FIELDS
 
 
 def test_enqueue_list_show_status_cancel(tmp_path: Path) -> None:

@@ -6,12 +6,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from support import API_KEY_IN_TESTS, run_cli
 
 from outbox import EntryBusy, EntryNotFound, IllegalTransition, Outbox, State
 from outbox.clock import Clock
 from outbox.store import Journal
-
-from .conftest import API_KEY_IN_TESTS, run_cli
 
 
 class FakeClock(Clock):

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
+from support import run_cli
 
 from outbox import JournalTooNew, NotAJournal, Outbox, State
 from outbox.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
-
-from .conftest import run_cli
 
 
 def _fingerprint(path: Path) -> tuple[str, list[str]]:

@@ -438,7 +438,7 @@ def test_a_thousand_files_dropped_at_once_become_a_thousand_entries_once_each(
 # -- results ----------------------------------------------------------------------------
 
 
-def _finish(ob: Outbox, entry_id: str, outcome: State) -> None:
+def finish(ob: Outbox, entry_id: str, outcome: State) -> None:
     """Drive an entry to ``outcome`` the way the dispatcher and replay will."""
     journal = ob.journal
     if outcome is State.REJECTED:
@@ -485,7 +485,7 @@ def test_result_files_appear_for_done_failed_rejected_and_cancelled(
     ids = {a.file: a.entry.id for a in watcher.scan().accepted}
     assert watcher.write_results() == []
     for state in outcomes:
-        _finish(ob, ids[f"{state.value}.json"], state)
+        finish(ob, ids[f"{state.value}.json"], state)
     written = watcher.write_results()
     assert sorted(w.file for w in written) == sorted(f"{s.value}.json" for s in outcomes)
     assert listing(folder / "results") == sorted(f"{s.value}.result.json" for s in outcomes)
@@ -524,7 +524,7 @@ def test_results_catch_up_after_a_restart_and_a_retry_rewrites_them(
     first = DropFolder(ob, folder)
     entry_id = first.scan().accepted[0].entry.id
     first.write_results()
-    _finish(ob, entry_id, State.FAILED)  # while no watcher runs
+    finish(ob, entry_id, State.FAILED)  # while no watcher runs
     restarted = DropFolder(ob, folder)
     assert [w.file for w in restarted.write_results()] == ["job.json"]
     assert (result(folder, "job") or {})["state"] == "failed"
@@ -532,7 +532,7 @@ def test_results_catch_up_after_a_restart_and_a_retry_rewrites_them(
     # A person retries it; it is rendered under a new key and ends done this time.
     ob.journal.transition(entry_id, State.FAILED, State.PENDING, key=f"{ob.get(entry_id).key}~2")
     assert DropFolder(ob, folder).write_results() == []
-    _finish(ob, entry_id, State.DONE)
+    finish(ob, entry_id, State.DONE)
     assert [w.file for w in DropFolder(ob, folder).write_results()] == ["job.json"]
     assert (result(folder, "job") or {})["state"] == "done"
 
@@ -543,7 +543,7 @@ def test_every_file_name_of_a_job_gets_its_result(ob: Outbox, folder: Path) -> N
     entry_id = watcher.scan().accepted[0].entry.id
     drop(folder, "second.json", JOB)  # the same job again, under another name
     assert watcher.scan().accepted[0].entry.id == entry_id
-    _finish(ob, entry_id, State.DONE)
+    finish(ob, entry_id, State.DONE)
     assert sorted(w.file for w in DropFolder(ob, folder).write_results()) == [
         "first.json",
         "second.json",
@@ -567,7 +567,7 @@ def test_the_running_watcher_writes_results_as_entries_finish(ob: Outbox, folder
             drop(folder, f"{state.value}.json", {**JOB, "key": f"k-{state.value}"})
         wait_until(lambda: len(watcher.accepted()) == 3, what="three accepted files")
         for name, accepted in watcher.accepted().items():
-            _finish(other, accepted.entry.id, State(name[:-5]))
+            finish(other, accepted.entry.id, State(name[:-5]))
         wait_until(
             lambda: all(result(folder, s) for s in ("done", "failed", "rejected")),
             what="three result files",
@@ -596,20 +596,24 @@ def test_the_watcher_survives_its_folder_being_removed_and_made_again(
     assert len(ob.list()) == 2
 
 
-def test_results_keep_coming_when_the_newest_events_were_deleted(ob: Outbox, folder: Path) -> None:
+def test_results_keep_coming_after_a_purge_lets_event_ids_start_again(
+    ob: Outbox, folder: Path
+) -> None:
     watcher = DropFolder(ob, folder)
     for n in range(3):
         drop(folder, f"old-{n}.json", {**JOB, "data": {"n": n}})
     for accepted in watcher.scan().accepted:
-        _finish(ob, accepted.entry.id, State.DONE)
+        finish(ob, accepted.entry.id, State.DONE)
     assert len(watcher.write_results()) == 3
-    # Old finished entries are deleted with their events (as a purge does), so event ids
-    # restart below the point the watcher has read up to.
-    with sqlite3.connect(ob.journal.path) as conn:
-        conn.execute("DELETE FROM events")
-        conn.execute("DELETE FROM entries")
-    drop(folder, "new.json", {**JOB, "key": "new"})
-    entry_id = watcher.scan().accepted[0].entry.id
-    _finish(ob, entry_id, State.FAILED)
-    assert [w.file for w in watcher.write_results()] == ["new.json"]
-    assert (result(folder, "new") or {})["state"] == "failed"
+    read_up_to = ob.journal.last_event_id()
+    # Everything is finished and old: a purge empties the journal, and event ids start again.
+    time.sleep(0.01)
+    assert ob.journal.purge(time.time()) == 3
+    for n in range(5):  # more new events than the watcher had read before the purge
+        drop(folder, f"new-{n}.json", {**JOB, "data": {"new": n}})
+    for accepted in watcher.scan().accepted:
+        finish(ob, accepted.entry.id, State.FAILED)
+    assert ob.journal.last_event_id() > read_up_to
+    written = DropFolder(ob, folder).write_results()
+    assert sorted(w.file for w in written) == [f"new-{n}.json" for n in range(5)]
+    assert all((result(folder, f"new-{n}") or {})["state"] == "failed" for n in range(5))

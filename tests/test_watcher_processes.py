@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_watcher import JOB, drop, finish, listing, result, wait_until
 
 from outbox import Outbox, State
-
-from .test_watcher import JOB, _finish, drop, listing, result, wait_until
 
 
 def _env() -> dict[str, str]:
@@ -225,7 +224,7 @@ def test_results_appear_when_another_process_finishes_the_entries(
     # This test process is not the watcher: it plays the dispatcher and replay loop.
     with Outbox(db_path) as ob:
         for entry in ob.list():
-            _finish(ob, entry.id, State(entry.key.removeprefix("job-")))
+            finish(ob, entry.id, State(entry.key.removeprefix("job-")))
     wait_until(
         lambda: all(result(folder, s.value) for s in outcomes), what="the three result files"
     )

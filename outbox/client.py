@@ -1,0 +1,425 @@
+"""The Craftkit HTTP client: the only module that knows httpx, URLs and status codes.
+
+Every answer is classified here, as the README's "what happens on each answer" table says:
+success comes back as a :class:`Render`; everything else raises one of the
+:class:`~outbox.errors.RemoteError` subclasses, which the dispatcher and the replay loop act on
+without looking at HTTP details. Short in-call retries (a dropped connection, one 5xx) use
+tenacity; anything longer is scheduled in the journal by the caller.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import importlib.metadata
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import tenacity
+
+from .errors import (
+    AuthError,
+    NotFound,
+    Offline,
+    OutcomeUnknown,
+    PermanentError,
+    RateLimited,
+    RemoteError,
+    ServerError,
+    TransientError,
+)
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"outbox/{importlib.metadata.version('outbox')}"
+
+#: Statuses Craftkit documents. Others are treated as "not finished yet" and logged once.
+KNOWN_STATUSES = frozenset({"queued", "rendering", "succeeded", "failed", "cancelled"})
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+#: The longest ``Retry-After`` honoured; a larger one is clamped (and logged).
+MAX_RETRY_AFTER = 600.0
+
+
+@dataclass(frozen=True)
+class Render:
+    """A render as Craftkit reports it (``POST .../render`` or ``GET /v1/renders/:id``)."""
+
+    id: str
+    status: str
+    download_url: str | None
+    error_message: str | None
+    duration_ms: int | None = None
+    created_at: str | None = None
+    completed_at: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class NotReady(TransientError):
+    """The PDF is not downloadable yet (the private stream's 404 with no code)."""
+
+
+class CraftkitClient:
+    """A thread-safe client for the parts of the Craftkit API that outbox needs.
+
+    ``api_key`` is sent only to ``base_url`` (never to a ``downloadUrl`` on another host) and
+    never appears in logs or error messages. ``deadline`` arguments (monotonic seconds) cap a
+    call's total time, so a hanging server cannot hold a flush beyond its timeout.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_connections: int = 8,
+        retries: int = 2,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.retries = retries
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._auth = {"Authorization": f"Bearer {api_key}"}
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            limits=limits,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __repr__(self) -> str:
+        return f"<CraftkitClient {self.base_url!r}>"
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def health(self, *, deadline: float | None = None) -> None:
+        """Return if the API answers like the real API (``{"status": "ok"}``); else raise."""
+        response = self._request("GET", "/health", deadline=deadline, authenticate=False)
+        body = _json_or_none(response)
+        if response.status_code != 200 or not (
+            isinstance(body, dict) and body.get("status") == "ok"
+        ):
+            raise Offline(
+                f"{self.base_url}/health answered {response.status_code} "
+                f"{_content_type(response)}, not Craftkit's health check "
+                "(a captive portal or proxy in the way?)",
+                status=response.status_code,
+            )
+
+    def submit(
+        self,
+        template: str,
+        data: dict[str, Any],
+        *,
+        key: str,
+        filename: str | None = None,
+        version: int | None = None,
+        deadline: float | None = None,
+    ) -> tuple[Render, bool]:
+        """Queue a render with ``key`` as the ``Idempotency-Key``.
+
+        Returns the render and whether the answer was a replay (200: the key was known, and
+        the render's current state came back). Retrying with the same key is always safe.
+        """
+        body: dict[str, Any] = {"data": data}
+        options: dict[str, Any] = {}
+        if version is not None:
+            options["versionNumber"] = version
+        if filename is not None:
+            options["filename"] = filename
+        if options:
+            body["options"] = options
+        response = self._retrying(
+            lambda: self._request(
+                "POST",
+                f"/v1/templates/{template}/render",
+                deadline=deadline,
+                json=body,
+                headers={"Idempotency-Key": key},
+            ),
+            deadline,
+        )
+        return self._render(response), response.status_code == 200
+
+    def get_render(self, render_id: str, *, deadline: float | None = None) -> Render:
+        """The render's current state. Valid forever for the project that owns it."""
+        response = self._retrying(
+            lambda: self._request("GET", f"/v1/renders/{render_id}", deadline=deadline), deadline
+        )
+        return self._render(response)
+
+    def get_template(self, slug: str, *, deadline: float | None = None) -> dict[str, Any]:
+        """One template with its published ``manifest`` and ``jsonSchema``."""
+        response = self._retrying(
+            lambda: self._request("GET", f"/v1/templates/{slug}", deadline=deadline), deadline
+        )
+        return self._json_object(response)
+
+    def list_templates(self, *, deadline: float | None = None) -> list[dict[str, Any]]:
+        """The project's templates (without manifests), newest-updated first."""
+        response = self._retrying(
+            lambda: self._request("GET", "/v1/templates", deadline=deadline), deadline
+        )
+        templates = self._json_object(response).get("templates")
+        if not isinstance(templates, list):
+            raise Offline(f"{self.base_url}/v1/templates did not answer with a template list")
+        return templates
+
+    @contextmanager
+    def open_pdf(
+        self, render: Render, *, deadline: float | None = None
+    ) -> Iterator[tuple[int | None, Iterator[bytes]]]:
+        """Open the render's PDF as a stream: ``(Content-Length or None, chunks)``.
+
+        Uses the public ``downloadUrl`` (without credentials) when there is one, and the private
+        stream ``GET /v1/embed/renders/:id/download`` (with the key) when it is null or the
+        public copy is unavailable. Raises :class:`NotReady` while there is no asset yet.
+        """
+        sources: list[tuple[str, bool]] = []
+        if render.download_url:
+            sources.append((render.download_url, False))
+        sources.append((f"{self.base_url}/v1/embed/renders/{render.id}/download", True))
+        for index, (url, authenticate) in enumerate(sources):
+            last = index == len(sources) - 1
+            request = self._http.build_request(
+                "GET",
+                url,
+                headers=self._auth if authenticate else None,
+                timeout=self._timeout(deadline),
+            )
+            try:
+                response = self._http.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc, what="the PDF download") from exc
+            try:
+                if response.status_code == 200:
+                    length = response.headers.get("Content-Length")
+                    yield (
+                        int(length) if length and length.isdigit() else None,
+                        _chunks(response, self._transport_error),
+                    )
+                    return
+                response.read()
+                if response.status_code == 404 and authenticate:
+                    raise NotReady(f"render {render.id} has no PDF to download yet", status=404)
+                if response.status_code in (403, 404, 410) and not last:
+                    log.info(
+                        "public copy of render %s unavailable (%d); using the private stream",
+                        render.id,
+                        response.status_code,
+                    )
+                    continue
+                self._raise_for(response)
+                raise Offline(
+                    f"the PDF download answered {response.status_code}, not a PDF",
+                    status=response.status_code,
+                )
+            finally:
+                response.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _timeout(self, deadline: float | None) -> httpx.Timeout:
+        read = self.read_timeout
+        connect = self.connect_timeout
+        if deadline is not None:
+            remaining = max(0.05, deadline - self._monotonic())
+            read, connect = min(read, remaining), min(connect, remaining)
+        return httpx.Timeout(read, connect=connect)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        deadline: float | None,
+        authenticate: bool = True,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        all_headers = {**(self._auth if authenticate else {}), **(headers or {})}
+        try:
+            response = self._http.request(
+                method,
+                self.base_url + path,
+                json=json,
+                headers=all_headers,
+                timeout=self._timeout(deadline),
+            )
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, what=f"{method} {path}") from exc
+        if response.status_code >= 300:
+            self._raise_for(response)
+        return response
+
+    def _retrying(
+        self, call: Callable[[], httpx.Response], deadline: float | None
+    ) -> httpx.Response:
+        """Retry a call a few times, quickly, when the answer was lost or a 5xx came back."""
+
+        class OutOfTime(tenacity.stop.stop_base):
+            def __call__(inner, retry_state: tenacity.RetryCallState) -> bool:  # noqa: N805
+                return deadline is not None and deadline - self._monotonic() < 1.0
+
+        retryer = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type((OutcomeUnknown, ServerError)),
+            stop=tenacity.stop_after_attempt(self.retries + 1) | OutOfTime(),
+            wait=tenacity.wait_random_exponential(multiplier=0.1, max=1.0),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        return retryer(call)
+
+    def _transport_error(self, exc: httpx.HTTPError, *, what: str) -> RemoteError:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            return Offline(f"cannot reach {self.base_url}: {_reason(exc)}")
+        if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+            return Offline(f"cannot use {self.base_url}: {_reason(exc)}")
+        return OutcomeUnknown(f"{what}: no complete answer from {self.base_url} ({_reason(exc)})")
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        """Raise the error that this non-2xx answer means."""
+        status = response.status_code
+        envelope = _error_envelope(response)
+        code = envelope.get("code") if envelope else None
+        message = envelope.get("message") if envelope else None
+        detail = f"{status} {code}" if code else str(status)
+        if message:
+            detail += f": {message}"
+        if status in (401, 403):
+            raise AuthError(f"Craftkit refused the API key ({detail})", status=status, code=code)
+        if status == 429 or code == "rate_limited":
+            raise RateLimited(
+                f"rate limited by Craftkit ({detail})",
+                status=status,
+                code=code or "rate_limited",
+                retry_after=_retry_after(response),
+            )
+        if status >= 500:
+            raise ServerError(f"Craftkit server error ({detail})", status=status, code=code)
+        if 300 <= status < 400 or envelope is None:
+            raise Offline(
+                f"{response.request.url.host} answered {status} {_content_type(response)} "
+                "instead of the Craftkit API (a captive portal, proxy or wrong base URL?)",
+                status=status,
+            )
+        issues = envelope.get("issues")
+        field_errors = issues.get("fieldErrors") if isinstance(issues, dict) else None
+        error_class = NotFound if code == "not_found" else PermanentError
+        raise error_class(
+            detail,
+            status=status,
+            code=code or f"http_{status}",
+            field_errors=field_errors if isinstance(field_errors, dict) and field_errors else None,
+        )
+
+    def _render(self, response: httpx.Response) -> Render:
+        body = _json_or_none(response)
+        if not (
+            isinstance(body, dict)
+            and isinstance(body.get("id"), str)
+            and isinstance(body.get("status"), str)
+        ):
+            raise Offline(
+                f"{response.request.url.host} answered {response.status_code} "
+                f"{_content_type(response)}, which is not a Craftkit render "
+                "(a captive portal or proxy in the way?)",
+                status=response.status_code,
+            )
+        duration = body.get("durationMs")
+        return Render(
+            id=body["id"],
+            status=body["status"],
+            download_url=body.get("downloadUrl") or None,
+            error_message=body.get("errorMessage"),
+            duration_ms=int(duration) if isinstance(duration, int | float) else None,
+            created_at=_string(body.get("createdAt")),
+            completed_at=_string(body.get("completedAt")),
+        )
+
+    def _json_object(self, response: httpx.Response) -> dict[str, Any]:
+        body = _json_or_none(response)
+        if not isinstance(body, dict):
+            raise Offline(
+                f"{response.request.url.host} answered {_content_type(response)}, "
+                "not the Craftkit API's JSON"
+            )
+        return body
+
+
+def _chunks(response: httpx.Response, translate: Callable[..., RemoteError]) -> Iterator[bytes]:
+    try:
+        yield from response.iter_bytes(64 * 1024)
+    except httpx.HTTPError as exc:
+        raise translate(exc, what="the PDF download") from exc
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _error_envelope(response: httpx.Response) -> dict[str, Any] | None:
+    body = _json_or_none(response)
+    if not isinstance(body, dict) or "error" not in body:
+        return None
+    error = body["error"]
+    if isinstance(error, dict):
+        return error
+    if isinstance(error, str):  # the flatter form some endpoints use: {"error": "code"}
+        return {"code": error}
+    return None
+
+
+def _content_type(response: httpx.Response) -> str:
+    content_type: str = response.headers.get("Content-Type", "with no content type")
+    return content_type.split(";")[0]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = moment.timestamp() - time.time()
+    if seconds > MAX_RETRY_AFTER:
+        log.warning("Retry-After of %.0f s clamped to %.0f s", seconds, MAX_RETRY_AFTER)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

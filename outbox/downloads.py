@@ -1,0 +1,160 @@
+"""Landing PDFs on disk: complete, verified, atomically, and only inside the downloads folder.
+
+A download streams into a hidden temporary file in the destination folder, is checked
+(``Content-Length``, the ``%PDF-`` header, the ``%%EOF`` trailer), fsynced, and only then linked
+to its final name, which never replaces another file. Memory use does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DownloadError, StorageFull
+
+CHUNK = 64 * 1024
+_UNSAFE = re.compile(r"[^\w ._()+,=@-]+")
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+@dataclass(frozen=True)
+class SavedPdf:
+    path: Path
+    size: int
+    sha256: str
+
+
+def safe_filename(name: str | None, fallback: str) -> str:
+    """A plain, portable file name ending in ``.pdf``: no folders, no hidden files."""
+    base = os.path.basename((name or "").replace("\\", "/"))
+    base = _UNSAFE.sub("_", base).strip(" .")
+    if not base.lower().endswith(".pdf"):
+        base = (base or fallback) + ".pdf"
+    stem = base[:-4].strip(" .") or fallback
+    return stem[:150] + ".pdf"
+
+
+def save_pdf(
+    chunks: Iterable[bytes],
+    *,
+    folder: Path,
+    name: str,
+    entry_id: str,
+    expected_size: int | None,
+) -> SavedPdf:
+    """Stream ``chunks`` into ``folder/name`` (or ``name (2).pdf``... if that is taken).
+
+    Raises :class:`DownloadError` for an incomplete or non-PDF body (nothing is kept) and
+    :class:`StorageFull` when the disk is full. If the target already holds exactly these
+    bytes (a previous attempt crashed after saving), that file is reused.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(f".outbox-{entry_id}-*.part"):
+            stale.unlink(missing_ok=True)
+        temp = folder / f".outbox-{entry_id}-{secrets.token_hex(4)}.part"
+        try:
+            size, digest = _write_verified(chunks, temp, expected_size)
+            path = _link_unique(temp, folder, name, size, digest)
+        finally:
+            temp.unlink(missing_ok=True)
+        _fsync_dir(folder)
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise StorageFull(
+                f"no space left on the disk holding {folder}; the download will be retried"
+            ) from exc
+        raise
+    return SavedPdf(path=path, size=size, sha256=digest)
+
+
+def _write_verified(
+    chunks: Iterable[bytes], temp: Path, expected_size: int | None
+) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    tail = b""
+    fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        for chunk in chunks:
+            if not chunk:
+                continue
+            handle.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+            if len(head) < 5:
+                head = (head + chunk)[:5]
+            tail = (tail + chunk)[-1024:]
+            if expected_size is not None and size > expected_size:
+                raise DownloadError(
+                    f"the PDF download sent more than the announced {expected_size} bytes"
+                )
+        handle.flush()
+        os.fsync(handle.fileno())
+    if expected_size is not None and size != expected_size:
+        raise DownloadError(
+            f"the PDF download was truncated: {size} of {expected_size} bytes arrived"
+        )
+    if head != b"%PDF-":
+        raise DownloadError(f"the download is not a PDF (it starts with {head!r})")
+    if b"%%EOF" not in tail:
+        raise DownloadError(f"the PDF is incomplete: no %%EOF marker at its end ({size} bytes)")
+    return size, digest.hexdigest()
+
+
+def _link_unique(temp: Path, folder: Path, name: str, size: int, digest: str) -> Path:
+    stem, suffix = name[:-4], name[-4:]
+    for n in range(1, 10_000):
+        candidate = folder / (name if n == 1 else f"{stem} ({n}){suffix}")
+        if candidate.parent != folder:  # defence in depth: never outside the folder
+            raise DownloadError(f"refusing to write {candidate} outside {folder}")
+        try:
+            os.link(temp, candidate)
+            return candidate
+        except FileExistsError:
+            if _same_content(candidate, size, digest):
+                return candidate
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                raise
+            # File systems without hard links (FAT on SD cards): rename, after checking.
+            if candidate.exists():
+                if _same_content(candidate, size, digest):
+                    return candidate
+                continue
+            os.replace(temp, candidate)
+            return candidate
+    raise DownloadError(f"no free file name for {name} in {folder}")
+
+
+def _same_content(path: Path, size: int, digest: str) -> bool:
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size != size:
+            return False
+        sha = hashlib.sha256()
+        with path.open("rb") as handle:
+            while block := handle.read(CHUNK):
+                sha.update(block)
+        return sha.hexdigest() == digest
+    except OSError:
+        return False
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

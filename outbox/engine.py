@@ -1,0 +1,306 @@
+"""The engine: runs the submit, poll and download phases until the work is done.
+
+``flush`` runs cycles until everything is drained, the API is unreachable, the key is refused
+or the timeout passes, and reports what happened. ``run`` keeps cycling until told to stop,
+waiting out outages. Both leave every entry in a well-defined state when they return.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .client import CraftkitClient
+from .clock import Clock
+from .config import Settings
+from .dispatcher import Dispatcher
+from .gate import Gate
+from .models import UNFINISHED_STATES, Entry, Event, State
+from .pool import Crew
+from .replay import Replay
+from .schedule import HORIZON, RenderTimes
+from .store import Journal
+
+log = logging.getLogger(__name__)
+
+EXIT_DRAINED = 0
+EXIT_SOME_FAILED = 65
+EXIT_WORK_REMAINS = 75
+EXIT_AUTH = 77
+EXIT_UNEXPECTED = 1
+
+_UNFINISHED = sorted(UNFINISHED_STATES)
+#: How often to look again when the due work is leased by another process.
+BUSY_ELSEWHERE_WAIT = 0.2
+
+
+@dataclass
+class FlushReport:
+    """What one ``flush`` did and what is left. ``exit_code`` follows the CLI's contract."""
+
+    counts: dict[State, int]
+    moved: dict[State, int] = field(default_factory=dict)
+    failed: list[Entry] = field(default_factory=list)
+    rejected: list[Entry] = field(default_factory=list)
+    offline: str | None = None
+    auth_error: str | None = None
+    rate_limited: int = 0
+    timed_out: bool = False
+    waiting: list[Entry] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    @property
+    def drained(self) -> bool:
+        """Nothing pending or in progress."""
+        return not any(self.counts.get(state, 0) for state in UNFINISHED_STATES)
+
+    @property
+    def exit_code(self) -> int:
+        if self.unexpected:
+            return EXIT_UNEXPECTED
+        if self.auth_error:
+            return EXIT_AUTH
+        if not self.drained:
+            return EXIT_WORK_REMAINS
+        if self.failed or self.rejected:
+            return EXIT_SOME_FAILED
+        return EXIT_DRAINED
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per problem, each saying what to do about it."""
+        lines: list[str] = []
+        if self.auth_error:
+            lines.append(f"{self.auth_error}: fix the API key; nothing was consumed")
+        if self.offline:
+            lines.append(f"offline: {self.offline}; the work waits for the next flush")
+        if self.timed_out:
+            lines.append("timed out with work in progress; it carries on at the next flush or run")
+        if self.rate_limited:
+            lines.append(f"rate limited {self.rate_limited} time(s); requests were slowed down")
+        for entry in self.rejected:
+            lines.append(f"rejected {entry.id} ({entry.template}, key {entry.key}): {entry.error}")
+            for name, messages in (entry.field_errors or {}).items():
+                lines.append(f"  field {name}: {'; '.join(messages)}")
+        for entry in self.failed:
+            lines.append(
+                f"failed {entry.id} ({entry.template}): {entry.error}; retry it to render again"
+            )
+        for entry in self.waiting:
+            lines.append(f"waiting {entry.id} ({entry.state}): {entry.error}")
+        lines.extend(self.unexpected)
+        return lines
+
+
+class Engine:
+    """Owns the client, the gate and the worker threads for one journal."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        api_key: str,
+        base_url: str,
+        downloads: Path,
+        settings: Settings,
+        clock: Clock,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.journal = journal
+        self.settings = settings
+        self.clock = clock
+        self.client = CraftkitClient(
+            base_url,
+            api_key,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_connections=settings.concurrency * 2,
+            retries=settings.retries,
+            transport=transport,
+            monotonic=clock.monotonic,
+        )
+        self.gate = Gate(self.client, journal, clock=clock)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.executor = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="outbox")
+        self.crew = Crew(
+            journal=journal,
+            gate=self.gate,
+            clock=clock,
+            owner=self.owner,
+            executor=self.executor,
+            concurrency=settings.concurrency,
+            lease_seconds=settings.lease_seconds,
+        )
+        self.render_times = RenderTimes()
+        saved = journal.status().get("render_seconds")
+        if isinstance(saved, list):
+            self.render_times.seed([float(v) for v in saved if isinstance(v, int | float)])
+        self.dispatcher = Dispatcher(self.crew, self.client, self.render_times)
+        self.replay = Replay(self.crew, self.client, self.render_times, downloads)
+        self._nudge = threading.Event()
+        self._remove_listener = journal.add_listener(self._on_change)
+
+    def _on_change(self, event: Event) -> None:
+        if event.from_state is None or event.to_state is State.PENDING:
+            self._nudge.set()  # new or retried work: a waiting run loop should look now
+
+    def nudge(self) -> None:
+        """Wake a waiting :meth:`run` loop (new work, or time to stop)."""
+        self._nudge.set()
+
+    def close(self) -> None:
+        """Stop the workers, give back our leases, remember render times, close connections."""
+        self._remove_listener()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        try:
+            released = self.journal.release_all(self.owner)
+            if released:
+                log.info("gave back %d leases", released)
+            self.journal.set_status("render_seconds", self.render_times.snapshot()[-20:])
+        finally:
+            self.client.close()
+
+    # -- one pass ------------------------------------------------------------------------
+
+    def cycle(self, *, deadline: float | None, stop: threading.Event | None) -> int:
+        """Submit, poll and download whatever is due now; returns how many entries were handled."""
+        handled = self.dispatcher.submit_due(deadline=deadline, stop=stop)
+        handled += self.replay.poll_due(deadline=deadline, stop=stop)
+        handled += self.replay.download_due(deadline=deadline, stop=stop)
+        return handled
+
+    def reclaim_dead_leases(self) -> None:
+        """Take back leases of processes on this machine that died (e.g. killed mid-request)."""
+        host = socket.gethostname()
+        for owner in self.journal.lease_owners():
+            owner_host, _, rest = owner.partition(":")
+            pid_text = rest.partition(":")[0]
+            if owner_host != host or not pid_text.isdigit() or owner == self.owner:
+                continue
+            if not _process_alive(int(pid_text)):
+                count = self.journal.release_all(owner)
+                log.info("took back %d leases of a stopped process (%s)", count, owner)
+
+    def _until_due(self, handled: int) -> float | None:
+        """Seconds until unfinished work is due (None: there is none).
+
+        If work looks due but this pass handled nothing, another process holds it: look again
+        shortly rather than spinning.
+        """
+        next_due = self.journal.next_due_at(_UNFINISHED, horizon=HORIZON)
+        if next_due is None:
+            return None
+        wait = next_due - self.clock.now()
+        floor = 0.005 if handled else BUSY_ELSEWHERE_WAIT
+        return max(wait, floor)
+
+    # -- flush ---------------------------------------------------------------------------
+
+    def flush(
+        self,
+        timeout: float,
+        *,
+        stop: threading.Event | None = None,
+        progress: Callable[[dict[State, int]], None] | None = None,
+    ) -> FlushReport:
+        """Work until drained, offline, refused, stopped or ``timeout`` seconds have passed."""
+        deadline = self.clock.monotonic() + timeout
+        finished: dict[str, State] = {}
+        moved: dict[State, int] = {}
+
+        def collect(event: Event) -> None:
+            if event.from_state != event.to_state:
+                moved[event.to_state] = moved.get(event.to_state, 0) + 1
+                if event.to_state in (State.FAILED, State.REJECTED):
+                    finished[event.entry_id] = event.to_state
+
+        remove = self.journal.add_listener(collect)
+        timed_out = False
+        self.reclaim_dead_leases()
+        try:
+            while True:
+                handled = self.cycle(deadline=deadline, stop=stop)
+                if progress is not None:
+                    progress(self.journal.counts())
+                if (stop is not None and stop.is_set()) or self.gate.auth_error:
+                    break
+                if self.gate.offline_reason:
+                    grace = min(deadline, self.clock.monotonic() + self.settings.offline_grace)
+                    if self.gate.probe_until_online(grace, stop):
+                        continue
+                    break
+                wait = self._until_due(handled)
+                if wait is None:
+                    break
+                now = self.clock.monotonic()
+                if now + wait >= deadline:
+                    timed_out = True
+                    break
+                self.clock.wait(stop or self._nudge, min(wait, self.settings.idle_interval))
+        finally:
+            remove()
+        return self._report(moved, finished, timed_out)
+
+    def _report(
+        self, moved: dict[State, int], finished: dict[str, State], timed_out: bool
+    ) -> FlushReport:
+        counts = self.journal.counts()
+        entries = [self.journal.get(entry_id) for entry_id in finished]
+        waiting = [
+            entry
+            for state in (State.SUBMITTED, State.DOWNLOADING)
+            for entry in self.journal.list(state=state)
+            if entry.error
+        ]
+        return FlushReport(
+            counts=counts,
+            moved=moved,
+            failed=[e for e in entries if e.state is State.FAILED],
+            rejected=[e for e in entries if e.state is State.REJECTED],
+            offline=self.gate.offline_reason,
+            auth_error=self.gate.auth_error.message if self.gate.auth_error else None,
+            rate_limited=self.gate.rate_limited_count,
+            timed_out=timed_out and any(counts[s] for s in UNFINISHED_STATES),
+            waiting=waiting[:20],
+            unexpected=list(self.crew.unexpected),
+        )
+
+    # -- long-running --------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Cycle until ``stop`` is set, waiting out outages and refused keys."""
+        self.reclaim_dead_leases()
+        while not stop.is_set():
+            self._nudge.clear()
+            handled = self.cycle(deadline=None, stop=stop)
+            if stop.is_set():
+                break
+            if self.gate.auth_error:
+                self.clock.wait(stop, self.settings.auth_retry)
+                self.gate.forget_auth_failure()
+                continue
+            if self.gate.offline_reason:
+                self.gate.probe_until_online(None, stop)
+                continue
+            wait = self._until_due(handled)
+            idle = self.settings.idle_interval
+            self.clock.wait(self._nudge, idle if wait is None else min(wait, idle))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

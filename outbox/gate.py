@@ -1,0 +1,199 @@
+"""What the network lets outbox do right now, shared by the dispatcher and the replay loop.
+
+Three conditions stop or slow every request at once, rather than entry by entry:
+
+- **offline**: the API could not be reached, or something else answered. Requests stop and a
+  single prober checks ``GET /health`` with backoff until the real API answers.
+- **auth**: the API key was refused (401/403). Everything pauses; nothing is consumed.
+- **rate limited**: a 429. Everyone waits out ``Retry-After``, and the pace of new requests is
+  halved; it then creeps back up while answers keep coming (additive increase, multiplicative
+  decrease), so the dispatcher slows down instead of hammering.
+
+Changes of condition are recorded in the journal's status table for ``outbox status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from .client import CraftkitClient
+from .clock import Clock
+from .errors import AuthError, Offline, RateLimited, RemoteError
+from .store import Journal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How requests are spread out after a 429."""
+
+    #: Requests per second right after a 429 is at most this fraction of the recent rate.
+    decrease: float = 0.5
+    #: Requests per second added back for each successful answer.
+    increase: float = 0.2
+    #: Fallback wait when a 429 carries no ``Retry-After``.
+    default_retry_after: float = 1.0
+
+
+class Gate:
+    """Thread-safe shared state: connectivity, authentication and request pacing."""
+
+    def __init__(
+        self,
+        client: CraftkitClient,
+        journal: Journal,
+        *,
+        clock: Clock,
+        pacing: Pacing | None = None,
+        probe_cap: float = 30.0,
+    ) -> None:
+        self.client = client
+        self.journal = journal
+        self.clock = clock
+        self.pacing = pacing or Pacing()
+        self.probe_cap = probe_cap
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self.offline_reason: str | None = None
+        self.auth_error: AuthError | None = None
+        self.rate_limited_count = 0
+        self._paused_until = 0.0  # monotonic
+        self._rate: float | None = None  # requests per second; None = unlimited
+        self._next_slot = 0.0  # monotonic
+        self._recent: list[float] = []  # monotonic start times of recent requests
+        self._answered_before = False
+        self._key_accepted_before = False
+
+    # -- conditions ----------------------------------------------------------------------
+
+    @property
+    def blocked(self) -> bool:
+        """True while offline or while the key is refused: no request should be started."""
+        return self.offline_reason is not None or self.auth_error is not None
+
+    def went_offline(self, exc: Offline) -> None:
+        with self._lock:
+            first = self.offline_reason is None
+            self.offline_reason = exc.message
+        if first:
+            log.warning("offline: %s", exc.message)
+            self._record("connectivity", {"online": False, "reason": exc.message})
+
+    def key_refused(self, exc: AuthError) -> None:
+        with self._lock:
+            first = self.auth_error is None
+            self.auth_error = exc
+        if first:
+            log.error("authentication failed: %s", exc.message)
+            self._record("auth", {"ok": False, "reason": exc.message})
+
+    def rate_limited(self, exc: RateLimited) -> float:
+        """Pause everyone for ``Retry-After`` and halve the pace; returns the pause length."""
+        pause = exc.retry_after if exc.retry_after is not None else self.pacing.default_retry_after
+        now = self.clock.monotonic()
+        with self._lock:
+            self.rate_limited_count += 1
+            self._paused_until = max(self._paused_until, now + pause)
+            recent = [t for t in self._recent if t > now - 2.0]
+            observed = len(recent) / 2.0 if recent else 1.0
+            current = self._rate if self._rate is not None else observed
+            self._rate = max(0.2, min(current, observed) * self.pacing.decrease)
+            first = self.rate_limited_count == 1
+        if first:
+            self._record("rate_limit", {"limited": True, "reason": exc.message})
+        log.info("rate limited; pausing %.1f s, pace now %.1f requests/s", pause, self._rate)
+        return pause
+
+    def answered(self) -> None:
+        """A request got a real answer from the API: online, and the pace may rise."""
+        with self._lock:
+            was_offline = self.offline_reason is not None
+            first = not self._answered_before
+            self._answered_before = True
+            self.offline_reason = None
+            if self._rate is not None:
+                self._rate += self.pacing.increase
+        if was_offline:
+            log.warning("back online")
+        if was_offline or first:
+            self._record("connectivity", {"online": True, "reason": None})
+
+    def key_accepted(self) -> None:
+        """An authenticated request succeeded: clear a recorded authentication failure."""
+        with self._lock:
+            first = not self._key_accepted_before
+            self._key_accepted_before = True
+            self.auth_error = None
+        if first:
+            self._record("auth", {"ok": True, "reason": None})
+
+    def forget_auth_failure(self) -> None:
+        """Allow requests again after a refused key (a long-running process tries again later)."""
+        with self._lock:
+            self.auth_error = None
+
+    def note(self, exc: RemoteError) -> None:
+        """Act on an error that concerns every request (offline, key refused, 429)."""
+        if isinstance(exc, Offline):
+            self.went_offline(exc)
+        elif isinstance(exc, AuthError):
+            self.key_refused(exc)
+        elif isinstance(exc, RateLimited):
+            self.rate_limited(exc)
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def acquire(self, deadline: float | None, stop: threading.Event | None = None) -> bool:
+        """Wait for this request's turn; False if blocked, stopped or out of time first."""
+        while True:
+            if self.blocked or (stop is not None and stop.is_set()):
+                return False
+            now = self.clock.monotonic()
+            with self._lock:
+                start = max(now, self._paused_until, self._next_slot)
+                if start <= now:
+                    if self._rate is not None:
+                        self._next_slot = now + 1.0 / self._rate
+                    self._recent.append(now)
+                    if len(self._recent) > 256:
+                        del self._recent[:128]
+                    return True
+            if deadline is not None and start >= deadline:
+                return False
+            self.clock.wait(stop or self._wake, min(start - now, 1.0))
+
+    def probe_until_online(
+        self, deadline: float | None, stop: threading.Event | None = None
+    ) -> bool:
+        """Check ``GET /health`` with backoff until the API answers; False if out of time."""
+        delay = 0.25
+        while self.offline_reason is not None:
+            try:
+                self.client.health(deadline=deadline)
+            except Offline as exc:
+                log.debug("still offline: %s", exc.message)
+                with self._lock:
+                    self.offline_reason = exc.message
+            except RemoteError as exc:
+                # Something answered like an HTTP server but not healthy (e.g. 503): the API is
+                # there but not usable yet; keep probing.
+                log.debug("health check not ok: %s", exc.message)
+            else:
+                self.answered()
+                return True
+            now = self.clock.monotonic()
+            if deadline is not None and now + delay >= deadline:
+                return False
+            if self.clock.wait(stop or self._wake, delay) and stop is not None:
+                return False
+            delay = min(delay * 2, self.probe_cap)
+        return True
+
+    def _record(self, name: str, value: object) -> None:
+        try:
+            self.journal.set_status(name, value)
+        except Exception:  # the status line is informational; never let it break a flush
+            log.warning("could not record %s status", name, exc_info=True)

@@ -1,0 +1,87 @@
+"""Run a handler over due entries of one state, a few at a time, with leases.
+
+The dispatcher and the replay loop share this: claim what is due (compare-and-set leases, so
+other processes on the same journal never get the same entry), hand each entry to a worker
+thread, claim more as workers free up, and stop when nothing is due, the gate blocks, the
+deadline passes or a stop is requested.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass, field
+
+from .clock import Clock
+from .gate import Gate
+from .models import Entry, State
+from .schedule import HORIZON
+from .store import Journal
+
+log = logging.getLogger(__name__)
+
+#: An unexpected error in a handler puts the entry aside for this long.
+UNEXPECTED_ERROR_DELAY = 60.0
+
+
+@dataclass
+class Crew:
+    """What every phase needs to claim and work: the journal, who we are, and the threads."""
+
+    journal: Journal
+    gate: Gate
+    clock: Clock
+    owner: str
+    executor: Executor
+    concurrency: int
+    lease_seconds: float
+    unexpected: list[str] = field(default_factory=list)
+
+    def run(
+        self,
+        state: State,
+        handle: Callable[[Entry], None],
+        *,
+        deadline: float | None,
+        stop: threading.Event | None,
+    ) -> int:
+        """Handle every due entry of ``state``; returns how many were handled."""
+        in_flight: set[Future[None]] = set()
+        handled = 0
+        while True:
+            if self._may_claim(deadline, stop) and len(in_flight) < self.concurrency:
+                batch = self.journal.claim_due(
+                    state,
+                    owner=self.owner,
+                    lease_seconds=self.lease_seconds,
+                    limit=self.concurrency - len(in_flight),
+                    horizon=HORIZON,
+                )
+                in_flight |= {self.executor.submit(self._guarded, handle, e) for e in batch}
+            if not in_flight:
+                return handled
+            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            handled += len(done)
+
+    def _may_claim(self, deadline: float | None, stop: threading.Event | None) -> bool:
+        if self.gate.blocked or (stop is not None and stop.is_set()):
+            return False
+        return deadline is None or self.clock.monotonic() < deadline
+
+    def _guarded(self, handle: Callable[[Entry], None], entry: Entry) -> None:
+        try:
+            handle(entry)
+        except Exception as exc:
+            log.exception("unexpected error while handling entry %s", entry.id)
+            self.unexpected.append(f"entry {entry.id}: unexpected {type(exc).__name__}: {exc}")
+            try:
+                self.journal.reschedule(
+                    entry.id,
+                    entry.state,
+                    owner=self.owner,
+                    due_at=self.clock.now() + UNEXPECTED_ERROR_DELAY,
+                )
+            except Exception:
+                log.warning("could not put entry %s aside", entry.id, exc_info=True)

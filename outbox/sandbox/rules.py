@@ -1,0 +1,104 @@
+"""The data rules of a Craftkit render, in one place.
+
+Craftkit validates render data with Zod and reports failures as Zod's ``flatten()`` output.
+Everything that decides whether a value is accepted, and every message a rejection carries,
+is defined here as a module-level constant, so that the sandbox's validator, the sandbox's
+``jsonSchema`` and any client-side validation reproduce exactly the same behaviour.
+
+The regular expressions are written to mean the same thing in Python (used with
+:func:`re.fullmatch`) and in ECMAScript (used by JSON Schema validators), so they avoid
+``\\d`` (which matches non-ASCII digits in Python) and flags.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: The ``dataType`` values a manifest variable may have (craftkit-api.md section 2.1).
+DATA_TYPES: Final = frozenset(
+    {"text", "longtext", "number", "currency", "date", "datetime", "boolean", "image", "url",
+     "email"}
+)
+
+#: Longest loop array accepted in render data.
+MAX_LOOP_ITEMS: Final = 10_000
+
+#: Idempotency keys (``Idempotency-Key`` header or body ``jobId``) must have this many characters.
+IDEMPOTENCY_KEY_MIN: Final = 1
+IDEMPOTENCY_KEY_MAX: Final = 200
+
+#: A string that ``number`` and ``currency`` variables coerce to a number.
+NUMERIC_STRING_PATTERN: Final = r"^-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+
+_DATE = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_TIME = (
+    r"T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,9})?)?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?"
+)
+
+#: A ``date`` variable: an ISO calendar date, optionally with an ISO time part.
+DATE_PATTERN: Final = f"^{_DATE}({_TIME})?$"
+
+#: A ``datetime`` variable: an ISO date and time, the zone being optional.
+DATETIME_PATTERN: Final = f"^{_DATE}{_TIME}$"
+
+#: An ``image`` or ``url`` variable: an absolute http(s) URL (a ``data:`` URI is refused).
+URL_PATTERN: Final = r"^https?://[^\s/?#]+([/?#][^\s]*)?$"
+
+#: An ``email`` variable (the expression Zod's ``.email()`` uses, without its ``i`` flag).
+EMAIL_PATTERN: Final = (
+    r"^(?!\.)(?!.*\.\.)([A-Za-z0-9_'+\-\.]*)[A-Za-z0-9_+\-]@([A-Za-z0-9][A-Za-z0-9\-]*\.)+"
+    r"[A-Za-z]{2,}$"
+)
+
+#: The strings a ``boolean`` variable coerces.
+BOOLEAN_STRINGS: Final = {"true": True, "false": False}
+
+# --- Messages (Zod's wording) -------------------------------------------------------------
+
+MSG_REQUIRED: Final = "Required"
+MSG_INVALID_URL: Final = "Invalid url"
+MSG_INVALID_EMAIL: Final = "Invalid email"
+MSG_INVALID_DATE: Final = "Invalid date"
+MSG_INVALID_DATETIME: Final = "Invalid datetime"
+MSG_EXPECTED: Final = "Expected {expected}, received {received}"
+MSG_ARRAY_TOO_BIG: Final = "Array must contain at most {maximum} element(s)"
+MSG_STRING_TOO_SHORT: Final = "String must contain at least {minimum} character(s)"
+MSG_STRING_TOO_LONG: Final = "String must contain at most {maximum} character(s)"
+
+
+def received_type(value: object) -> str:
+    """Name a JSON value's type the way Zod does in "Expected X, received Y"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number" if value == value else "nan"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def expected(expected_type: str, value: object) -> str:
+    """The "Expected X, received Y" message for ``value``."""
+    return MSG_EXPECTED.format(expected=expected_type, received=received_type(value))
+
+
+def array_too_big(maximum: int = MAX_LOOP_ITEMS) -> str:
+    """The message for an array longer than ``maximum``."""
+    return MSG_ARRAY_TOO_BIG.format(maximum=maximum)
+
+
+def string_too_short(minimum: int) -> str:
+    """The message for a string shorter than ``minimum``."""
+    return MSG_STRING_TOO_SHORT.format(minimum=minimum)
+
+
+def string_too_long(maximum: int) -> str:
+    """The message for a string longer than ``maximum``."""
+    return MSG_STRING_TOO_LONG.format(maximum=maximum)

@@ -1,0 +1,266 @@
+"""The :class:`Sandbox`: a Craftkit-compatible server you start and stop from Python.
+
+::
+
+    with Sandbox(render_seconds=0.05) as sb:
+        httpx.post(f"{sb.base_url}/v1/templates/invoice/render",
+                   headers={"Authorization": f"Bearer {sb.api_key}"}, json={"data": {...}})
+        sb.stop()    # the network goes away: every connection is cut
+        sb.start()   # back online: same port, same renders, same keys
+
+The state folder holds a random secret (made at first start) from which the two project keys
+are derived, plus the SHA-256 of every key; a sandbox started again on the same folder
+therefore accepts the same keys, and a revoked key stays revoked.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from outbox.sandbox.api import ApiConfig, CraftkitAPI, template_json
+from outbox.sandbox.counters import RequestCounters
+from outbox.sandbox.faults import FaultInjector, Faults
+from outbox.sandbox.manifest import Manifest
+from outbox.sandbox.server import SandboxHTTPServer
+from outbox.sandbox.state import SandboxState
+from outbox.sandbox.templates import (
+    SLUG_PATTERN,
+    RenderSeconds,
+    TemplateSpec,
+    load_templates,
+    parse_render_seconds,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The project the sandbox's main key belongs to, and a second one to test isolation.
+MAIN_PROJECT, OTHER_PROJECT = "sandbox", "other"
+
+#: Prefix of the keys the sandbox mints (test keys, as Craftkit's test environment uses).
+KEY_PREFIX = "ck_test_"
+
+_WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
+
+
+class Sandbox:
+    """A Craftkit-compatible sandbox server running in this process on a real socket."""
+
+    def __init__(
+        self,
+        state_dir: str | Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        templates: str | Path | None = None,
+        render_seconds: RenderSeconds | list[float] = 0.3,
+        public_bucket: bool = True,
+        pdf_size: int | None = None,
+        faults: Faults | None = None,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.time,
+        api_key: str | None = None,
+    ) -> None:
+        """Configure a sandbox; nothing listens until :meth:`start` (or ``with``).
+
+        ``state_dir`` None uses a private temporary folder, removed by :meth:`close`.
+        ``port`` 0 picks a free port at first start and keeps it across stop/start.
+        ``render_seconds`` is the time from creation to the terminal status, fixed or a
+        ``(min, max)`` range sampled per render. ``api_key`` fixes the main project's key.
+        """
+        if pdf_size is not None and pdf_size < 0:
+            raise ValueError("pdf_size must be >= 0")
+        if api_key is not None and not api_key.strip():
+            raise ValueError("api_key must not be empty")
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self._own_state_dir = state_dir is None
+        self.host = host
+        self._port = port
+        self._templates: list[TemplateSpec] = load_templates(templates)
+        self._config = ApiConfig(render_seconds=parse_render_seconds(render_seconds),
+                                 public_bucket=public_bucket, pdf_size=pdf_size or None,
+                                 clock=clock)
+        self._injector = FaultInjector(faults, seed)
+        self._counters = RequestCounters()
+        self._fixed_key = api_key
+        self._keys: tuple[str, str] | None = None
+        self._lock = threading.RLock()
+        self._state: SandboxState | None = None
+        self._api: CraftkitAPI | None = None
+        self._server: SandboxHTTPServer | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        """Open the state and listen; returns once the socket accepts connections."""
+        with self._lock:
+            if self._server is not None:
+                return self
+            if self._state_dir is None:
+                self._state_dir = Path(tempfile.mkdtemp(prefix="craftkit-sandbox-"))
+            state = SandboxState(self._state_dir)
+            try:
+                self._prepare(state)
+                api = CraftkitAPI(state, self._injector, self._counters, self._config)
+                server = SandboxHTTPServer((self.host, self._port), api, self._injector,
+                                           self._counters, "")
+            except BaseException:
+                state.close()
+                raise
+            self._port = server.port
+            server.base_url = self.base_url_for(self._port)
+            server.start()
+            self._state, self._api, self._server = state, api, server
+            logger.info("Craftkit sandbox listening on %s", self.base_url)
+            return self
+
+    def _prepare(self, state: SandboxState) -> None:
+        """Projects, keys and templates: made at first start, kept afterwards."""
+        now = int(self._config.clock() * 1000)
+        secret = state.secret()
+        main_key = self._fixed_key or _derive_key(secret, MAIN_PROJECT)
+        other_key = _derive_key(secret, OTHER_PROJECT)
+        for project, key in ((MAIN_PROJECT, main_key), (OTHER_PROJECT, other_key)):
+            state.ensure_project(project, project.title(), now)
+            state.add_key(key, project, now)
+            for spec in self._templates:
+                state.sync_template(project, spec, now)
+        self._keys = (main_key, other_key)
+
+    def stop(self) -> None:
+        """Go offline: stop listening and cut every connection. State and port are kept."""
+        with self._lock:
+            server, state = self._server, self._state
+            self._server = self._api = self._state = None
+        if server is not None:
+            server.close()
+        if state is not None:
+            state.close()
+
+    def close(self) -> None:
+        """Stop, and remove the state folder if it was a private temporary one."""
+        self.stop()
+        if self._own_state_dir and self._state_dir is not None:
+            shutil.rmtree(self._state_dir, ignore_errors=True)
+            self._state_dir = None
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # --- facts ----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the sandbox is listening."""
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        """The port (known once started; kept across stop/start)."""
+        if self._port == 0:
+            raise RuntimeError("the sandbox has not been started yet")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT`` with no trailing slash."""
+        return self.base_url_for(self.port)
+
+    def base_url_for(self, port: int) -> str:
+        """The base URL for ``port`` (a wildcard host is reached through loopback)."""
+        host = "127.0.0.1" if self.host in _WILDCARD_HOSTS else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    @property
+    def state_dir(self) -> Path:
+        """The folder holding the sandbox's state."""
+        if self._state_dir is None:
+            raise RuntimeError("the sandbox has not been started yet")
+        return self._state_dir
+
+    @property
+    def api_key(self) -> str:
+        """A project key (``ck_test_…``) of the sandbox's main project."""
+        return self._require_keys()[0]
+
+    @property
+    def other_project_key(self) -> str:
+        """A key of a second project: its renders are 404 ``not_found`` for the first."""
+        return self._require_keys()[1]
+
+    def _require_keys(self) -> tuple[str, str]:
+        if self._keys is None:
+            raise RuntimeError("the sandbox has not been started yet")
+        return self._keys
+
+    @property
+    def faults(self) -> Faults:
+        """The faults in force."""
+        return self._injector.faults
+
+    # --- control --------------------------------------------------------------------------
+
+    def set_faults(self, **changes: Any) -> Faults:
+        """Change some faults at runtime (``sb.set_faults(drop_after=1.0)``); unknown names
+        raise :class:`TypeError`, bad values :class:`ValueError`."""
+        return self._injector.update(changes)
+
+    def revoke_key(self, key: str) -> bool:
+        """Revoke a key: its next call gets 401. Returns whether it was live."""
+        with self._api_context() as api:
+            return api.state.revoke_key(key, int(self._config.clock() * 1000))
+
+    def republish(self, slug: str, manifest: dict[str, Any] | Manifest,
+                  name: str | None = None) -> dict[str, Any]:
+        """Publish a new version of a main-project template (creating it if needed), like
+        ``PUT /v1/templates/:slug``; returns the template as ``GET`` shows it."""
+        if not SLUG_PATTERN.fullmatch(slug):
+            raise ValueError(f"invalid slug {slug!r}")
+        parsed = manifest if isinstance(manifest, Manifest) else Manifest.from_json(manifest)
+        with self._api_context() as api:
+            template, _ = api.state.put_template(MAIN_PROJECT, slug, parsed,
+                                                 int(self._config.clock() * 1000), name=name)
+            return template_json(template)
+
+    def stats(self) -> dict[str, Any]:
+        """Renders created (also per idempotency key and per payload), requests by route and
+        status, 429s and other injected faults."""
+        with self._api_context() as api:
+            return api.stats()
+
+    @contextmanager
+    def _api_context(self) -> Iterator[CraftkitAPI]:
+        """The running API, or (while stopped) one opened on the state folder just for this
+        call, so stats, revocations and republishing work offline too."""
+        with self._lock:
+            api = self._api
+            if api is not None:
+                yield api
+                return
+            if self._state_dir is None:
+                raise RuntimeError("the sandbox has not been started yet")
+            state = SandboxState(self._state_dir)
+            try:
+                yield CraftkitAPI(state, self._injector, self._counters, self._config)
+            finally:
+                state.close()
+
+
+def _derive_key(secret: str, project: str) -> str:
+    """A project's default key, derived from the state's secret (so it survives restarts)."""
+    digest = hmac.new(secret.encode(), f"project-key:{project}".encode(), "sha256").hexdigest()
+    return KEY_PREFIX + digest[:32]

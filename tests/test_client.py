@@ -1,0 +1,177 @@
+"""Unit tests of the Craftkit client's answer classification, with a stand-in transport."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from outbox.client import CraftkitClient, NotReady, Render
+from outbox.errors import (
+    AuthError,
+    NotFound,
+    Offline,
+    OutcomeUnknown,
+    PermanentError,
+    RateLimited,
+    RemoteError,
+    ServerError,
+)
+
+KEY = "ck_test_secret_value_9f8e7d"
+RENDER = {"id": "r-1", "status": "queued", "pollUrl": "x", "downloadUrl": None,
+          "errorMessage": None, "createdAt": "2026-06-05T10:00:00.000Z"}
+
+
+def _client(handler: Callable[[httpx.Request], httpx.Response], **kwargs: object) -> CraftkitClient:
+    return CraftkitClient("https://api.craftkit.test", KEY, transport=httpx.MockTransport(handler),
+                          sleep=lambda _s: None, **kwargs)  # type: ignore[arg-type]
+
+
+def _envelope(code: str, message: str = "msg", **extra: object) -> dict[str, object]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def test_submit_sends_key_header_and_options_and_parses_202_and_200() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(202 if len(seen) == 1 else 200, json=RENDER)
+
+    client = _client(handler)
+    render, replayed = client.submit("invoice", {"a": 1}, key="inv-1", filename="a.pdf", version=3)
+    assert (render.id, render.status, replayed) == ("r-1", "queued", False)
+    assert client.submit("invoice", {"a": 1}, key="inv-1")[1] is True
+    request = seen[0]
+    assert request.headers["Idempotency-Key"] == "inv-1"
+    assert request.headers["Authorization"] == f"Bearer {KEY}"
+    assert request.url.path == "/v1/templates/invoice/render"
+    assert request.read() == b'{"data":{"a":1},"options":{"versionNumber":3,"filename":"a.pdf"}}'
+
+
+@pytest.mark.parametrize(
+    ("response", "error", "code"),
+    [
+        (httpx.Response(400, json=_envelope("invalid_json")), PermanentError, "invalid_json"),
+        (httpx.Response(400, json=_envelope("invalid_request")), PermanentError, "invalid_request"),
+        (httpx.Response(422, json=_envelope("invalid_request")), PermanentError, "invalid_request"),
+        (httpx.Response(404, json=_envelope("template_not_found")), PermanentError,
+         "template_not_found"),
+        (httpx.Response(404, json=_envelope("version_not_found")), PermanentError,
+         "version_not_found"),
+        (httpx.Response(409, json=_envelope("no_published_version")), PermanentError,
+         "no_published_version"),
+        (httpx.Response(404, json=_envelope("not_found")), NotFound, "not_found"),
+        (httpx.Response(401, json=_envelope("unauthorized")), AuthError, "unauthorized"),
+        (httpx.Response(401, json={"error": "invalid_credentials"}), AuthError,
+         "invalid_credentials"),
+        (httpx.Response(403, json=_envelope("forbidden")), AuthError, "forbidden"),
+        (httpx.Response(500, json=_envelope("internal")), ServerError, "internal"),
+        (httpx.Response(503, json=_envelope("queue_unavailable")), ServerError, "queue_unavailable"),
+        (httpx.Response(502, text="<html>Bad gateway</html>"), ServerError, None),
+        (httpx.Response(504), ServerError, None),
+        (httpx.Response(429, json=_envelope("rate_limited")), RateLimited, "rate_limited"),
+        (httpx.Response(400, json=_envelope("rate_limited")), RateLimited, "rate_limited"),
+        (httpx.Response(200, text="<html>Hotel Wi-Fi login</html>",
+                        headers={"Content-Type": "text/html"}), Offline, None),
+        (httpx.Response(200, json={"ok": True}), Offline, None),
+        (httpx.Response(302, headers={"Location": "http://login.hotel"}), Offline, None),
+        (httpx.Response(404, text="<html>Not found</html>"), Offline, None),
+    ],
+)
+def test_answers_are_classified_as_the_contract_says(
+    response: httpx.Response, error: type[RemoteError], code: str | None
+) -> None:
+    client = _client(lambda _request: response)
+    with pytest.raises(error) as raised:
+        client.submit("invoice", {}, key="k")
+    assert type(raised.value) is error
+    if code is not None:
+        assert raised.value.code == code
+    assert KEY not in str(raised.value)
+
+
+def test_field_errors_are_kept() -> None:
+    body = _envelope("invalid_input_data", "bad",
+                     issues={"formErrors": [], "fieldErrors": {"customer.name": ["Required"]}})
+    client = _client(lambda _r: httpx.Response(400, json=body))
+    with pytest.raises(PermanentError) as raised:
+        client.submit("invoice", {}, key="k")
+    assert raised.value.field_errors == {"customer.name": ["Required"]}
+
+
+def test_retry_after_is_honoured_in_seconds_and_dates() -> None:
+    client = _client(lambda _r: httpx.Response(429, headers={"Retry-After": "7"}))
+    with pytest.raises(RateLimited) as raised:
+        client.get_render("r-1")
+    assert raised.value.retry_after == 7
+    client = _client(lambda _r: httpx.Response(429, headers={"Retry-After": "99999"}))
+    with pytest.raises(RateLimited) as raised:
+        client.get_render("r-1")
+    assert raised.value.retry_after == 600
+
+
+def test_transport_failures_offline_versus_outcome_unknown() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    def reset(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
+                                        request=request)
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with pytest.raises(Offline, match="Connection refused"):
+        _client(refuse).submit("invoice", {}, key="k")
+    for handler in (reset, slow):
+        with pytest.raises(OutcomeUnknown):
+            _client(handler).submit("invoice", {}, key="k")
+
+
+def test_lost_answers_are_retried_in_the_call_with_the_same_key() -> None:
+    keys: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["Idempotency-Key"])
+        if len(keys) < 3:
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return httpx.Response(200, json=RENDER)
+
+    render, replayed = _client(handler).submit("invoice", {}, key="same")
+    assert keys == ["same", "same", "same"] and replayed and render.id == "r-1"
+
+
+def test_health_requires_the_real_answer() -> None:
+    _client(lambda _r: httpx.Response(200, json={"status": "ok"})).health()
+    with pytest.raises(Offline, match="captive portal"):
+        _client(lambda _r: httpx.Response(200, text="<html>login</html>")).health()
+    with pytest.raises(Offline):
+        _client(lambda _r: httpx.Response(200, json={"status": "degraded"})).health()
+
+
+def test_public_download_never_carries_the_key_and_falls_back_to_private() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host == "cdn.craftkit.test":
+            return httpx.Response(403, text="gone private")
+        return httpx.Response(200, content=b"%PDF-1.4 ... %%EOF",
+                              headers={"Content-Length": "18"})
+
+    client = _client(handler)
+    render = Render("r-1", "succeeded", "https://cdn.craftkit.test/r-1.pdf", None)
+    with client.open_pdf(render) as (length, chunks):
+        assert length == 18 and b"".join(chunks).startswith(b"%PDF-")
+    assert "Authorization" not in seen[0].headers
+    assert seen[1].url.path == "/v1/embed/renders/r-1/download"
+    assert seen[1].headers["Authorization"] == f"Bearer {KEY}"
+
+
+def test_private_stream_404_means_not_ready() -> None:
+    client = _client(lambda _r: httpx.Response(404, json={"error": {"message": "Not found"}}))
+    with pytest.raises(NotReady), client.open_pdf(Render("r-1", "succeeded", None, None)):
+        pass

@@ -1,0 +1,72 @@
+"""Saving PDFs: verification, atomic naming, never outside the folder, never over another file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from outbox.downloads import safe_filename, save_pdf
+from outbox.errors import DownloadError
+
+PDF = b"%PDF-1.4\n" + b"x" * 1000 + b"\n%%EOF\n"
+
+
+def test_a_complete_pdf_is_saved_with_its_size_and_hash(tmp_path: Path) -> None:
+    saved = save_pdf([PDF[:500], PDF[500:]], folder=tmp_path, name="a.pdf", entry_id="e1",
+                     expected_size=len(PDF))
+    assert saved.path == tmp_path / "a.pdf" and saved.path.read_bytes() == PDF
+    assert (saved.size, saved.sha256) == (len(PDF), hashlib.sha256(PDF).hexdigest())
+    assert [p.name for p in tmp_path.iterdir()] == ["a.pdf"]
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected", "message"),
+    [
+        ([PDF[:300]], len(PDF), "truncated: 300 of"),
+        ([PDF, b"extra"], len(PDF), "more than the announced"),
+        ([b"<html>login</html>"], None, "not a PDF"),
+        ([PDF[:-8]], None, "no %%EOF"),
+    ],
+)
+def test_incomplete_or_foreign_bodies_are_never_kept(
+    tmp_path: Path, chunks: list[bytes], expected: int | None, message: str
+) -> None:
+    with pytest.raises(DownloadError, match=message):
+        save_pdf(chunks, folder=tmp_path, name="a.pdf", entry_id="e1", expected_size=expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_another_entrys_file_is_never_overwritten(tmp_path: Path) -> None:
+    other = b"%PDF-1.4 another entry's report %%EOF"
+    (tmp_path / "report.pdf").write_bytes(other)
+    saved = save_pdf([PDF], folder=tmp_path, name="report.pdf", entry_id="e2", expected_size=None)
+    assert saved.path.name == "report (2).pdf"
+    assert (tmp_path / "report.pdf").read_bytes() == other
+
+
+def test_a_crash_after_saving_reuses_the_same_file(tmp_path: Path) -> None:
+    first = save_pdf([PDF], folder=tmp_path, name="r.pdf", entry_id="e3", expected_size=None)
+    (tmp_path / ".outbox-e3-dead.part").write_bytes(b"half")  # a crashed earlier attempt
+    again = save_pdf([PDF], folder=tmp_path, name="r.pdf", entry_id="e3", expected_size=None)
+    assert again.path == first.path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.pdf"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("../../etc/passwd", "passwd.pdf"),
+        ("..\\..\\boot.pdf", "boot.pdf"),
+        (".hidden.pdf", "hidden.pdf"),
+        ("", "entry-1.pdf"),
+        (None, "entry-1.pdf"),
+        ("a/b/c.PDF", "c.pdf"),
+        ("bad:name?.pdf", "bad_name_.pdf"),
+        ("Prüfbericht Nord.pdf", "Prüfbericht Nord.pdf"),
+        ("x" * 300 + ".pdf", "x" * 150 + ".pdf"),
+    ],
+)
+def test_file_names_are_sanitised(name: str | None, expected: str) -> None:
+    assert safe_filename(name, "entry-1") == expected

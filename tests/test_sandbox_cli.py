@@ -1,0 +1,118 @@
+"""The ``sandbox`` command, run as a real process: banner, serving, clean stop on signals."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from outbox.sandbox.cli import parse_seconds_option, parse_size, sandbox
+
+
+@contextmanager
+def running(*args: str, cwd: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """Start ``python -m outbox.sandbox ARGS`` and read its five banner lines."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "outbox.sandbox", *args], cwd=cwd, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline().rstrip("\n") for _ in range(5)]
+        yield process, lines
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_command_prints_its_url_and_key_and_stops_cleanly(tmp_path: Path) -> None:
+    with running("--port", "0", "--render-seconds", "0", cwd=tmp_path) as (process, lines):
+        prefix = "Craftkit sandbox listening on "
+        assert lines[0].startswith(prefix), lines
+        base_url = lines[0][len(prefix):]
+        assert base_url.startswith("http://127.0.0.1:") and not base_url.endswith(":0")
+        key = lines[1].split("API key: ")[1]
+        assert key.startswith("ck_test_")
+        assert lines[4] == f"export CRAFTKIT_BASE_URL={base_url} CRAFTKIT_API_KEY={key}"
+        assert httpx.get(f"{base_url}/health").json() == {"status": "ok"}
+        headers = {"Authorization": f"Bearer {key}"}
+        created = httpx.post(f"{base_url}/v1/templates/invoice/render", headers=headers,
+                             json={"data": {"customer": {"name": "A"}, "amount": 1}})
+        assert created.status_code == 202
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    assert (tmp_path / "sandbox-state").is_dir()  # the default state folder
+    # Started again on the same folder: the same key, the same render.
+    with running("--port", "0", cwd=tmp_path) as (process, lines):
+        base_url = lines[0].split(" on ")[1]
+        assert lines[1].split("API key: ")[1] == key
+        polled = httpx.get(f"{base_url}/v1/renders/{created.json()['id']}", headers=headers)
+        assert polled.json()["status"] == "succeeded"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0
+
+
+def test_command_applies_fault_flags(tmp_path: Path) -> None:
+    args = ("--port", "0", "--state", str(tmp_path / "s"), "--error-503-before", "1",
+            "--no-public-bucket", "--api-key", "ck_test_cli", "--seed", "1")
+    with running(*args, cwd=tmp_path) as (process, lines):
+        base_url = lines[0].split(" on ")[1]
+        assert lines[1] == "API key: ck_test_cli"
+        response = httpx.post(f"{base_url}/v1/templates/invoice/render",
+                              headers={"Authorization": "Bearer ck_test_cli"}, json={"data": {}})
+        assert response.status_code == 503
+        faults = httpx.get(f"{base_url}/_sandbox/faults").json()
+        assert faults["error_503_before"] == 1.0
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+
+
+def test_command_refuses_bad_options(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(sandbox, ["--pdf-size", "huge"])
+    assert result.exit_code == 2 and "not a size" in result.output
+    result = runner.invoke(sandbox, ["--render-seconds", "3-1"])
+    assert result.exit_code == 2
+    result = runner.invoke(sandbox, ["--drop-after", "2"])
+    assert result.exit_code == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    result = runner.invoke(sandbox, ["--templates", str(bad), "--state", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "not valid JSON" in result.output
+
+
+def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(sandbox, ["--port", str(port),
+                                              "--state", str(tmp_path / "s")])
+    assert result.exit_code == 1
+    assert "cannot listen" in result.output
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    ("5000", 5000), ("64k", 65536), ("100MB", 100_000_000), ("1.5MiB", 1572864), ("2g", 2**31),
+])
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+def test_parse_seconds_option() -> None:
+    assert parse_seconds_option("0.3") == 0.3
+    assert parse_seconds_option("0.2-1.5") == (0.2, 1.5)
+    assert parse_seconds_option("1,2") == (1.0, 2.0)
+    with pytest.raises(ValueError):
+        parse_seconds_option("-1")
+    with pytest.raises(ValueError):
+        parse_seconds_option("soon")
