@@ -9,6 +9,7 @@ from .engine import FlushReport
 from .errors import (
     AuthError,
     ConfigError,
+    DataInvalid,
     DownloadError,
     EntryBusy,
     EntryNotFound,
@@ -23,16 +24,23 @@ from .errors import (
     OutboxError,
     PermanentError,
     RemoteError,
+    TemplateUnpublished,
     TransientError,
 )
 from .models import Entry, Event, RenderRequest, State
 from .outbox import Outbox
+from .templates import CachedTemplate
+from .validation import CheckOutcome, DataCheck, ValidationMode
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuthError",
+    "CachedTemplate",
+    "CheckOutcome",
     "ConfigError",
+    "DataCheck",
+    "DataInvalid",
     "DownloadError",
     "Entry",
     "EntryBusy",
@@ -54,5 +62,7 @@ __all__ = [
     "RenderRequest",
     "Settings",
     "State",
+    "TemplateUnpublished",
     "TransientError",
+    "ValidationMode",
 ]

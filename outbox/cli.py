@@ -20,9 +20,11 @@ import click
 from . import errors
 from .config import ENV_API_KEY, Config, load_config
 from .engine import FlushReport
-from .models import Entry, Event, State
+from .models import Entry, Event, RenderRequest, State
 from .outbox import Outbox
 from .sandbox.cli import sandbox as sandbox_command
+from .templates import CachedTemplate
+from .validation import VALIDATION_MODES, DataCheck, ValidationMode
 from .watcher import DropFolder
 
 EXIT_OK = 0
@@ -139,6 +141,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 @click.option("--key", help="Idempotency key (1-200 characters); derive it from the event.")
 @click.option("--filename", help="Name of the PDF file (a plain name ending in .pdf).")
 @click.option("--version", "version", type=int, help="Pin a published template version.")
+@click.option(
+    "--validate",
+    type=click.Choice(VALIDATION_MODES),
+    default="reject",
+    show_default=True,
+    help="Check the data against the cached template (outbox templates sync) first: "
+    "refuse bad data (exit 65), warn and queue it anyway, or skip the check.",
+)
 @json_option
 @pass_state
 def enqueue(
@@ -148,13 +158,20 @@ def enqueue(
     key: str | None,
     filename: str | None,
     version: int | None,
+    validate: ValidationMode,
     as_json: bool,
 ) -> None:
     """Add a render request to the journal and print its id. Works offline."""
     data = _read_data(data_arg)
     with state.outbox() as ob:
         existing = ob.journal.find_by_key(key) if key else None
-        entry = ob.enqueue(template, data, key=key, filename=filename, version=version)
+        request = ob.prepare(
+            template, data, key=key, filename=filename, version=version, validation="off"
+        )
+        check = _check_data(ob, request, validate) if existing is None else None
+        entry = ob.enqueue_many([request])[0]
+    if check is not None and check.message():
+        click.echo(f"{'note' if check.passed else 'warning'}: {check.message()}", err=True)
     if existing is not None:
         click.echo(f"note: key {key!r} was already enqueued as entry {entry.id}", err=True)
     click.echo(_dumps(entry.to_public()) if as_json else entry.id)
@@ -346,7 +363,117 @@ def watch(state: _State, folder: Path) -> None:
 cli.add_command(sandbox_command)
 
 
+@cli.group(name="templates")
+def templates_group() -> None:
+    """Cache templates while online, to check data before it is queued, offline."""
+
+
+@templates_group.command(name="sync")
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to spend before giving up (the cache is then left as it was).",
+)
+@json_option
+@pass_state
+def templates_sync(state: _State, timeout: float, as_json: bool) -> None:
+    """Cache every template's published manifest, schema and version. Needs the network.
+
+    Exit codes: 0 synced; 75 offline or server trouble; 77 the API key was refused;
+    78 no API key. On any failure the cache is left as it was.
+    """
+    _require_api_key(state.config)
+    with state.outbox() as ob:
+        before = {cached.slug: cached for cached in ob.templates()}
+        try:
+            after = ob.sync_templates(timeout)
+        except (errors.AuthError, errors.TransientError) as exc:
+            fix = f"fix {ENV_API_KEY}" if isinstance(exc, errors.AuthError) else "try again online"
+            click.echo(f"outbox: {exc}; the template cache was left as it was ({fix})", err=True)
+            raise SystemExit(exit_code_for(exc)) from None
+    changes = {cached.slug: _template_change(before.get(cached.slug), cached) for cached in after}
+    removed = sorted(set(before) - set(changes))
+    if as_json:
+        click.echo(
+            _dumps(
+                {
+                    "templates": [
+                        {**cached.to_public(), "change": changes[cached.slug]} for cached in after
+                    ],
+                    "removed": removed,
+                }
+            )
+        )
+        return
+    _templates_table(after, changes)
+    counted = [f"{sum(1 for c in changes.values() if c == kind)} {kind}" for kind in _CHANGES]
+    click.echo(f"synced {len(after)} templates ({', '.join(counted)}, {len(removed)} removed)")
+    for slug in removed:
+        click.echo(f"removed {slug}: it no longer exists at Craftkit", err=True)
+
+
+@templates_group.command(name="list")
+@json_option
+@pass_state
+def templates_list(state: _State, as_json: bool) -> None:
+    """The cached templates and when they were synced. Works offline."""
+    with state.outbox() as ob:
+        cached = ob.templates()
+    if as_json:
+        click.echo(_dumps([template.to_public() for template in cached]))
+        return
+    if not cached:
+        click.echo("no templates cached; run `outbox templates sync` while online", err=True)
+        return
+    _templates_table(cached, {})
+
+
 # -- helpers ---------------------------------------------------------------------------
+
+
+_CHANGES = ("new", "updated", "unchanged")
+
+
+def _check_data(ob: Outbox, request: RenderRequest, mode: ValidationMode) -> DataCheck | None:
+    """Check the request's data against the cached template; raise in ``reject`` mode."""
+    if mode == "off":
+        return None
+    check = ob.check(request.template, request.data, version=request.version)
+    check.enforce(mode)
+    return check
+
+
+def _template_change(old: CachedTemplate | None, new: CachedTemplate) -> str:
+    if old is None:
+        return "new"
+    same = (old.version, old.published, old.json_schema) == (
+        new.version,
+        new.published,
+        new.json_schema,
+    )
+    return "unchanged" if same else "updated"
+
+
+def _templates_table(cached: Sequence[CachedTemplate], changes: dict[str, str]) -> None:
+    rows = [("SLUG", "VERSION", "VARIABLES", "LOOPS", "SYNCED", "CHANGE")]
+    for template in cached:
+        variables, loops = template.field_count()
+        change = changes.get(template.slug, "")
+        if not change and template.previous_version is not None:
+            change = f"was version {template.previous_version} until {template.changed_at}"
+        rows.append(
+            (
+                template.slug,
+                str(template.version) if template.has_published_version else "unpublished",
+                str(variables),
+                str(loops),
+                template.synced_at,
+                change,
+            )
+        )
+    _table(rows)
 
 
 def _require_api_key(config: Config) -> None:

@@ -24,6 +24,7 @@ from .errors import (
 from .models import Entry, State
 from .pool import Crew
 from .schedule import RenderTimes, retry_delay
+from .template_sync import INVALID_INPUT_DATA, refresh_after_rejection
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +140,18 @@ class Dispatcher:
         elif isinstance(exc, PermanentError):
             crew.gate.answered()
             crew.gate.key_accepted()
+            detail = exc.message
+            if exc.code == INVALID_INPUT_DATA:
+                # The cached template may be out of date: refresh it, and say if it changed.
+                note = refresh_after_rejection(crew.journal, self.client, entry)
+                detail = f"{detail.rstrip('.')}; {note}" if note else detail
             crew.journal.transition(
                 entry.id,
                 State.PENDING,
                 State.REJECTED,
                 owner=crew.owner,
                 http_status=exc.status,
-                detail=exc.message,
+                detail=detail,
                 attempts=entry.attempts + 1,
                 error=exc.message,
                 error_code=exc.code,

@@ -19,6 +19,36 @@ class InvalidArgument(OutboxError, ValueError):
     """An argument given to outbox is malformed; the message names the argument and the rule."""
 
 
+class DataInvalid(InvalidArgument):
+    """Data that the cached template says Craftkit would refuse with ``invalid_input_data``.
+
+    ``field_errors`` has Craftkit's ``fieldErrors`` shape: dotted field keys (``customer.name``,
+    ``findings.0.severity``) to Zod's messages. The message lists them one per line, so it can
+    be shown as is (on stderr, or in a drop folder's ``NAME.error.txt``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        template: str,
+        version: int | None,
+        field_errors: dict[str, list[str]],
+    ) -> None:
+        super().__init__(message)
+        self.template = template
+        self.version = version
+        self.field_errors = field_errors
+
+
+class TemplateUnpublished(InvalidArgument):
+    """The cached template has no published version, so Craftkit would refuse any render of it."""
+
+    def __init__(self, message: str, *, template: str) -> None:
+        super().__init__(message)
+        self.template = template
+
+
 class JournalError(OutboxError):
     """The journal file cannot be used."""
 

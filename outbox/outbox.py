@@ -16,12 +16,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from . import template_sync
 from .clock import Clock
 from .config import DEFAULT_BASE_URL, Settings, default_downloads
 from .engine import Engine, FlushReport
 from .errors import ConfigError, IllegalTransition, InvalidArgument
 from .models import Entry, Event, RenderRequest, State, derived_key
 from .store import Durability, Journal
+from .templates import CachedTemplate
+from .validation import Checker, DataCheck, ValidationMode, validation_mode
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,9 @@ class Outbox:
 
     ``api_key`` is only needed to talk to Craftkit (``flush``, ``start``); it is kept in memory
     and never written anywhere. ``downloads`` defaults to ``renders/`` beside the journal.
+    ``validation`` says what :meth:`prepare` (so every enqueue) does with data that the cached
+    template refuses: ``"reject"`` it (raise :class:`~outbox.errors.DataInvalid`), ``"warn"``
+    (log it and queue anyway) or ``"off"`` (do not check). See :meth:`check`.
     """
 
     def __init__(
@@ -44,8 +50,11 @@ class Outbox:
         busy_timeout: float = 30.0,
         settings: Settings | None = None,
         clock: Clock | None = None,
+        validation: ValidationMode = "reject",
     ) -> None:
         self.clock = clock or Clock()
+        self.validation = validation_mode(validation)
+        self._checker = Checker()
         self.settings = settings or Settings()
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
@@ -92,15 +101,20 @@ class Outbox:
         key: str | None = None,
         filename: str | None = None,
         version: int | None = None,
+        validation: ValidationMode | None = None,
     ) -> Entry:
         """Save a render request; durable when this returns. Needs no network and no API key.
 
         Enqueueing again with the same ``key`` returns the existing entry. Without a key one is
         generated; give one derived from the business event (``inspection-42``) so that a
-        retried ``enqueue`` after a crash cannot create a second entry.
+        retried ``enqueue`` after a crash cannot create a second entry. The data is checked
+        against the cached template first (see :meth:`prepare`; ``validation`` overrides the
+        outbox's mode for this call).
         """
         return self.journal.enqueue(
-            self.prepare(template, data, key=key, filename=filename, version=version)
+            self.prepare(
+                template, data, key=key, filename=filename, version=version, validation=validation
+            )
         )
 
     def enqueue_many(
@@ -127,12 +141,32 @@ class Outbox:
         filename: str | None = None,
         version: int | None = None,
         source: str | None = None,
+        validation: ValidationMode | None = None,
     ) -> RenderRequest:
         """Check a request without saving it; raises :class:`InvalidArgument` naming the problem.
 
         ``source`` records where the request came from (for example a drop-folder file).
+        The data is also checked against the cached template (see :meth:`check`), as
+        ``validation`` (default: the outbox's mode) says; in ``"reject"`` mode bad data raises
+        :class:`~outbox.errors.DataInvalid` listing Craftkit's field errors, unless ``key`` is
+        already in the journal (enqueueing it again returns that entry, whatever the data).
         """
-        return RenderRequest(template, _as_dict(data), key, filename, version, source)
+        request = RenderRequest(template, _as_dict(data), key, filename, version, source)
+        self._apply_check(request, key, self.validation if validation is None else validation)
+        return request
+
+    def _apply_check(self, request: RenderRequest, key: str | None, mode: ValidationMode) -> None:
+        """Check a prepared request's data as ``mode`` says (see :meth:`prepare`)."""
+        if validation_mode(mode) == "off":
+            return
+        check = self.check(request.template, request.data, version=request.version)
+        if not check.passed and key is not None and self.journal.find_by_key(key) is not None:
+            return
+        check.enforce(mode)
+        if not check.passed:
+            log.warning("%s; queued anyway (validation=warn)", check.message())
+        elif check.message():
+            log.info("%s", check.message())
 
     def _prepare_mapping(self, item: Mapping[str, Any]) -> RenderRequest:
         if not isinstance(item, Mapping):
@@ -350,6 +384,41 @@ class Outbox:
     def status(self) -> dict[str, Any]:
         """Journal-wide facts: last connectivity check, pause reason, ..."""
         return self.journal.status()
+
+    # -- template cache ------------------------------------------------------------------
+
+    def check(
+        self, template: str, data: Mapping[str, Any], *, version: int | None = None
+    ) -> DataCheck:
+        """Check ``data`` against the cached template, offline, the way Craftkit would.
+
+        Never raises for bad data: the result's ``outcome`` says whether the data matches,
+        does not (``field_errors`` in Craftkit's shape and words), or could not be checked
+        (the template is not cached, or ``version`` pins another version than the cached
+        one: the cache holds each template's current published version only).
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidArgument(
+                f"data must be a JSON object ({{...}}), not {type(data).__name__}"
+            )
+        cached = self.journal.cached_template(template)
+        return self._checker.check(cached, template, data, version=version)
+
+    def templates(self) -> builtins.list[CachedTemplate]:
+        """The cached templates (see :meth:`sync_templates`), by slug. Works offline."""
+        return self.journal.cached_templates()
+
+    def sync_templates(self, timeout: float = 60.0) -> builtins.list[CachedTemplate]:
+        """Cache every template's published manifest, schema and version; needs the network.
+
+        Run it while online so that data can be checked offline before it is queued. The
+        cache is replaced as a whole (templates deleted at Craftkit leave it) or, if the
+        network or the key fails, left as it was. Returns the cache as it now stands.
+        """
+        client = self._get_engine().client
+        return template_sync.sync_templates(
+            self.journal, client, deadline=self.clock.monotonic() + timeout
+        )
 
 
 def _as_dict(data: Mapping[str, Any]) -> dict[str, Any]:

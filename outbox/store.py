@@ -37,6 +37,7 @@ from .errors import (
     NotAJournal,
 )
 from .models import Entry, Event, RenderRequest, State, can_move
+from .templates import CachedTemplate
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,33 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    # The template cache: each template's published manifest and JSON Schema, so that data
+    # can be checked before it is queued, offline.
+    db["templates"].create(  # type: ignore[union-attr]
+        {
+            "slug": str,
+            "name": str,
+            "version": int,
+            "published": int,
+            "manifest": str,
+            "json_schema": str,
+            "updated_at": str,
+            "synced_at": str,
+            "previous_version": int,
+            "changed_at": str,
+        },
+        pk="slug",
+        not_null={"published", "synced_at"},
+    )
+
+
 #: Index ``i`` upgrades a journal from version ``i`` to ``i + 1``. Append only; never edit.
-MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_migrate_1, _migrate_2)
+MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
+    _migrate_1,
+    _migrate_2,
+    _migrate_3,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -706,6 +732,85 @@ class Journal:
                 facts[row["name"]] = json.loads(row["value"])
                 facts[row["name"] + "_at"] = row["updated_at"]
         return facts
+
+    # -- template cache ------------------------------------------------------------------
+
+    def save_templates(
+        self, templates: Sequence[CachedTemplate], *, replace_all: bool = False
+    ) -> None:
+        """Store cached templates in one transaction; ``replace_all`` also forgets the others.
+
+        When a template's version differs from the one cached, the old version and the time of
+        the change are kept (``previous_version``, ``changed_at``).
+        """
+        with self._write() as conn:
+            for template in templates:
+                conn.execute(
+                    "INSERT INTO templates (slug, name, version, published, manifest, json_schema,"
+                    " updated_at, synced_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT(slug) DO UPDATE SET"
+                    " previous_version = CASE WHEN templates.version IS excluded.version"
+                    " THEN templates.previous_version ELSE templates.version END,"
+                    " changed_at = CASE WHEN templates.version IS excluded.version"
+                    " THEN templates.changed_at ELSE excluded.synced_at END,"
+                    " name = excluded.name, version = excluded.version,"
+                    " published = excluded.published, manifest = excluded.manifest,"
+                    " json_schema = excluded.json_schema, updated_at = excluded.updated_at,"
+                    " synced_at = excluded.synced_at",
+                    (
+                        template.slug,
+                        template.name,
+                        template.version,
+                        int(template.published),
+                        _json_or_null(template.manifest),
+                        _json_or_null(template.json_schema),
+                        template.updated_at,
+                        template.synced_at,
+                    ),
+                )
+            if replace_all:
+                keep = [template.slug for template in templates]
+                if keep:
+                    marks = ",".join("?" for _ in keep)
+                    conn.execute(f"DELETE FROM templates WHERE slug NOT IN ({marks})", keep)
+                else:
+                    conn.execute("DELETE FROM templates")
+
+    def forget_template(self, slug: str) -> bool:
+        """Drop a template from the cache (it no longer exists); returns whether it was there."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM templates WHERE slug = ?", (slug,)).rowcount > 0
+
+    def cached_template(self, slug: str) -> CachedTemplate | None:
+        """The cached template with this slug, if any."""
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM templates WHERE slug = ?", (slug,)).fetchone()
+        return None if row is None else _template(row)
+
+    def cached_templates(self) -> builtins.list[CachedTemplate]:
+        """Every cached template, by slug."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT * FROM templates ORDER BY slug").fetchall()
+        return [_template(row) for row in rows]
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _template(row: sqlite3.Row) -> CachedTemplate:
+    return CachedTemplate(
+        slug=row["slug"],
+        name=row["name"],
+        version=row["version"],
+        published=bool(row["published"]),
+        manifest=json.loads(row["manifest"]) if row["manifest"] else None,
+        json_schema=json.loads(row["json_schema"]) if row["json_schema"] else None,
+        updated_at=row["updated_at"],
+        synced_at=row["synced_at"],
+        previous_version=row["previous_version"],
+        changed_at=row["changed_at"],
+    )
 
 
 def _append_event(

@@ -107,14 +107,19 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Rejected:
-    """A job file moved to ``rejected/``; ``reason`` is what ``NAME.error.txt`` says."""
+    """A job file moved to ``rejected/``; ``reason`` is what ``NAME.error.txt`` says.
+
+    ``field_errors`` holds Craftkit's ``fieldErrors`` when the cached template refused the data.
+    """
 
     file: str
     reason: str
     moved_to: Path
+    field_errors: dict[str, list[str]] | None = None
 
     def describe(self) -> str:
-        return _shown(f"rejected {self.file}: {self.reason}")
+        """One line: the reason's first line (data problems list their fields below it)."""
+        return _shown(f"rejected {self.file}: {self.reason.splitlines()[0]}")
 
 
 @dataclass(frozen=True)
@@ -502,14 +507,14 @@ class DropFolder:
         def explain(destination: Path) -> None:
             _write_atomically(
                 destination.with_name(_side_name(destination.name, _ERROR_SUFFIX)),
-                _error_text(look.name, problem, field_errors),
+                f"{look.name}: {problem}\n",
             )
 
         moved = self._move(look, REJECTED, explain)
         self._sightings.pop(look.name, None)
         if moved is None:
             return
-        rejected = Rejected(look.name, problem, moved)
+        rejected = Rejected(look.name, problem, moved, field_errors)
         report.rejected.append(rejected)
         self._tell(rejected)
 
@@ -922,13 +927,6 @@ def _kind_problem(path: Path, st: os.stat_result) -> str | None:
 
 def _size_problem(size: int, limit: int) -> str:
     return f"the file is {size:,} bytes; a job file may have at most {limit:,} bytes"
-
-
-def _error_text(name: str, problem: str, field_errors: dict[str, list[str]] | None) -> str:
-    lines = [f"{name}: {problem}"]
-    for field_name, messages in (field_errors or {}).items():
-        lines.extend(f"  {field_name}: {message}" for message in messages)
-    return "\n".join(lines) + "\n"
 
 
 # -- file-system helpers ---------------------------------------------------------------

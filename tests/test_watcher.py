@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sandbox_support import INVOICE
+from support import connected
 
 from outbox import JournalBusy, Outbox, State
 from outbox.clock import Clock
 from outbox.models import Entry
+from outbox.sandbox import Sandbox
 from outbox.watcher import Accepted, DropFolder, Outcome, Rejected, ResultWritten, derive_key
 
 JOB: dict[str, Any] = {
@@ -324,6 +327,26 @@ def test_bad_files_are_rejected_with_the_reason_and_the_watcher_carries_on(
     assert (rejected / "dir.json" / "inner.json").exists()
     assert listing(folder) == ["accepted", "rejected"]
     assert [e.source for e in ob.list()] == [str(folder.resolve() / "good.json")]
+
+
+def test_data_the_cached_template_refuses_is_rejected_with_craftkit_field_errors(
+    db_path: Path, folder: Path, sandbox: Sandbox
+) -> None:
+    with connected(db_path, sandbox) as online:
+        online.sync_templates()  # while online; the drop folder then works offline
+    with Outbox(db_path) as ob:
+        drop(folder, "good.json", {"template": "invoice", "data": INVOICE})
+        bad = {**INVOICE, "customer": {"email": "grace@example.com"}}
+        drop(folder, "bad-data.json", {"template": "invoice", "data": bad})
+        report = DropFolder(ob, folder).scan()
+        assert [a.file for a in report.accepted] == ["good.json"]
+        [rejected] = report.rejected
+        assert rejected.field_errors == {"customer.name": ["Required"]}
+        assert "\n" not in rejected.describe() and "nothing was queued" in rejected.describe()
+        error = (folder / "rejected" / "bad-data.error.txt").read_text()
+        assert error.startswith("bad-data.json: ")
+        assert "customer.name: Required" in error, error
+        assert len(ob.list()) == 1
 
 
 def test_a_rejected_name_already_taken_gets_a_number(ob: Outbox, folder: Path) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from outbox.sandbox import rules
+from outbox import rules
 from outbox.sandbox.counters import RequestCounters
 from outbox.sandbox.faults import FaultInjector
 from outbox.sandbox.manifest import Manifest, ManifestError

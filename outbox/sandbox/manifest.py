@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from outbox.sandbox import rules
+from outbox import rules
 
 
 class ManifestError(ValueError):

@@ -1,7 +1,7 @@
 """The draft-07 JSON Schema that ``GET /v1/templates/:slug`` returns as ``jsonSchema``.
 
 It describes the same rules as :mod:`outbox.sandbox.validation` (both read
-:mod:`outbox.sandbox.rules`): dotted keys become nested objects, loops become arrays of
+:mod:`outbox.rules`): dotted keys become nested objects, loops become arrays of
 objects with ``maxItems``, and unknown keys are allowed because Craftkit strips them rather
 than refusing them. The one thing a schema cannot say is that a date such as ``2026-02-30``
 does not exist; the server refuses it with "Invalid date".
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from outbox.sandbox import rules
+from outbox import rules
 from outbox.sandbox.manifest import Manifest, Variable
 
 DRAFT_07: str = "http://json-schema.org/draft-07/schema#"

@@ -12,7 +12,7 @@ import re
 from datetime import date
 from typing import Any
 
-from outbox.sandbox import rules
+from outbox import rules
 from outbox.sandbox.manifest import Manifest, Variable
 
 _NUMERIC = re.compile(rules.NUMERIC_STRING_PATTERN)

@@ -2,8 +2,9 @@
 
 Craftkit validates render data with Zod and reports failures as Zod's ``flatten()`` output.
 Everything that decides whether a value is accepted, and every message a rejection carries,
-is defined here as a module-level constant, so that the sandbox's validator, the sandbox's
-``jsonSchema`` and any client-side validation reproduce exactly the same behaviour.
+is defined here as a module-level constant. Two sides read this one copy: the sandbox (its
+validator and the ``jsonSchema`` it publishes) and outbox's own offline check of data before
+it is queued (:mod:`outbox.validation`), so both speak with exactly the same words.
 
 The regular expressions are written to mean the same thing in Python (used with
 :func:`re.fullmatch`) and in ECMAScript (used by JSON Schema validators), so they avoid
@@ -65,6 +66,17 @@ MSG_EXPECTED: Final = "Expected {expected}, received {received}"
 MSG_ARRAY_TOO_BIG: Final = "Array must contain at most {maximum} element(s)"
 MSG_STRING_TOO_SHORT: Final = "String must contain at least {minimum} character(s)"
 MSG_STRING_TOO_LONG: Final = "String must contain at most {maximum} character(s)"
+#: Zod's message when nothing more specific applies.
+MSG_INVALID_INPUT: Final = "Invalid input"
+
+#: What a string of each ``dataType`` is told when it does not have the required form.
+FORM_MESSAGES: Final = {
+    "date": MSG_INVALID_DATE,
+    "datetime": MSG_INVALID_DATETIME,
+    "image": MSG_INVALID_URL,
+    "url": MSG_INVALID_URL,
+    "email": MSG_INVALID_EMAIL,
+}
 
 
 def received_type(value: object) -> str:
