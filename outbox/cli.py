@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from .outbox import Outbox
 from .sandbox.cli import sandbox as sandbox_command
 from .templates import CachedTemplate
 from .validation import VALIDATION_MODES, DataCheck, ValidationMode
+from .watcher import DropFolder
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -326,6 +328,36 @@ def purge(state: _State, older_than: str) -> None:
     with state.outbox() as ob:
         count = ob.purge(seconds)
     click.echo(f"purged {count} finished entries older than {older_than}")
+
+
+@cli.command()
+@click.argument(
+    "folder", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@pass_state
+def watch(state: _State, folder: Path) -> None:
+    """Turn JSON job files dropped into DIR into entries, until Ctrl-C. Works offline.
+
+    A job file is {"template": "slug", "data": {...}} with optional "key", "filename" and
+    "version"; write it as NAME.json.tmp and rename it to NAME.json. Accepted files move to
+    DIR/accepted/, invalid ones to DIR/rejected/ beside NAME.error.txt, and
+    DIR/results/NAME.result.json appears once the render is done, failed or rejected.
+    """
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda _signum, _frame: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        with state.outbox() as ob:
+            drop = DropFolder(ob, folder, on_outcome=lambda outcome: click.echo(outcome.describe()))
+            click.echo(
+                f"watching {drop.folder} (journal {ob.journal.path}); Ctrl-C stops", err=True
+            )
+            drop.run(stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 cli.add_command(sandbox_command)

@@ -1,0 +1,1056 @@
+"""The drop folder: JSON job files dropped into a folder become journal entries.
+
+Apps that only speak files write ``{"template": "slug", "data": {...}}`` into a folder, ideally
+as ``NAME.json.tmp`` renamed to ``NAME.json`` once complete. :class:`DropFolder` enqueues every
+complete job file and moves it to ``accepted/``; an invalid one goes to ``rejected/`` with
+``NAME.error.txt`` saying what is wrong; and once an entry reaches a terminal state,
+``results/NAME.result.json`` tells the app how it ended.
+
+Crash safety comes from the order of the steps: the entries are committed first and the files
+moved second, and a file without a ``key`` gets one derived from its content, so a file
+processed again after a crash maps to the entry it already made. Moves never overwrite anything:
+a hard link claims the destination name atomically, and the original goes only once the
+destination holds the very file that was read.
+
+Completeness: a file that parses as a complete JSON document and keeps its size and mtime over a
+short re-check is complete; one that does not parse is declared invalid only after it has stayed
+unchanged for ``settle`` seconds, so slow writers are never read half-way.
+
+In a long-running process (this is what ``outbox watch`` does)::
+
+    stop = threading.Event()
+    drop = DropFolder(ob, "jobs/")
+    threading.Thread(target=drop.run, args=(stop,), name="drop-folder").start()
+    ...
+    stop.set()  # run() returns within a fraction of a second
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import errno
+import hashlib
+import itertools
+import json
+import logging
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import watchfiles
+
+from .clock import Clock
+from .errors import EntryNotFound, InvalidArgument, JournalError
+from .models import Entry, RenderRequest
+from .outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+DEFAULT_MAX_BYTES = 10 * MiB
+#: Seconds a file that does not parse must stay unchanged before it is rejected.
+DEFAULT_SETTLE = 2.0
+#: Seconds a file that parses must keep its size and mtime before it is read as complete.
+DEFAULT_RECHECK = 0.03
+#: Seconds between full rescans, the safety net for missed file-system events.
+DEFAULT_RESCAN = 3.0
+#: Seconds between checks of the journal for finished entries (and of settle deadlines).
+DEFAULT_TICK = 0.5
+
+ACCEPTED = "accepted"
+REJECTED = "rejected"
+RESULTS = "results"
+JOB_FIELDS = ("template", "data", "key", "filename", "version")
+#: Longest job file name, in bytes, so that ``NAME.result.json`` and friends fit in 255.
+MAX_NAME_BYTES = 200
+#: Files per journal transaction, and bytes of job files held in memory at once.
+BATCH_FILES = 1000
+BATCH_BYTES = 64 * MiB
+
+_SUFFIX = ".json"
+_ERROR_SUFFIX = ".error.txt"
+_RESULT_SUFFIX = ".result.json"
+#: Marks in ``results/`` that a job file maps to an entry made from another file (same key):
+#: ``.alias-ENTRYID-NAME.json.alias``, hidden and not ending in ``.json``.
+_ALIAS_PREFIX = ".alias-"
+_ALIAS_SUFFIX = ".alias"
+_BOM = b"\xef\xbb\xbf"
+_WATCH_DEBOUNCE_MS = 50
+_WATCH_STEP_MS = 20
+
+#: device, inode, size, mtime in nanoseconds: what "unchanged" means for a file.
+Signature = tuple[int, int, int, int]
+
+
+# -- outcomes --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A job file that is an entry now; ``known`` when an earlier drop already made it."""
+
+    file: str
+    entry: Entry
+    known: bool
+    moved_to: Path
+
+    def describe(self) -> str:
+        note = " (already enqueued)" if self.known else ""
+        return _shown(f"accepted {self.file} -> entry {self.entry.id}{note}")
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A job file moved to ``rejected/``; ``reason`` is what ``NAME.error.txt`` says.
+
+    ``field_errors`` holds Craftkit's ``fieldErrors`` when the cached template refused the data.
+    """
+
+    file: str
+    reason: str
+    moved_to: Path
+    field_errors: dict[str, list[str]] | None = None
+
+    def describe(self) -> str:
+        """One line: the reason's first line (data problems list their fields below it)."""
+        return _shown(f"rejected {self.file}: {self.reason.splitlines()[0]}")
+
+
+@dataclass(frozen=True)
+class ResultWritten:
+    """``results/NAME.result.json`` was written for a job file whose entry is terminal."""
+
+    file: str
+    entry: Entry
+    path: Path
+
+    def describe(self) -> str:
+        return _shown(f"result {self.file}: {self.entry.state.value}")
+
+
+Outcome = Accepted | Rejected | ResultWritten
+
+
+@dataclass
+class ScanReport:
+    """What one :meth:`DropFolder.scan` did; ``waiting`` lists files not complete yet."""
+
+    accepted: list[Accepted] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+
+
+# -- internal records ------------------------------------------------------------------
+
+_Kind = Literal["job", "invalid", "unparsed", "bad", "changing", "gone"]
+
+
+@dataclass
+class _Look:
+    """One file as a scan found it.
+
+    ``job``: complete-looking and valid; ``invalid``: parses but is not a valid job;
+    ``unparsed``: does not parse (yet); ``bad``: rejected at once (wrong kind of file, too
+    large, bad name); ``changing``: changed while being read; ``gone``: vanished.
+    """
+
+    name: str
+    signature: Signature
+    kind: _Kind
+    problem: str | None = None
+    request: RenderRequest | None = None
+    field_errors: dict[str, list[str]] | None = None
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    """The last journal event :meth:`DropFolder.write_results` handled."""
+
+    event_id: int = 0
+    entry_id: str = ""
+    at: str = ""
+
+    @classmethod
+    def from_fact(cls, fact: Any) -> _Cursor:
+        if not isinstance(fact, dict):
+            return cls()
+        return cls(
+            int(fact.get("results_after_event", 0)),
+            str(fact.get("event_entry_id", "")),
+            str(fact.get("event_at", "")),
+        )
+
+    def to_fact(self) -> dict[str, Any]:
+        return {
+            "results_after_event": self.event_id,
+            "event_entry_id": self.entry_id,
+            "event_at": self.at,
+        }
+
+
+@dataclass
+class _Sighting:
+    signature: Signature
+    #: Monotonic time this signature was first seen.
+    since: float
+    #: Why the content did not parse, kept so an unchanged file is not read again.
+    problem: str | None = None
+
+
+class DropFolder:
+    """Turns the JSON job files in ``folder`` into entries of ``outbox``'s journal.
+
+    Use :meth:`run` in a thread (or the ``outbox watch`` command), or call :meth:`scan` and
+    :meth:`write_results` yourself. One instance is meant for one thread; several instances, in
+    one process or many, may work on the same folder at once without double entries.
+
+    ``on_outcome`` is called with every :class:`Accepted`, :class:`Rejected` and
+    :class:`ResultWritten`, in the thread doing the work. ``after_enqueue`` is called with the
+    entries of each batch after they are committed and before their files are moved; it exists
+    for instrumentation and for crash tests, which stop the process exactly there.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        folder: str | os.PathLike[str],
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        settle: float = DEFAULT_SETTLE,
+        recheck: float = DEFAULT_RECHECK,
+        rescan_interval: float = DEFAULT_RESCAN,
+        tick: float = DEFAULT_TICK,
+        clock: Clock | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+        after_enqueue: Callable[[list[Entry]], None] | None = None,
+    ) -> None:
+        path = Path(folder).expanduser().resolve()
+        if not path.is_dir():
+            raise InvalidArgument(f"the drop folder {path} does not exist or is not a folder")
+        self.outbox = outbox
+        self.folder = path
+        self.max_bytes = max_bytes
+        self.settle = settle
+        self.recheck = recheck
+        self.rescan_interval = rescan_interval
+        self.tick = tick
+        self.clock = clock or outbox.clock
+        self.on_outcome = on_outcome
+        self.after_enqueue = after_enqueue
+        self._sightings: dict[str, _Sighting] = {}
+        #: Monotonic time at which a waiting file may be decidable; None if nothing waits.
+        self._wake_at: float | None = None
+        self._stop = threading.Event()
+        self._cursor: _Cursor | None = None
+        #: The problem last logged per activity, so a lasting one is logged once.
+        self._complaints: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"<DropFolder {str(self.folder)!r}>"
+
+    @property
+    def status_name(self) -> str:
+        """The journal status fact holding how far :meth:`write_results` has read the changes."""
+        return f"drop_folder:{self.folder}"
+
+    # -- scanning ------------------------------------------------------------------------
+
+    def scan(self) -> ScanReport:
+        """Process every complete job file in the folder now; leave the others for later.
+
+        Raises :class:`~outbox.errors.JournalError` if the journal cannot take the entries;
+        the files then stay where they are for the next scan.
+        """
+        report = ScanReport()
+        self._wake_at = None
+        found: list[tuple[str, os.stat_result]] = []
+        with os.scandir(self.folder) as listing:
+            for item in listing:
+                if _is_job_name(item.name):
+                    try:
+                        found.append((item.name, item.stat(follow_symlinks=False)))
+                    except FileNotFoundError:
+                        continue
+        present = {name for name, _ in found}
+        for name in list(self._sightings):
+            if name not in present:
+                del self._sightings[name]
+        found.sort(key=lambda pair: (pair[1].st_mtime_ns, pair[0]))
+        for batch in _batches(found):
+            if self._stop.is_set():
+                break
+            self._process(batch, report)
+        return report
+
+    def _process(self, batch: Sequence[tuple[str, os.stat_result]], report: ScanReport) -> None:
+        looks = [self._inspect(name, st) for name, st in batch]
+        now = self.clock.monotonic()
+        ready: list[_Look] = []
+        unconfirmed: list[_Look] = []
+        for look in looks:
+            if look.kind == "gone":
+                continue
+            quiet = self._sighted(look, now)
+            if look.kind == "bad":
+                ready.append(look)
+            elif look.kind == "changing":
+                self._wait_for(look.name, now + self.recheck, report)
+            elif look.kind == "unparsed":
+                if quiet >= self.settle:
+                    ready.append(look)
+                else:
+                    self._wait_for(look.name, now - quiet + self.settle, report)
+            elif quiet >= self.recheck:
+                ready.append(look)
+            else:
+                unconfirmed.append(look)
+        if unconfirmed:
+            if self.clock.wait(self._stop, self.recheck):
+                return
+            for look in unconfirmed:
+                if _lstat_signature(self.folder / look.name) == look.signature:
+                    ready.append(look)
+                else:
+                    self._wait_for(look.name, self.clock.monotonic() + self.recheck, report)
+        # Rejections first: they need no journal, so a busy journal does not hold them up.
+        for look in ready:
+            if look.kind != "job":
+                self._reject(look, report)
+        self._accept([look for look in ready if look.kind == "job"], report)
+
+    def _sighted(self, look: _Look, now: float) -> float:
+        """Record seeing the file; return for how long it has looked exactly like this."""
+        sighting = self._sightings.get(look.name)
+        if sighting is None or sighting.signature != look.signature:
+            sighting = self._sightings[look.name] = _Sighting(look.signature, now)
+        sighting.problem = look.problem if look.kind == "unparsed" else None
+        return now - sighting.since
+
+    def _wait_for(self, name: str, when: float, report: ScanReport) -> None:
+        report.waiting.append(name)
+        self._wake_at = when if self._wake_at is None else min(self._wake_at, when)
+        log.debug("%s is not complete yet", _shown(name))
+
+    def _inspect(self, name: str, st: os.stat_result) -> _Look:
+        signature = _signature(st)
+        path = self.folder / name
+        problem = _name_problem(name)
+        if problem is None:
+            problem = _kind_problem(path, st)
+        if problem is None and st.st_size > self.max_bytes:
+            problem = _size_problem(st.st_size, self.max_bytes)
+        if problem is not None:
+            return _Look(name, signature, "bad", problem)
+        sighting = self._sightings.get(name)
+        if sighting is not None and sighting.signature == signature and sighting.problem:
+            return _Look(name, signature, "unparsed", sighting.problem)
+        try:
+            content, signature = self._read(path)
+        except FileNotFoundError:
+            return _Look(name, signature, "gone")
+        except _Unstable:
+            return _Look(name, signature, "changing")
+        except OSError as exc:
+            return _Look(name, signature, "unparsed", f"the file cannot be read: {exc.strerror}")
+        if signature[2] > self.max_bytes:
+            return _Look(name, signature, "bad", _size_problem(signature[2], self.max_bytes))
+        problem, document = _parse(content)
+        if problem is not None:
+            return _Look(name, signature, "unparsed", problem)
+        try:
+            request = self._request(name, document)
+        except InvalidArgument as exc:
+            field_errors = getattr(exc, "field_errors", None)
+            return _Look(name, signature, "invalid", str(exc), field_errors=field_errors)
+        return _Look(name, signature, "job", request=request)
+
+    def _read(self, path: Path) -> tuple[bytes, Signature]:
+        """The file's bytes and its signature as read; never follows a link, never blocks."""
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # swapped for a link since it was listed
+                raise _Unstable from exc
+            raise
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                raise _Unstable
+            chunks: list[bytes] = []
+            size = 0
+            while size <= self.max_bytes:
+                chunk = os.read(fd, min(MiB, self.max_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            after = _signature(os.fstat(fd))
+        finally:
+            os.close(fd)
+        if size > self.max_bytes:
+            return b"", (after[0], after[1], max(size, after[2]), after[3])
+        if after != _signature(before) or size != after[2]:
+            raise _Unstable
+        return b"".join(chunks), after
+
+    def _request(self, name: str, document: Any) -> RenderRequest:
+        """The render request a parsed job file asks for; InvalidArgument says what is wrong."""
+        if not isinstance(document, dict):
+            raise InvalidArgument(
+                'the file must hold a JSON object like {"template": "slug", "data": {...}}, not '
+                + _json_kind(document)
+            )
+        unknown = [key for key in document if key not in JOB_FIELDS]
+        if unknown:
+            raise InvalidArgument(_unknown_fields_problem(unknown))
+        for required in ("template", "data"):
+            if required not in document:
+                raise InvalidArgument(f'the required field "{required}" is missing')
+        template, data = document["template"], document["data"]
+        if not isinstance(template, str):
+            raise InvalidArgument(
+                f'"template" must be a string (the template slug), not {_json_kind(template)}'
+            )
+        if not isinstance(data, dict):
+            raise InvalidArgument(f'"data" must be a JSON object ({{...}}), not {_json_kind(data)}')
+        key = _optional(document, "key", str, "a string")
+        filename = _optional(document, "filename", str, "a string")
+        version = _optional(document, "version", int, "a whole number")
+        try:
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgument(
+                "the file contains a \\u escape for half of a surrogate pair, which is not valid text"
+            ) from None
+        if key is None:
+            key = derive_key(template, data, filename, version)
+        return self.outbox.prepare(
+            template,
+            data,
+            key=key,
+            filename=filename,
+            version=version,
+            source=str(self.folder / name),
+        )
+
+    # -- accepting and rejecting ---------------------------------------------------------
+
+    def _accept(self, looks: list[_Look], report: ScanReport) -> None:
+        if not looks:
+            return
+        requests = [look.request for look in looks if look.request is not None]
+        journal = self.outbox.journal
+        known = {r.key for r in requests if r.key and journal.find_by_key(r.key) is not None}
+        outcomes = self._enqueue(requests)
+        if self.after_enqueue is not None:
+            self.after_enqueue([o for o in outcomes if isinstance(o, Entry)])
+        marked = False
+        for look, request, outcome in zip(looks, requests, outcomes, strict=True):
+            if isinstance(outcome, str):
+                self._reject(look, report, outcome)
+                continue
+            conflict = _conflict(outcome, request)
+            if conflict is not None:
+                self._reject(look, report, conflict)
+                continue
+            if outcome.source != request.source:
+                self._mark_alias(outcome.id, look.name)
+                marked = True
+            moved = self._move(look, ACCEPTED)
+            self._sightings.pop(look.name, None)
+            if moved is None:
+                log.debug("%s was moved or replaced by someone else", _shown(look.name))
+                continue
+            again = request.key in known or outcome.source != request.source
+            accepted = Accepted(look.name, outcome, again, moved)
+            report.accepted.append(accepted)
+            self._tell(accepted)
+            if outcome.state.is_terminal:
+                self._write_result(look.name, outcome)
+                marked = True
+        if marked:
+            _fsync_dir(self.folder / RESULTS)
+
+    def _enqueue(self, requests: list[RenderRequest]) -> list[Entry | str]:
+        """Enqueue in one transaction; if one request breaks it, enqueue one by one.
+
+        A journal that cannot be written (busy, full) raises: every file waits for next time.
+        Any other error belongs to one request, which is then rejected with it.
+        """
+        try:
+            return list(self.outbox.enqueue_many(requests))
+        except JournalError:
+            raise
+        except Exception:
+            log.debug("a batch failed to enqueue; enqueueing one by one", exc_info=True)
+        results: list[Entry | str] = []
+        for request in requests:
+            try:
+                results.append(self.outbox.enqueue_many([request])[0])
+            except JournalError:
+                raise
+            except Exception as exc:
+                results.append(f"the request cannot be saved in the journal: {exc}")
+        return results
+
+    def _reject(self, look: _Look, report: ScanReport, reason: str | None = None) -> None:
+        problem = reason or look.problem or "it is not a valid job file"
+        field_errors = None if reason else look.field_errors
+
+        def explain(destination: Path) -> None:
+            _write_atomically(
+                destination.with_name(_side_name(destination.name, _ERROR_SUFFIX)),
+                f"{look.name}: {problem}\n",
+            )
+
+        moved = self._move(look, REJECTED, explain)
+        self._sightings.pop(look.name, None)
+        if moved is None:
+            return
+        rejected = Rejected(look.name, problem, moved, field_errors)
+        report.rejected.append(rejected)
+        self._tell(rejected)
+
+    def _move(
+        self,
+        look: _Look,
+        subfolder: str,
+        before_release: Callable[[Path], None] | None = None,
+    ) -> Path | None:
+        """Move the file that was read to ``subfolder`` under a free name; never overwrite.
+
+        Returns None if the file vanished or was replaced by another one since it was read
+        (another watcher moved it, or a writer renamed a new file over it). ``before_release``
+        runs once the destination holds the file and before the original name is freed, so a
+        crash in between leaves the file in place to be processed again.
+        """
+        source = self.folder / look.name
+        target_dir = self.folder / subfolder
+        target_dir.mkdir(exist_ok=True)
+        identity = look.signature[:2]
+        for attempt in itertools.count(1):
+            target = target_dir / _numbered(look.name, attempt)
+            try:
+                os.link(source, target, follow_symlinks=False)
+            except FileExistsError:
+                if _identity(target) == identity:
+                    break  # linked before a crash, or by another watcher
+                continue
+            except FileNotFoundError:
+                return None
+            except (OSError, NotImplementedError) as exc:
+                if isinstance(exc, OSError) and exc.errno not in _NO_LINK_ERRNOS:
+                    raise
+                return self._move_by_rename(look, target_dir, before_release)
+            if _identity(target) != identity:
+                _unlink(target)  # a new file took the name after ours was read
+                return None
+            break
+        if before_release is not None:
+            before_release(target)
+        if _identity(source) == identity:
+            _unlink(source)
+        return target
+
+    def _move_by_rename(
+        self,
+        look: _Look,
+        target_dir: Path,
+        before_release: Callable[[Path], None] | None,
+    ) -> Path | None:
+        """The fallback for folders and file systems without hard links."""
+        source = self.folder / look.name
+        for attempt in itertools.count(1):
+            target = target_dir / _numbered(look.name, attempt)
+            if os.path.lexists(target):
+                continue
+            if _identity(source) != look.signature[:2]:
+                return None
+            try:
+                os.rename(source, target)
+            except FileNotFoundError:
+                return None
+            if before_release is not None:
+                before_release(target)
+            return target
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- results -------------------------------------------------------------------------
+
+    def write_results(self) -> list[ResultWritten]:
+        """Write result files for folder entries that reached a terminal state since last time.
+
+        Reads the journal's change feed from where the previous call (in any process) got to,
+        so changes made by other processes and while no watcher ran are picked up too.
+        """
+        journal = self.outbox.journal
+        after = self._read_up_to()
+        written: list[ResultWritten] = []
+        aliases: dict[str, list[str]] | None = None
+        while True:
+            events = journal.events_after(after)
+            if not events:
+                break
+            finished = dict.fromkeys(e.entry_id for e in events if e.to_state.is_terminal)
+            batch: list[ResultWritten] = []
+            for entry_id in finished:
+                try:
+                    entry = journal.get(entry_id)
+                except EntryNotFound:
+                    continue  # purged since
+                if not entry.state.is_terminal:
+                    continue  # retried since; its next terminal state brings a new result
+                if aliases is None:
+                    aliases = self._aliases()
+                for name in self._names_for(entry, aliases):
+                    batch.append(self._write_result(name, entry))
+            if batch:
+                _fsync_dir(self.folder / RESULTS)
+                written.extend(batch)
+            last = events[-1]
+            self._cursor = _Cursor(last.id, last.entry_id, last.at)
+            journal.set_status(self.status_name, self._cursor.to_fact())
+            after = last.id
+        return written
+
+    def _read_up_to(self) -> int:
+        """The id of the last event already handled, checked against the journal.
+
+        Event ids are reused once the newest events are deleted (a purge of an idle journal), so
+        new events could hide below a bare id. The cursor remembers which event it stopped at;
+        if that event is gone, the whole feed is read again: rewriting a result does no harm.
+        """
+        if self._cursor is None:
+            self._cursor = _Cursor.from_fact(self.outbox.journal.status().get(self.status_name))
+        cursor = self._cursor
+        if cursor.event_id == 0:
+            return 0
+        found = self.outbox.journal.events_after(cursor.event_id - 1, limit=1)
+        if found and (found[0].id, found[0].entry_id, found[0].at) == (
+            cursor.event_id,
+            cursor.entry_id,
+            cursor.at,
+        ):
+            return cursor.event_id
+        log.info(
+            "event %d of the journal is gone; reading its changes from the start", cursor.event_id
+        )
+        return 0
+
+    def _names_for(self, entry: Entry, aliases: dict[str, list[str]]) -> list[str]:
+        names: list[str] = []
+        if entry.source and os.path.dirname(entry.source) == str(self.folder):
+            names.append(os.path.basename(entry.source))
+        names.extend(name for name in aliases.get(entry.id, []) if name not in names)
+        return names
+
+    def _write_result(self, name: str, entry: Entry) -> ResultWritten:
+        path = self.folder / RESULTS / _side_name(name, _RESULT_SUFFIX)
+        path.parent.mkdir(exist_ok=True)
+        payload = {
+            "file": name,
+            "entry_id": entry.id,
+            "state": entry.state.value,
+            "render_id": entry.render_id,
+            "pdf_path": entry.pdf_path,
+            "pdf_bytes": entry.pdf_bytes,
+            "pdf_sha256": entry.pdf_sha256,
+            "error": entry.error,
+            "error_code": entry.error_code,
+            "field_errors": entry.field_errors,
+            "updated_at": entry.updated_at,
+        }
+        _write_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        written = ResultWritten(name, entry, path)
+        self._tell(written)
+        return written
+
+    def _mark_alias(self, entry_id: str, name: str) -> None:
+        """Remember that ``name`` is answered by ``entry_id`` (made from another file)."""
+        results = self.folder / RESULTS
+        results.mkdir(exist_ok=True)
+        fd = os.open(
+            results / f"{_ALIAS_PREFIX}{entry_id}-{name}{_ALIAS_SUFFIX}",
+            os.O_WRONLY | os.O_CREAT,
+            0o666,
+        )
+        os.close(fd)
+
+    def _aliases(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        try:
+            names = os.listdir(self.folder / RESULTS)
+        except FileNotFoundError:
+            return found
+        for marker in sorted(names):
+            if marker.startswith(_ALIAS_PREFIX) and marker.endswith(_ALIAS_SUFFIX):
+                middle = marker[len(_ALIAS_PREFIX) : -len(_ALIAS_SUFFIX)]
+                entry_id, _, name = middle.partition("-")
+                found.setdefault(entry_id, []).append(name)
+        return found
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Scan, write results and watch the folder until ``stop`` is set.
+
+        Files already present are processed first. Then every change in the folder triggers a
+        scan, a full rescan runs every ``rescan_interval`` seconds as a safety net, and finished
+        entries are looked for every ``tick`` seconds. Errors are logged and never end the loop.
+        """
+        self._stop = stop
+        log.info("watching the drop folder %s", self.folder)
+        self._guarded("scan", self.scan)
+        self._guarded("results", self.write_results)
+        while not stop.is_set():
+            try:
+                self._watch(stop)
+            except Exception as exc:
+                self._complain(
+                    "watch",
+                    f"cannot watch {self.folder} ({exc}); trying again every {self.tick:g} s",
+                )
+                self.clock.wait(stop, self.tick)
+                self._guarded("scan", self.scan)
+                self._guarded("results", self.write_results)
+            else:
+                self._complaints.pop("watch", None)
+        log.info("stopped watching the drop folder %s", self.folder)
+
+    def _watch(self, stop: threading.Event) -> None:
+        """Scan on changes until ``stop``; return early if the folder is replaced or removed."""
+        folder_identity = _identity(self.folder)
+        # Rescan once the watcher listens: a file dropped just before would be missed otherwise.
+        next_scan = self.clock.monotonic()
+        for changes in watchfiles.watch(
+            self.folder,
+            watch_filter=_is_job_change,
+            stop_event=stop,
+            recursive=False,
+            debounce=_WATCH_DEBOUNCE_MS,
+            step=_WATCH_STEP_MS,
+            rust_timeout=max(1, int(self.tick * 1000)),
+            yield_on_timeout=True,
+            raise_interrupt=False,
+        ):
+            if stop.is_set():
+                return
+            if _identity(self.folder) != folder_identity:
+                # Deleted or replaced: the file-system watch on the old folder hears nothing.
+                log.info("the drop folder %s was replaced; watching it anew", self.folder)
+                return
+            now = self.clock.monotonic()
+            due = self._wake_at is not None and now >= self._wake_at
+            if changes or due or now >= next_scan:
+                self._guarded("scan", self.scan)
+                next_scan = self.clock.monotonic() + self.rescan_interval
+            self._guarded("results", self.write_results)
+
+    def _guarded(self, activity: str, action: Callable[[], object]) -> None:
+        """Run ``action``; log what goes wrong and carry on, whatever it was."""
+        try:
+            action()
+        except JournalError as exc:
+            self._complain(activity, f"{exc}; files wait in {self.folder} until it works again")
+        except OSError as exc:
+            self._complain(activity, f"drop folder {self.folder}: {exc}")
+        except Exception:
+            log.exception("drop folder %s: unexpected error; carrying on", self.folder)
+        else:
+            self._complaints.pop(activity, None)
+
+    def _complain(self, activity: str, message: str) -> None:
+        """Log a problem once, not on every tick while it lasts."""
+        if self._complaints.get(activity) != message:
+            log.warning("%s", message)
+        self._complaints[activity] = message
+
+    def _tell(self, outcome: Outcome) -> None:
+        log.info("%s", outcome.describe())
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+
+# -- keys ------------------------------------------------------------------------------
+
+
+def derive_key(
+    template: str, data: dict[str, Any], filename: str | None, version: int | None
+) -> str:
+    """The idempotency key of a job file without one: a hash of what it asks for.
+
+    Dropping identical content again (under any file name) therefore maps to the same entry.
+    """
+    canonical = json.dumps(
+        {"template": template, "data": data, "filename": filename, "version": version},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    return "drop-" + hashlib.sha256(canonical.encode("ascii")).hexdigest()[:40]
+
+
+def _conflict(entry: Entry, request: RenderRequest) -> str | None:
+    """Why ``entry`` (returned for the request's key) is not what the request asks for."""
+    if (entry.template, entry.data, entry.filename, entry.version) == (
+        request.template,
+        request.data,
+        request.filename,
+        request.version,
+    ):
+        return None
+    origin = f"made from {os.path.basename(entry.source)}" if entry.source else "enqueued"
+    return (
+        f'the key "{request.key}" already belongs to entry {entry.id} ({origin} at '
+        f"{entry.created_at}), which asks for a different render; the journal keeps the first "
+        "request, so give this job its own key"
+    )
+
+
+# -- parsing and validation ------------------------------------------------------------
+
+
+class _Unstable(Exception):
+    """The file changed (or changed kind) while it was being read."""
+
+
+def _parse(content: bytes) -> tuple[str | None, Any]:
+    """(problem, None) if ``content`` is not one strict JSON document, else (None, document)."""
+    if content.startswith(_BOM):
+        content = content[len(_BOM) :]
+    if not content.strip():
+        return "the file is empty", None
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (
+            f"the file is not UTF-8 text (byte 0x{content[exc.start]:02x} at offset {exc.start} is "
+            "not valid there); a job file is JSON in UTF-8",
+            None,
+        )
+    try:
+        document = json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        return (
+            f"the file is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+            None,
+        )
+    except RecursionError:
+        return "the file is not valid JSON for outbox: it is nested too deeply", None
+    except ValueError as exc:
+        return f"the file is not valid JSON: {exc}", None
+    return None, document
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f'the field "{key}" appears twice in one object')
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _optional(document: dict[str, Any], name: str, kind: type, described: str) -> Any:
+    """An optional field's value (None when absent or null), if it has the right JSON type."""
+    value = document.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise InvalidArgument(f'"{name}" must be {described}, not {_json_kind(value)}')
+    return value
+
+
+def _unknown_fields_problem(unknown: list[str]) -> str:
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, JOB_FIELDS, n=1, cutoff=0.6)
+        described.append(f'"{name}"' + (f' (did you mean "{close[0]}"?)' if close else ""))
+    noun = "field" if len(unknown) == 1 else "fields"
+    return f"unknown {noun} {', '.join(described)}; a job file may only have " + ", ".join(
+        f'"{name}"' for name in JOB_FIELDS
+    )
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{'true' if value else 'false'} (a boolean)"
+    if isinstance(value, int | float):
+        return f"{value!r} (a number)"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a JSON array"
+    return "a JSON object"
+
+
+def _name_problem(name: str) -> str | None:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the file name is not valid UTF-8"
+    if len(encoded) > MAX_NAME_BYTES:
+        return f"the file name is {len(encoded)} bytes long; job file names may have at most {MAX_NAME_BYTES}"
+    return None
+
+
+def _kind_problem(path: Path, st: os.stat_result) -> str | None:
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return (
+            f"it is a symbolic link (to {target}); a job file must be a regular file, and links "
+            "are never followed"
+        )
+    if stat.S_ISDIR(mode):
+        return "it is a folder, not a job file"
+    return "it is not a regular file (a pipe, socket or device); a job file must be a regular file"
+
+
+def _size_problem(size: int, limit: int) -> str:
+    return f"the file is {size:,} bytes; a job file may have at most {limit:,} bytes"
+
+
+# -- file-system helpers ---------------------------------------------------------------
+
+#: Errors from link() that mean "no hard links here", not "something is wrong".
+_NO_LINK_ERRNOS = frozenset(
+    {errno.EPERM, errno.EACCES, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+)
+
+
+def _is_job_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(_SUFFIX)
+
+
+def _is_job_change(change: watchfiles.Change, path: str) -> bool:
+    return change is not watchfiles.Change.deleted and _is_job_name(os.path.basename(path))
+
+
+def _batches(
+    found: list[tuple[str, os.stat_result]],
+) -> list[list[tuple[str, os.stat_result]]]:
+    """Split the files into batches that bound the transaction and the memory held."""
+    batches: list[list[tuple[str, os.stat_result]]] = []
+    current: list[tuple[str, os.stat_result]] = []
+    size = 0
+    for name, st in found:
+        if current and (len(current) >= BATCH_FILES or size + st.st_size > BATCH_BYTES):
+            batches.append(current)
+            current, size = [], 0
+        current.append((name, st))
+        size += st.st_size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _signature(st: os.stat_result) -> Signature:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _lstat_signature(path: Path) -> Signature | None:
+    try:
+        return _signature(os.lstat(path))
+    except OSError:
+        return None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    signature = _lstat_signature(path)
+    return None if signature is None else signature[:2]
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _stem(name: str) -> str:
+    return name[: -len(_SUFFIX)] if name.lower().endswith(_SUFFIX) else name
+
+
+def _truncated(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of its file-system encoding."""
+    return os.fsdecode(os.fsencode(text)[:limit])
+
+
+def _numbered(name: str, attempt: int) -> str:
+    """``name`` for the first attempt, then ``stem.2.json``, ``stem.3.json``..."""
+    if attempt == 1:
+        return name
+    suffix = name[len(_stem(name)) :]
+    tag = f".{attempt}{suffix}"
+    return _truncated(_stem(name), 255 - len(os.fsencode(tag))) + tag
+
+
+def _side_name(name: str, suffix: str) -> str:
+    """``job1.json`` -> ``job1`` + ``suffix``, within the 255-byte limit for names."""
+    return _truncated(_stem(name), 255 - len(suffix)) + suffix
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so readers see the old file or the whole new one."""
+    temporary = path.with_name(f".{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8", "surrogateescape"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        _unlink(temporary)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames in ``path`` durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _shown(text: str) -> str:
+    """``text`` safe to print even when a file name is not valid UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+__all__ = [
+    "ACCEPTED",
+    "DEFAULT_MAX_BYTES",
+    "REJECTED",
+    "RESULTS",
+    "Accepted",
+    "DropFolder",
+    "Outcome",
+    "Rejected",
+    "ResultWritten",
+    "ScanReport",
+    "derive_key",
+]

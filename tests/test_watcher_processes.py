@@ -1,0 +1,238 @@
+"""The drop folder across real processes: the CLI, SIGKILL at the worst moment, two watchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_watcher import JOB, drop, finish, listing, result, wait_until
+
+from outbox import Outbox, State
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "CRAFTKIT_"))}
+
+
+class Watcher:
+    """``python -m outbox watch`` in a real subprocess, its output collected as it comes."""
+
+    def __init__(self, db: Path, folder: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "outbox", "--db", str(db), "-v", "watch", str(folder)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._collect, args=(self.proc.stdout, self.lines)),
+            threading.Thread(target=self._collect, args=(self.proc.stderr, self.errors)),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _collect(stream: object, into: list[str]) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            into.append(line.rstrip("\n"))
+
+    def ready(self) -> bool:
+        """Whether the command has started watching (and handles SIGINT/SIGTERM)."""
+        return any(line.startswith("watching ") for line in self.errors)
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        wait_until(self.ready, what="the watcher to start")
+        self.proc.send_signal(signum)
+        code = self.proc.wait(timeout=30)
+        for reader in self._readers:
+            reader.join(10)
+        return code
+
+    def kill(self) -> None:
+        self.proc.kill()  # SIGKILL
+        self.proc.wait(timeout=30)
+        for reader in self._readers:
+            reader.join(10)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "drop"
+    path.mkdir()
+    return path
+
+
+def _jobs_left(folder: Path) -> list[str]:
+    return [name for name in listing(folder) if name.endswith(".json")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_watch_command_prints_each_file_and_stops_cleanly(
+    db_path: Path, folder: Path, signum: int
+) -> None:
+    drop(folder, "present-at-start.json", JOB)
+    watcher = Watcher(db_path, folder)
+    wait_until(lambda: any("present-at-start.json" in line for line in watcher.lines))
+    drop(folder, "later.json", {**JOB, "key": "later-1"})
+    drop(folder, "list.json", [JOB])
+    wait_until(lambda: len(watcher.lines) == 3, what="three lines")
+    assert watcher.stop(signum) == 0, watcher.errors
+    accepted = [line for line in watcher.lines if line.startswith("accepted ")]
+    assert len(accepted) == 2 and any("later.json -> entry " in line for line in accepted)
+    assert any(
+        line.startswith("rejected list.json: the file must hold a JSON object")
+        for line in watcher.lines
+    )
+    assert any("INFO outbox.watcher: accepted later.json" in line for line in watcher.errors)
+    assert not any("Traceback" in line for line in watcher.errors)
+    with Outbox(db_path) as ob:
+        assert sorted(e.key for e in ob.list())[-1] == "later-1" and len(ob.list()) == 2
+
+
+HOLD_AFTER_ENQUEUE = textwrap.dedent(
+    """
+    import sys, time
+    from outbox import Outbox
+    from outbox.watcher import DropFolder
+
+    def hold(entries):
+        print("enqueued", len(entries), flush=True)
+        time.sleep(3600)  # the files are not moved yet: the test kills us here
+
+    with Outbox(sys.argv[1]) as ob:
+        DropFolder(ob, sys.argv[2], after_enqueue=hold).scan()
+    """
+)
+
+
+def test_sigkill_between_enqueue_and_move_then_restart_makes_no_second_entry(
+    db_path: Path, folder: Path
+) -> None:
+    names = [f"job-{i:02d}.json" for i in range(60)]
+    for i, name in enumerate(names):
+        job = {**JOB, "data": {"n": i}}
+        drop(folder, name, {**job, "key": f"key-{i}"} if i % 2 else job)
+    Outbox(db_path).close()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_AFTER_ENQUEUE, str(db_path), str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "enqueued 60"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    with Outbox(db_path) as ob:
+        assert len(ob.list()) == 60  # committed...
+    assert _jobs_left(folder) == names  # ...but not one file moved
+    watcher = Watcher(db_path, folder)
+    wait_until(lambda: not _jobs_left(folder), what="the files to be moved")
+    assert watcher.stop() == 0, watcher.errors
+    with Outbox(db_path) as ob:
+        entries = ob.list()
+        assert len(entries) == 60
+        assert sorted(e.data["n"] for e in entries) == list(range(60))
+        assert all(len(ob.history(e.id)) == 1 for e in entries)
+    assert listing(folder / "accepted") == names
+
+
+def test_sigkills_right_after_commits_never_lose_or_double_a_job(
+    db_path: Path, folder: Path, tmp_path: Path
+) -> None:
+    """Kill the real command the moment entries are committed and files not yet all moved.
+
+    No test hook: the test watches the journal and the folder from outside and sends SIGKILL
+    as soon as it sees that window open (sometimes a few milliseconds later, mid-move).
+    """
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    names = [f"job-{i:04d}.json" for i in range(1500)]
+    for i, name in enumerate(names):
+        job = {**JOB, "data": {"n": i}}
+        (staging / name).write_text(json.dumps({**job, "key": f"key-{i}"} if i % 3 else job))
+    Outbox(db_path).close()
+    reader = sqlite3.connect(db_path)
+    accepted = folder / "accepted"
+    rng = random.Random(1234)
+    windows_hit = 0
+    for round_ in range(5):
+        for name in names[round_ * 300 : (round_ + 1) * 300]:
+            os.rename(staging / name, folder / name)
+        before = reader.execute("SELECT count(*) FROM entries").fetchone()[0]
+        watcher = Watcher(db_path, folder)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            committed = reader.execute("SELECT count(*) FROM entries").fetchone()[0]
+            if committed > before:
+                if len(listing(accepted)) < committed:
+                    time.sleep(rng.choice([0, 0, 0.002, 0.005]))
+                    windows_hit += 1
+                break  # in the window, or it closed between the two looks
+        watcher.kill()
+    reader.close()
+    assert windows_hit >= 1, "no kill landed between a commit and the moves"
+    watcher = Watcher(db_path, folder)
+    wait_until(lambda: not _jobs_left(folder), timeout=120, what="every file to be moved")
+    assert watcher.stop() == 0, watcher.errors
+    with Outbox(db_path) as ob:
+        entries = ob.list()
+        assert sorted(e.data["n"] for e in entries) == list(range(1500))
+        assert all(len(ob.history(e.id)) == 1 for e in entries)
+        assert ob.journal.integrity_check() == "ok"
+    assert listing(accepted) == names
+
+
+def test_two_watchers_on_one_folder_make_each_entry_once(db_path: Path, folder: Path) -> None:
+    Outbox(db_path).close()
+    watchers = [Watcher(db_path, folder), Watcher(db_path, folder)]
+    names = [f"job-{i:04d}.json" for i in range(1000)]
+    for i, name in enumerate(names):
+        drop(folder, name, {**JOB, "data": {"n": i}})
+    wait_until(lambda: not _jobs_left(folder), timeout=120, what="every file to be moved")
+    for watcher in watchers:
+        assert watcher.stop() == 0, watcher.errors
+        assert not any("Traceback" in line or "WARNING" in line for line in watcher.errors)
+    with Outbox(db_path) as ob:
+        entries = ob.list()
+        assert sorted(e.data["n"] for e in entries) == list(range(1000))
+        assert all(len(ob.history(e.id)) == 1 for e in entries)
+    assert listing(folder / "accepted") == names
+
+
+def test_results_appear_when_another_process_finishes_the_entries(
+    db_path: Path, folder: Path
+) -> None:
+    watcher = Watcher(db_path, folder)
+    outcomes = (State.DONE, State.FAILED, State.REJECTED)
+    for state in outcomes:
+        drop(folder, f"{state.value}.json", {**JOB, "key": f"job-{state.value}"})
+    wait_until(lambda: listing(folder / "accepted") == sorted(f"{s}.json" for s in outcomes))
+    # This test process is not the watcher: it plays the dispatcher and replay loop.
+    with Outbox(db_path) as ob:
+        for entry in ob.list():
+            finish(ob, entry.id, State(entry.key.removeprefix("job-")))
+    wait_until(
+        lambda: all(result(folder, s.value) for s in outcomes), what="the three result files"
+    )
+    assert watcher.stop() == 0, watcher.errors
+    for state in outcomes:
+        assert (result(folder, state.value) or {})["state"] == state.value
+    assert sorted(line for line in watcher.lines if line.startswith("result ")) == [
+        "result done.json: done",
+        "result failed.json: failed",
+        "result rejected.json: rejected",
+    ]
