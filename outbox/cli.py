@@ -272,7 +272,7 @@ def flush(state: _State, timeout: float, as_json: bool) -> None:
     77 the API key was refused; 78 configuration error.
     """
     _require_api_key(state.config)
-    with state.outbox() as ob, _stop_on_signals(ob):
+    with state.outbox() as ob, _on_signals(lambda: ob.stop(timeout=0)):
         live = sys.stderr.isatty() and not as_json
         report = ob.flush(timeout, progress=_progress_line if live else None)
     if live:
@@ -297,9 +297,22 @@ def flush(state: _State, timeout: float, as_json: bool) -> None:
 def run(state: _State, watch_dir: Path | None) -> None:
     """Keep working until stopped (SIGINT/SIGTERM): submit, poll, download."""
     _require_api_key(state.config)
-    with state.outbox() as ob, _stop_on_signals(ob):
+    with state.outbox() as ob, _on_signals(lambda: ob.stop(timeout=0)):
+        stop_watching = threading.Event()
+        watcher = None
+        if watch_dir is not None:
+            drop = DropFolder(ob, watch_dir, on_outcome=lambda outcome: click.echo(outcome.describe()))
+            watcher = threading.Thread(
+                target=drop.run, args=(stop_watching,), name="drop-folder", daemon=True
+            )
+            watcher.start()
         click.echo(f"outbox running on {state.config.db}; stop with Ctrl-C", err=True)
-        ob.run()
+        try:
+            ob.run()
+        finally:
+            stop_watching.set()
+            if watcher is not None:
+                watcher.join(timeout=30)
     click.echo("stopped; unfinished work stays in the journal", err=True)
 
 
@@ -344,20 +357,10 @@ def watch(state: _State, folder: Path) -> None:
     DIR/results/NAME.result.json appears once the render is done, failed or rejected.
     """
     stop = threading.Event()
-    previous = {
-        signum: signal.signal(signum, lambda _signum, _frame: stop.set())
-        for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        with state.outbox() as ob:
-            drop = DropFolder(ob, folder, on_outcome=lambda outcome: click.echo(outcome.describe()))
-            click.echo(
-                f"watching {drop.folder} (journal {ob.journal.path}); Ctrl-C stops", err=True
-            )
-            drop.run(stop)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    with _on_signals(stop.set), state.outbox() as ob:
+        drop = DropFolder(ob, folder, on_outcome=lambda outcome: click.echo(outcome.describe()))
+        click.echo(f"watching {drop.folder} (journal {ob.journal.path}); Ctrl-C stops", err=True)
+        drop.run(stop)
 
 
 cli.add_command(sandbox_command)
@@ -484,11 +487,11 @@ def _require_api_key(config: Config) -> None:
 
 
 @contextmanager
-def _stop_on_signals(ob: Outbox) -> Iterator[None]:
-    """SIGINT and SIGTERM ask the outbox to stop cleanly instead of killing it mid-request."""
+def _on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM call ``stop`` (a clean stop) instead of killing us mid-request."""
 
     def handler(signum: int, frame: Any) -> None:
-        ob.stop(timeout=0)
+        stop()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -152,6 +152,7 @@ def _plain(value: Any) -> Any:
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?$")
 MAX_KEY_LENGTH = 200
+MAX_VERSION = 2**31 - 1
 #: Keys ending like this are the ones ``retry`` derives (``KEY~2``); callers may not use them.
 RETRY_SUFFIX = re.compile(r"~\d+$")
 
@@ -183,10 +184,12 @@ class RenderRequest:
         if self.filename is not None:
             _check_filename(self.filename)
         if self.version is not None and (
-            isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1
+            isinstance(self.version, bool)
+            or not isinstance(self.version, int)
+            or not 1 <= self.version <= MAX_VERSION
         ):
             raise InvalidArgument(
-                f"version must be a whole number of 1 or more, not {self.version!r}"
+                f"version must be a whole number from 1 to {MAX_VERSION}, not {self.version!r}"
             )
 
 

@@ -172,11 +172,29 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    # Event ids must never be handed out twice, even after a purge deleted the newest events:
+    # readers of the change feed remember the last id they saw. Only AUTOINCREMENT promises it.
+    db.execute(
+        "CREATE TABLE events_new (id INTEGER PRIMARY KEY AUTOINCREMENT, entry_id TEXT NOT NULL,"
+        " at TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL, attempt INTEGER NOT NULL,"
+        " http_status INTEGER, error_code TEXT, detail TEXT)"
+    )
+    db.execute(
+        "INSERT INTO events_new SELECT id, entry_id, at, from_state, to_state, attempt,"
+        " http_status, error_code, detail FROM events"
+    )
+    db.execute("DROP TABLE events")
+    db.execute("ALTER TABLE events_new RENAME TO events")
+    db.execute("CREATE INDEX idx_events_entry_id_id ON events (entry_id, id)")
+
+
 #: Index ``i`` upgrades a journal from version ``i`` to ``i + 1``. Append only; never edit.
 MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
     _migrate_1,
     _migrate_2,
     _migrate_3,
+    _migrate_4,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

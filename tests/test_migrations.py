@@ -99,3 +99,16 @@ def test_empty_file_becomes_a_journal(tmp_path: Path) -> None:
 def test_directory_at_db_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(NotAJournal, match="not a regular file"):
         Outbox(tmp_path)
+
+
+def test_event_ids_are_never_reused_after_a_purge(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    _write_journal_at_version(path, 3)
+    with Outbox(path) as ob:  # upgraded to AUTOINCREMENT event ids
+        entry = ob.enqueue("invoice", {"n": 2})
+        ob.cancel(entry.id)
+        newest = ob.journal.last_event_id()
+        ob.journal.purge(ob.clock.now() + 1)  # the cancelled entry and its newest events go
+        assert ob.journal.last_event_id() < newest
+        later = ob.enqueue("invoice", {"n": 3})
+        assert ob.history(later.id)[0].id > newest

@@ -26,8 +26,9 @@ from outbox.models import TERMINAL_STATES, TRANSITIONS, can_move, derived_key
         ({"filename": ".hidden.pdf"}, "start with '.'"),
         ({"filename": "report.docx"}, "end in '.pdf'"),
         ({"filename": "nul\x00.pdf"}, "control characters"),
-        ({"version": 0}, "whole number of 1 or more"),
-        ({"version": True}, "whole number of 1 or more"),
+        ({"version": 0}, "whole number from 1"),
+        ({"version": 2**70}, "whole number from 1"),
+        ({"version": True}, "whole number from 1"),
     ],
 )
 def test_invalid_requests_name_the_rule(kwargs: dict[str, object], message: str) -> None:

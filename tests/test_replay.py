@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -287,3 +288,30 @@ def test_purge_deletes_only_old_finished_entries(tmp_path: Path, sandbox: Sandbo
     assert result.returncode == 65 and "not an age" in result.stderr
     result = run_cli("purge", "--older-than", "30d", env={"OUTBOX_DB": str(db)})
     assert result.returncode == 0 and "purged 0" in result.stdout
+
+
+def test_run_with_a_drop_folder_takes_a_file_all_the_way_to_a_result(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    db, drop = tmp_path / "j.db", tmp_path / "drop"
+    drop.mkdir()
+    env = {**os.environ, **sandbox_env(sandbox, db)}
+    proc = subprocess.Popen([sys.executable, "-m", "outbox", "run", "--watch", str(drop)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        job = drop / "north-42.json.tmp"
+        job.write_text('{"template": "inspection-report", "filename": "north-42.pdf",'
+                       ' "data": {"inspector": "Ada", "site": "North"}}')
+        job.rename(drop / "north-42.json")
+        result = drop / "results" / "north-42.result.json"
+        _wait_for(result.exists, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "accepted north-42.json" in out
+    answer = json.loads(result.read_text())
+    assert answer["state"] == "done" and answer["pdf_path"].endswith("north-42.pdf")
+    _assert_verified_pdf(answer["pdf_path"], answer["pdf_bytes"], answer["pdf_sha256"])
+    assert (drop / "accepted" / "north-42.json").exists()
+    renders_per_entry_ok(sandbox, 1)

@@ -149,7 +149,7 @@ def test_a_journal_of_schema_2_gains_the_template_cache(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     _write_journal_at_version(path, 2)
     with Outbox(path) as ob:
-        assert ob.journal.schema_version == SCHEMA_VERSION == 3
+        assert ob.journal.schema_version == SCHEMA_VERSION >= 3
         assert ob.get("0123456789abcdef").key == "old-key"
         assert ob.templates() == []
         assert ob.check("invoice", {}).outcome is CheckOutcome.UNCACHED
