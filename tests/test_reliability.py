@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from support import connected, renders_per_entry_ok, run_cli
 
 from outbox import InvalidArgument, JournalBusy, Outbox, State
 from outbox.sandbox import Sandbox
+from outbox.watcher import DropFolder
 
 INSPECTION = {"inspector": "Ada", "site": "North"}
 
@@ -195,3 +197,48 @@ def test_every_enqueue_either_becomes_an_entry_or_gets_a_specific_error(
     assert stored.state is State.PENDING
     assert (key is None) or stored.base_key == key
     assert sum(ob.counts().values()) in (before, before + 1)
+
+
+job_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "template": st.one_of(st.sampled_from(["inspection-report", "invoice"]), json_values),
+        "data": st.one_of(st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+                          json_values),
+        "key": st.one_of(st.text(max_size=30), json_values),
+        "filename": st.one_of(st.just("x.pdf"), st.just("../escape.pdf"), json_values),
+        "version": st.one_of(st.integers(-1, 3), json_values),
+        "extra": json_values,
+    },
+)
+file_contents = st.one_of(
+    job_fields.map(lambda job: json.dumps(job).encode()),
+    json_values.map(lambda value: json.dumps(value).encode()),
+    st.binary(max_size=200),
+    st.text(max_size=200).map(str.encode),
+)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(contents=st.lists(file_contents, min_size=1, max_size=5))
+def test_every_drop_folder_file_becomes_an_entry_or_a_specific_rejection(
+    ob: Outbox, tmp_path_factory: pytest.TempPathFactory, contents: list[bytes]
+) -> None:
+    folder = tmp_path_factory.mktemp("drop")
+    for index, body in enumerate(contents):
+        (folder / f"job-{index}.json").write_bytes(body)
+    before = sum(ob.counts().values())
+    report = DropFolder(ob, folder, settle=0.0).scan()
+    assert len(report.accepted) + len(report.rejected) == len(contents)
+    assert not list(folder.glob("*.json")), "every file was answered"
+    for accepted in report.accepted:
+        assert accepted.moved_to.exists() and accepted.moved_to.parent.name == "accepted"
+        assert ob.get(accepted.entry.id).source
+    for rejected in report.rejected:
+        stem = rejected.file.removesuffix(".json")
+        error = (folder / "rejected" / f"{stem}.error.txt").read_text()
+        assert error.strip() and rejected.reason.splitlines()[0] in error
+        assert rejected.moved_to.exists() and rejected.moved_to.parent.name == "rejected"
+    new_entries = sum(ob.counts().values()) - before
+    assert new_entries <= len(report.accepted)
