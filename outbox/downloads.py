@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DownloadError, StorageFull
+from .files import fsync_dir
 
 CHUNK = 64 * 1024
 _UNSAFE = re.compile(r"[^\w ._()+,=@-]+")
@@ -64,7 +65,7 @@ def save_pdf(
             path = _link_unique(temp, folder, name, size, digest)
         finally:
             temp.unlink(missing_ok=True)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     except OSError as exc:
         if exc.errno in _NO_SPACE:
             raise StorageFull(
@@ -145,16 +146,3 @@ def _same_content(path: Path, size: int, digest: str) -> bool:
         return sha.hexdigest() == digest
     except OSError:
         return False
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -47,6 +47,7 @@ import watchfiles
 
 from .clock import Clock
 from .errors import EntryNotFound, InvalidArgument, JournalError
+from .files import fsync_dir
 from .models import Entry, RenderRequest
 from .outbox import Outbox
 
@@ -476,7 +477,7 @@ class DropFolder:
                 self._write_result(look.name, outcome)
                 marked = True
         if marked:
-            _fsync_dir(self.folder / RESULTS)
+            fsync_dir(self.folder / RESULTS)
 
     def _enqueue(self, requests: list[RenderRequest]) -> list[Entry | str]:
         """Enqueue in one transaction; if one request breaks it, enqueue one by one.
@@ -612,7 +613,7 @@ class DropFolder:
                 for name in self._names_for(entry, aliases):
                     batch.append(self._write_result(name, entry))
             if batch:
-                _fsync_dir(self.folder / RESULTS)
+                fsync_dir(self.folder / RESULTS)
                 written.extend(batch)
             last = events[-1]
             self._cursor = _Cursor(last.id, last.entry_id, last.at)
@@ -1020,20 +1021,6 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         _unlink(temporary)
         raise
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make renames in ``path`` durable; a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _shown(text: str) -> str:
