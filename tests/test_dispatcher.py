@@ -154,13 +154,13 @@ def test_two_flush_processes_on_one_journal_render_each_entry_once(
 
 def test_rate_limit_slows_the_dispatcher_down(tmp_path: Path, sandbox: Sandbox) -> None:
     db = tmp_path / "j.db"
-    _fill(db, 120)
-    sandbox.set_faults(rate_limit=40)
+    _fill(db, 60)
+    sandbox.set_faults(rate_limit=30)
     with connected(db, sandbox) as ob:
         report = ob.flush(timeout=120)
         assert report.exit_code == 0, report.problems
     stats = sandbox.stats()
-    renders_per_entry_ok(sandbox, 120)
+    renders_per_entry_ok(sandbox, 60)
     total = sum(sum(route.values()) for route in stats["requests"].values())
     assert stats["rate_limited"] <= 0.1 * total, stats
     status = run_cli("status", env=sandbox_env(sandbox, db)).stdout

@@ -140,7 +140,7 @@ def test_a_ten_second_write_lock_makes_commands_wait_not_fail(
 def test_a_command_that_gives_up_on_a_lock_says_so_clearly(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
     Outbox(db).close()
-    holder = _hold_write_lock(db, 5)
+    holder = _hold_write_lock(db, 1.5)
     try:
         with Outbox(db, busy_timeout=0.5) as ob, pytest.raises(JournalBusy) as raised:
             ob.enqueue("inspection-report", INSPECTION)

@@ -180,6 +180,8 @@ def test_a_render_the_api_does_not_know_is_kept_and_explained(tmp_path: Path) ->
                 assert entry.error and "does not know render" in entry.error
                 assert "API key" in entry.error
             assert any("does not know render" in line for line in report.problems)
+            for entry in wrong.list():  # time passes: the next poll, backed off, is due
+                wrong.journal.reschedule(entry.id, State.SUBMITTED, due_at=0)
         with connected(db, sb) as ob:
             assert ob.flush(timeout=30).exit_code == 0
             assert all(e.state is State.DONE and e.error is None for e in ob.list())
