@@ -57,6 +57,7 @@ class FlushReport:
     timed_out: bool = False
     waiting: list[Entry] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    journal_trouble: str | None = None
 
     @property
     def drained(self) -> bool:
@@ -69,7 +70,7 @@ class FlushReport:
             return EXIT_UNEXPECTED
         if self.auth_error:
             return EXIT_AUTH
-        if not self.drained:
+        if not self.drained or self.journal_trouble:
             return EXIT_WORK_REMAINS
         if self.failed or self.rejected:
             return EXIT_SOME_FAILED
@@ -83,6 +84,8 @@ class FlushReport:
             lines.append(f"{self.auth_error}: fix the API key; nothing was consumed")
         if self.offline:
             lines.append(f"offline: {self.offline}; the work waits for the next flush")
+        if self.journal_trouble:
+            lines.append(f"journal: {self.journal_trouble}")
         if self.timed_out:
             lines.append("timed out with work in progress; it carries on at the next flush or run")
         if self.rate_limited:
@@ -272,6 +275,7 @@ class Engine:
             timed_out=timed_out and any(counts[s] for s in UNFINISHED_STATES),
             waiting=waiting[:20],
             unexpected=list(self.crew.unexpected),
+            journal_trouble=self.crew.journal_trouble,
         )
 
     # -- long-running --------------------------------------------------------------------

@@ -265,7 +265,10 @@ class Outbox:
         after ``timeout`` seconds; unfinished work stays in the journal for next time.
         ``progress`` is called with the counts per state after every pass.
         """
-        return self._get_engine().flush(timeout, stop=self._stop, progress=progress)
+        engine = self._get_engine()
+        if self._thread is None:
+            self._stop.clear()  # a stop() that ended an earlier flush must not end this one
+        return engine.flush(timeout, stop=self._stop, progress=progress)
 
     def run(self) -> None:
         """Work in the calling thread until :meth:`stop` is called (from another thread or a

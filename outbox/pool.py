@@ -15,6 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 
 from .clock import Clock
+from .errors import JournalBusy, JournalFull
 from .gate import Gate
 from .models import Entry, State
 from .schedule import HORIZON
@@ -38,6 +39,7 @@ class Crew:
     concurrency: int
     lease_seconds: float
     unexpected: list[str] = field(default_factory=list)
+    journal_trouble: str | None = None
 
     def run(
         self,
@@ -73,6 +75,11 @@ class Crew:
     def _guarded(self, handle: Callable[[Entry], None], entry: Entry) -> None:
         try:
             handle(entry)
+        except (JournalBusy, JournalFull) as exc:
+            # The journal cannot take the outcome right now; the lease runs out and the entry
+            # is worked again later, with the same key. Nothing is lost.
+            log.error("entry %s: %s", entry.id, exc)
+            self.journal_trouble = str(exc)
         except Exception as exc:
             log.exception("unexpected error while handling entry %s", entry.id)
             self.unexpected.append(f"entry {entry.id}: unexpected {type(exc).__name__}: {exc}")

@@ -230,6 +230,10 @@ def test_background_worker_and_change_callbacks(tmp_path: Path, sandbox: Sandbox
         assert ob.get(entry.id).state is State.DONE
         assert seen[0] is State.PENDING and seen[-1] is State.DONE
         assert State.DOWNLOADING in seen
+        # A stopped outbox can still flush: stop() ended the worker, not the outbox.
+        later = ob.enqueue("inspection-report", {**INSPECTION, "site": "later"})
+        assert ob.flush(timeout=20).exit_code == 0
+        assert ob.get(later.id).state is State.DONE
 
 
 def test_unknown_status_is_not_terminal_and_cancelled_is(tmp_path: Path) -> None:

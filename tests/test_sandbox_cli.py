@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -17,11 +18,12 @@ from outbox.sandbox.cli import parse_seconds_option, parse_size, sandbox
 
 
 @contextmanager
-def running(*args: str, cwd: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+def running(*args: str, cwd: Path, env: dict[str, str] | None = None
+            ) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     """Start ``python -m outbox.sandbox ARGS`` and read its five banner lines."""
     process = subprocess.Popen(
         [sys.executable, "-m", "outbox.sandbox", *args], cwd=cwd, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     try:
         assert process.stdout is not None
         lines = [process.stdout.readline().rstrip("\n") for _ in range(5)]
@@ -61,8 +63,9 @@ def test_command_prints_its_url_and_key_and_stops_cleanly(tmp_path: Path) -> Non
 
 def test_command_applies_fault_flags(tmp_path: Path) -> None:
     args = ("--port", "0", "--state", str(tmp_path / "s"), "--error-503-before", "1",
-            "--no-public-bucket", "--api-key", "ck_test_cli", "--seed", "1")
-    with running(*args, cwd=tmp_path) as (process, lines):
+            "--no-public-bucket", "--seed", "1")
+    with running(*args, cwd=tmp_path, env={"OUTBOX_SANDBOX_API_KEY": "ck_test_cli"}) as (
+            process, lines):
         base_url = lines[0].split(" on ")[1]
         assert lines[1] == "API key: ck_test_cli"
         response = httpx.post(f"{base_url}/v1/templates/invoice/render",

@@ -7,6 +7,7 @@ the API keys and a ready-to-paste ``export`` line. SIGINT or SIGTERM stops it cl
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -19,6 +20,9 @@ import click
 from outbox.sandbox.faults import Faults
 from outbox.sandbox.runner import Sandbox
 from outbox.sandbox.templates import RenderSeconds, TemplateFileError, parse_render_seconds
+
+#: Environment variable that fixes the main project's key (never a flag: `ps` shows flags).
+SANDBOX_KEY_ENV = "OUTBOX_SANDBOX_API_KEY"
 
 _SIZE = re.compile(r"(?i)\s*([0-9]+(?:\.[0-9]+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*")
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
@@ -77,7 +81,6 @@ _PROBABILITY = click.FloatRange(0.0, 1.0)
               help="Pad every PDF to about this size (e.g. 100MB).")
 @click.option("--no-public-bucket", is_flag=True,
               help="downloadUrl is always null; only the private stream serves PDFs.")
-@click.option("--api-key", help="Use this key for the main project instead of a generated one.")
 @click.option("--latency", default=0.0, type=click.FloatRange(min=0.0),
               help="Seconds added to every request.")
 @click.option("--error-500-before", default=0.0, type=_PROBABILITY,
@@ -101,11 +104,16 @@ _PROBABILITY = click.FloatRange(0.0, 1.0)
 @click.option("--seed", type=int, help="Seed for reproducible fault randomness.")
 def sandbox(host: str, port: int, state_dir: Path, templates_file: Path | None,
             render_seconds: RenderSeconds, pdf_size: int | None, no_public_bucket: bool,
-            api_key: str | None, latency: float, error_500_before: float,
+            latency: float, error_500_before: float,
             error_503_before: float, error_500_after: float, drop_after: float,
             truncate_downloads: float, hang: float, hang_seconds: float,
             rate_limit: float | None, captive_portal: bool, seed: int | None) -> None:
-    """Run a local Craftkit-compatible sandbox server until Ctrl-C."""
+    """Run a local Craftkit-compatible sandbox server until Ctrl-C.
+
+    The main project's key is generated and kept in the state folder; to choose it, set
+    OUTBOX_SANDBOX_API_KEY (keys are never taken from the command line, where `ps` shows them).
+    """
+    api_key = os.environ.get(SANDBOX_KEY_ENV) or None
     faults = Faults(latency=latency, error_500_before=error_500_before,
                     error_503_before=error_503_before, error_500_after=error_500_after,
                     drop_after=drop_after, rate_limit=rate_limit,
