@@ -173,10 +173,12 @@ class RenderRequest:
     version: int | None = None
     #: Where the request came from (e.g. a drop-folder file); kept in the journal, not sent.
     source: str | None = None
+    #: ``data`` as compact JSON, made once while checking it.
+    data_json: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         _check_template(self.template)
-        _check_data(self.data)
+        object.__setattr__(self, "data_json", _data_json(self.data))
         if self.key is None:
             object.__setattr__(self, "key", f"outbox-{uuid.uuid4()}")
         else:
@@ -216,12 +218,12 @@ def _check_template(template: object) -> None:
         )
 
 
-def _check_data(data: object) -> None:
+def _data_json(data: object) -> str:
     if not isinstance(data, dict):
         kind = "a JSON array" if isinstance(data, list) else f"{type(data).__name__}"
         raise InvalidArgument(f"data must be a JSON object ({{...}}), not {kind}")
     try:
-        json.dumps(data, allow_nan=False)
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"data must be JSON-serialisable: {exc}") from None
 

@@ -125,9 +125,16 @@ class Outbox:
         Each item is a :class:`RenderRequest` (from :meth:`prepare`) or a mapping with
         ``template``, ``data`` and optionally ``key``, ``filename``, ``version``.
         """
+        templates: dict[str, CachedTemplate | None] = {}
+
+        def cached(slug: str) -> CachedTemplate | None:  # one lookup per template per batch
+            if slug not in templates:
+                templates[slug] = self.journal.cached_template(slug)
+            return templates[slug]
+
         return self.journal.enqueue_many(
             [
-                item if isinstance(item, RenderRequest) else self._prepare_mapping(item)
+                item if isinstance(item, RenderRequest) else self._prepare_mapping(item, cached)
                 for item in requests
             ]
         )
@@ -151,15 +158,39 @@ class Outbox:
         :class:`~outbox.errors.DataInvalid` listing Craftkit's field errors, unless ``key`` is
         already in the journal (enqueueing it again returns that entry, whatever the data).
         """
+        return self._prepare(
+            template, data, key, filename, version, source, validation, self.journal.cached_template
+        )
+
+    def _prepare(
+        self,
+        template: str,
+        data: Mapping[str, Any],
+        key: str | None,
+        filename: str | None,
+        version: int | None,
+        source: str | None,
+        validation: ValidationMode | None,
+        cached: Callable[[str], CachedTemplate | None],
+    ) -> RenderRequest:
         request = RenderRequest(template, _as_dict(data), key, filename, version, source)
-        self._apply_check(request, key, self.validation if validation is None else validation)
+        mode = self.validation if validation is None else validation
+        self._apply_check(request, key, mode, cached)
         return request
 
-    def _apply_check(self, request: RenderRequest, key: str | None, mode: ValidationMode) -> None:
+    def _apply_check(
+        self,
+        request: RenderRequest,
+        key: str | None,
+        mode: ValidationMode,
+        cached: Callable[[str], CachedTemplate | None],
+    ) -> None:
         """Check a prepared request's data as ``mode`` says (see :meth:`prepare`)."""
         if validation_mode(mode) == "off":
             return
-        check = self.check(request.template, request.data, version=request.version)
+        check = self._checker.check(
+            cached(request.template), request.template, request.data, version=request.version
+        )
         if not check.passed and key is not None and self.journal.find_by_key(key) is not None:
             return
         check.enforce(mode)
@@ -168,7 +199,9 @@ class Outbox:
         elif check.message():
             log.info("%s", check.message())
 
-    def _prepare_mapping(self, item: Mapping[str, Any]) -> RenderRequest:
+    def _prepare_mapping(
+        self, item: Mapping[str, Any], cached: Callable[[str], CachedTemplate | None]
+    ) -> RenderRequest:
         if not isinstance(item, Mapping):
             raise InvalidArgument(
                 f"each request must be a RenderRequest or a mapping, not {type(item).__name__}"
@@ -176,12 +209,15 @@ class Outbox:
         unknown = set(item) - {"template", "data", "key", "filename", "version"}
         if unknown:
             raise InvalidArgument(f"unknown request fields: {sorted(unknown)}")
-        return self.prepare(
+        return self._prepare(
             item.get("template"),  # type: ignore[arg-type]
             item.get("data"),  # type: ignore[arg-type]
-            key=item.get("key"),
-            filename=item.get("filename"),
-            version=item.get("version"),
+            item.get("key"),
+            item.get("filename"),
+            item.get("version"),
+            None,
+            None,
+            cached,
         )
 
     def cancel(self, entry_id: str) -> Entry:
