@@ -13,11 +13,8 @@ from typing import Any
 
 from .client import KNOWN_STATUSES, CraftkitClient, Render
 from .errors import (
-    AuthError,
-    Offline,
     OutcomeUnknown,
     PermanentError,
-    RateLimited,
     RemoteError,
     TransientError,
 )
@@ -112,14 +109,9 @@ class Dispatcher:
     def _record_error(self, entry: Entry, exc: RemoteError) -> None:
         crew = self.crew
         now = crew.clock.now()
-        if isinstance(exc, Offline | AuthError):
-            # Nothing reached Craftkit (or the key is wrong): no attempt is used up.
-            crew.gate.note(exc)
-            crew.journal.release(entry.id, crew.owner)
-        elif isinstance(exc, RateLimited):
-            pause = crew.gate.rate_limited(exc)
-            crew.journal.reschedule(entry.id, State.PENDING, owner=crew.owner, due_at=now + pause)
-        elif isinstance(exc, TransientError):
+        if crew.put_off(entry, exc):
+            return  # offline, key refused or 429: no attempt is used up
+        if isinstance(exc, TransientError):
             if not isinstance(exc, OutcomeUnknown):
                 crew.gate.note(exc)
             attempts = entry.attempts + 1

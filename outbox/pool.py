@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 
 from .clock import Clock
-from .errors import JournalBusy, JournalFull
+from .errors import AuthError, JournalBusy, JournalFull, Offline, RateLimited, RemoteError
 from .gate import Gate
 from .models import Entry, State
 from .schedule import HORIZON
@@ -66,6 +66,24 @@ class Crew:
                 return handled
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             handled += len(done)
+
+    def put_off(self, entry: Entry, exc: RemoteError) -> bool:
+        """Handle an error that concerns every request, not this entry; True if it was one.
+
+        Offline or a refused key: the gate stops everyone and the entry is given back as it
+        was (no attempt used). A 429: everyone pauses, and the entry waits out the pause.
+        """
+        if isinstance(exc, Offline | AuthError):
+            self.gate.note(exc)
+            self.journal.release(entry.id, self.owner)
+            return True
+        if isinstance(exc, RateLimited):
+            pause = self.gate.rate_limited(exc)
+            self.journal.reschedule(
+                entry.id, entry.state, owner=self.owner, due_at=self.clock.now() + pause
+            )
+            return True
+        return False
 
     def _may_claim(self, deadline: float | None, stop: threading.Event | None) -> bool:
         if self.gate.blocked or (stop is not None and stop.is_set()):

@@ -16,11 +16,8 @@ from .client import KNOWN_STATUSES, CraftkitClient, NotReady, Render
 from .clock import parse_iso
 from .downloads import safe_filename, save_pdf
 from .errors import (
-    AuthError,
     DownloadError,
     NotFound,
-    Offline,
-    RateLimited,
     RemoteError,
     ServerError,
     StorageFull,
@@ -143,16 +140,10 @@ class Replay:
 
     def _poll_error(self, entry: Entry, exc: RemoteError) -> None:
         crew = self.crew
+        if crew.put_off(entry, exc):
+            return
         now = crew.clock.now()
         polls = entry.polls + 1
-        if isinstance(exc, Offline | AuthError):
-            crew.gate.note(exc)
-            crew.journal.release(entry.id, crew.owner)
-            return
-        if isinstance(exc, RateLimited):
-            pause = crew.gate.rate_limited(exc)
-            crew.journal.reschedule(entry.id, State.SUBMITTED, owner=crew.owner, due_at=now + pause)
-            return
         if isinstance(exc, ServerError):
             crew.gate.server_error(exc)
         else:
@@ -218,16 +209,6 @@ class Replay:
                     entry_id=entry.id,
                     expected_size=length,
                 )
-        except (Offline, AuthError) as exc:
-            crew.gate.note(exc)
-            crew.journal.release(entry.id, crew.owner)
-            return
-        except RateLimited as exc:
-            pause = crew.gate.rate_limited(exc)
-            crew.journal.reschedule(
-                entry.id, State.DOWNLOADING, owner=crew.owner, due_at=now + pause
-            )
-            return
         except NotReady:
             crew.journal.reschedule(
                 entry.id,
@@ -243,6 +224,8 @@ class Replay:
             )
             return
         except (DownloadError, RemoteError) as exc:
+            if crew.put_off(entry, exc):
+                return
             message = exc.message if isinstance(exc, RemoteError) else str(exc)
             self._note_problem(
                 entry,
