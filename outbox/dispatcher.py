@@ -145,7 +145,7 @@ class Dispatcher:
                 http_status=exc.status,
                 detail=detail,
                 attempts=entry.attempts + 1,
-                error=exc.message,
+                error=detail,
                 error_code=exc.code,
                 field_errors=exc.field_errors,
                 finished_at=now,

@@ -41,6 +41,8 @@ EXIT_UNEXPECTED = 1
 _UNFINISHED = sorted(UNFINISHED_STATES)
 #: How often to look again when the due work is leased by another process.
 BUSY_ELSEWHERE_WAIT = 0.2
+#: How often a long-running engine saves what it learned about render times.
+SAVE_RENDER_TIMES_EVERY = 60.0
 
 
 @dataclass
@@ -147,6 +149,7 @@ class Engine:
         saved = journal.status().get("render_seconds")
         if isinstance(saved, list):
             self.render_times.seed([float(v) for v in saved if isinstance(v, int | float)])
+        self._saved_render_times = self.render_times.snapshot()
         self.dispatcher = Dispatcher(self.crew, self.client, self.render_times)
         self.replay = Replay(self.crew, self.client, self.render_times, downloads)
         self._nudge = threading.Event()
@@ -168,9 +171,16 @@ class Engine:
             released = self.journal.release_all(self.owner)
             if released:
                 log.info("gave back %d leases", released)
-            self.journal.set_status("render_seconds", self.render_times.snapshot()[-20:])
+            self._save_render_times()
         finally:
             self.client.close()
+
+    def _save_render_times(self) -> None:
+        """Remember recent render durations, so the next process polls well from the start."""
+        recent = self.render_times.snapshot()[-20:]
+        if recent and recent != self._saved_render_times:
+            self.journal.set_status("render_seconds", recent)
+            self._saved_render_times = recent
 
     # -- one pass ------------------------------------------------------------------------
 
@@ -251,6 +261,7 @@ class Engine:
                 self.clock.wait(stop or self._nudge, min(wait, self.settings.idle_interval))
         finally:
             remove()
+        self._save_render_times()
         return self._report(moved, finished, timed_out)
 
     def _report(
@@ -283,7 +294,11 @@ class Engine:
     def run(self, stop: threading.Event) -> None:
         """Cycle until ``stop`` is set, waiting out outages and refused keys."""
         self.reclaim_dead_leases()
+        saved_at = self.clock.monotonic()
         while not stop.is_set():
+            if self.clock.monotonic() - saved_at > SAVE_RENDER_TIMES_EVERY:
+                self._save_render_times()
+                saved_at = self.clock.monotonic()
             self._nudge.clear()
             handled = self.cycle(deadline=None, stop=stop)
             if stop.is_set():

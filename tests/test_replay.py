@@ -61,6 +61,8 @@ def test_full_lifecycle_lands_verified_pdfs(tmp_path: Path, sandbox: Sandbox) ->
     with connected(db, sandbox) as ob:
         report = ob.flush(timeout=30)
         assert report.exit_code == 0 and report.drained, report.problems
+        learned = ob.status()["render_seconds"]  # saved by the flush, for the next process
+        assert len(learned) == 2 and all(0 < s < 5 for s in learned)
         done = ob.get(entry.id)
         assert done.state is State.DONE and done.remote_status == "succeeded"
         assert done.pdf_path == str(tmp_path / "renders" / "north-42.pdf")

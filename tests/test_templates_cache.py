@@ -304,6 +304,8 @@ def test_a_republished_template_refreshes_the_cache_after_the_first_rejection(
             detail = rejected_detail(ob, entry.id)
             assert "template inspection-report" in detail and "(version 1 → 2)" in detail
             assert "the template cache was refreshed" in detail
+            assert "(version 1 → 2)" in (rejected.error or "")
+        assert any("(version 1 → 2)" in line for line in report.problems)
         assert template_fetches(sandbox) - fetches == 1  # one refresh for the whole batch
         cached = {t.slug: t for t in ob.templates()}["inspection-report"]
         assert (cached.version, cached.previous_version) == (2, 1)
