@@ -586,7 +586,8 @@ class DropFolder:
     # -- results -------------------------------------------------------------------------
 
     def write_results(self) -> list[ResultWritten]:
-        """Write result files for folder entries that reached a terminal state since last time.
+        """Write result files for folder entries that reached a terminal state since last time,
+        and rewrite them (state ``pending``) for finished entries that were retried.
 
         Reads the journal's change feed from where the previous call (in any process) got to,
         so changes made by other processes and while no watcher ran are picked up too.
@@ -599,15 +600,19 @@ class DropFolder:
             events = journal.events_after(after)
             if not events:
                 break
-            finished = dict.fromkeys(e.entry_id for e in events if e.to_state.is_terminal)
+            # Entries that finished, and finished entries that were retried: a result file
+            # must never keep saying "failed" while the job is being rendered again.
+            changed = dict.fromkeys(
+                e.entry_id
+                for e in events
+                if e.to_state.is_terminal or (e.from_state is not None and e.from_state.is_terminal)
+            )
             batch: list[ResultWritten] = []
-            for entry_id in finished:
+            for entry_id in changed:
                 try:
                     entry = journal.get(entry_id)
                 except EntryNotFound:
                     continue  # purged since
-                if not entry.state.is_terminal:
-                    continue  # retried since; its next terminal state brings a new result
                 if aliases is None:
                     aliases = self._aliases()
                 for name in self._names_for(entry, aliases):
