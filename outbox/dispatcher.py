@@ -40,19 +40,14 @@ class Dispatcher:
         """Submit every pending entry that is due; returns how many were handled."""
         return self.crew.run(
             State.PENDING,
-            lambda entry: self.submit(entry, deadline=deadline, stop=stop),
+            lambda entry: self.submit(entry, deadline=deadline),
             deadline=deadline,
             stop=stop,
         )
 
-    def submit(
-        self, entry: Entry, *, deadline: float | None, stop: threading.Event | None = None
-    ) -> None:
-        """Submit one leased entry and persist the outcome (or give the lease back)."""
+    def submit(self, entry: Entry, *, deadline: float | None) -> None:
+        """Submit one leased entry and persist the outcome."""
         crew = self.crew
-        if not crew.gate.acquire(deadline, stop):
-            crew.journal.release(entry.id, crew.owner)
-            return
         try:
             render, replayed = self.client.submit(
                 entry.template,

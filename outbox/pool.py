@@ -49,7 +49,11 @@ class Crew:
         deadline: float | None,
         stop: threading.Event | None,
     ) -> int:
-        """Handle every due entry of ``state``; returns how many were handled."""
+        """Handle every due entry of ``state``; returns how many were handled.
+
+        Each ``handle(entry)`` runs on a worker thread once the gate lets a request start; an
+        entry whose turn never comes (offline, stopped, out of time) is given back untouched.
+        """
         in_flight: set[Future[None]] = set()
         handled = 0
         while True:
@@ -61,7 +65,9 @@ class Crew:
                     limit=self.concurrency - len(in_flight),
                     horizon=HORIZON,
                 )
-                in_flight |= {self.executor.submit(self._guarded, handle, e) for e in batch}
+                in_flight |= {
+                    self.executor.submit(self._guarded, handle, e, deadline, stop) for e in batch
+                }
             if not in_flight:
                 return handled
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -90,7 +96,17 @@ class Crew:
             return False
         return deadline is None or self.clock.monotonic() < deadline
 
-    def _guarded(self, handle: Callable[[Entry], None], entry: Entry) -> None:
+    def _guarded(
+        self,
+        handle: Callable[[Entry], None],
+        entry: Entry,
+        deadline: float | None,
+        stop: threading.Event | None,
+    ) -> None:
+        """Wait for the gate, then handle the entry; give it back if the wait was in vain."""
+        if not self.gate.acquire(deadline, stop):
+            self.journal.release(entry.id, self.owner)
+            return
         try:
             handle(entry)
         except (JournalBusy, JournalFull) as exc:

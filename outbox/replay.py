@@ -56,20 +56,15 @@ class Replay:
         """Poll every submitted entry that is due; returns how many were handled."""
         return self.crew.run(
             State.SUBMITTED,
-            lambda entry: self.poll(entry, deadline=deadline, stop=stop),
+            lambda entry: self.poll(entry, deadline=deadline),
             deadline=deadline,
             stop=stop,
         )
 
-    def poll(
-        self, entry: Entry, *, deadline: float | None, stop: threading.Event | None = None
-    ) -> None:
+    def poll(self, entry: Entry, *, deadline: float | None) -> None:
         """Poll one leased submitted entry and record what changed."""
         crew = self.crew
         assert entry.render_id is not None, "a submitted entry always has a render id"
-        if not crew.gate.acquire(deadline, stop):
-            crew.journal.release(entry.id, crew.owner)
-            return
         try:
             render = self.client.get_render(entry.render_id, deadline=deadline)
         except RemoteError as exc:
@@ -182,20 +177,15 @@ class Replay:
         """Download every finished render that is due; returns how many were handled."""
         return self.crew.run(
             State.DOWNLOADING,
-            lambda entry: self.download(entry, deadline=deadline, stop=stop),
+            lambda entry: self.download(entry, deadline=deadline),
             deadline=deadline,
             stop=stop,
         )
 
-    def download(
-        self, entry: Entry, *, deadline: float | None, stop: threading.Event | None = None
-    ) -> None:
+    def download(self, entry: Entry, *, deadline: float | None) -> None:
         """Download, verify and save one leased entry's PDF, or schedule another try."""
         crew = self.crew
         assert entry.render_id is not None, "a downloading entry always has a render id"
-        if not crew.gate.acquire(deadline, stop):
-            crew.journal.release(entry.id, crew.owner)
-            return
         render = Render(entry.render_id, "succeeded", entry.download_url, None)
         name = safe_filename(entry.filename, entry.id)
         now = crew.clock.now()
