@@ -41,6 +41,8 @@ EXIT_UNEXPECTED = 1
 _UNFINISHED = sorted(UNFINISHED_STATES)
 #: How often to look again when the due work is leased by another process.
 BUSY_ELSEWHERE_WAIT = 0.2
+#: How often ``flush`` reports counts to its progress callback, at most.
+PROGRESS_INTERVAL = 0.25
 #: How often a long-running engine saves what it learned about render times.
 SAVE_RENDER_TIMES_EVERY = 60.0
 
@@ -238,12 +240,14 @@ class Engine:
 
         remove = self.journal.add_listener(collect)
         timed_out = False
+        next_progress = 0.0
         self.reclaim_dead_leases()
         try:
             while True:
                 handled = self.cycle(deadline=deadline, stop=stop)
-                if progress is not None:
-                    progress(self.journal.counts())
+                if progress is not None and self.clock.monotonic() >= next_progress:
+                    progress(self.journal.counts())  # a full count: at most a few times a second
+                    next_progress = self.clock.monotonic() + PROGRESS_INTERVAL
                 if (stop is not None and stop.is_set()) or self.gate.auth_error:
                     break
                 if self.gate.offline_reason:
