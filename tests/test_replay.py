@@ -59,8 +59,11 @@ def test_full_lifecycle_lands_verified_pdfs(tmp_path: Path, sandbox: Sandbox) ->
         other = ob.enqueue("invoice", {"customer": {"name": "Bo"}, "amount": 12.5,
                                        "items": [{"description": "x", "qty": 1, "price": 2}]})
     with connected(db, sandbox) as ob:
-        report = ob.flush(timeout=30)
+        progress: list[dict[State, int]] = []
+        report = ob.flush(timeout=30, progress=progress.append)
         assert report.exit_code == 0 and report.drained, report.problems
+        assert progress and set(progress[0]) == set(State)
+        assert sum(progress[0].values()) == 2
         learned = ob.status()["render_seconds"]  # saved by the flush, for the next process
         assert len(learned) == 2 and all(0 < s < 5 for s in learned)
         done = ob.get(entry.id)
