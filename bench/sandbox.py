@@ -35,9 +35,20 @@ def sandbox_process() -> Iterator[tuple[str, str]]:
     """Run the sandbox command in a child process; yield ``(base_url, api_key)``."""
     with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as state:
         process = subprocess.Popen(
-            [sys.executable, "-m", "outbox.sandbox", "--port", "0", "--state", state,
-             "--render-seconds", "0"],
-            stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "outbox.sandbox",
+                "--port",
+                "0",
+                "--state",
+                state,
+                "--render-seconds",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert process.stdout is not None
             base_url = process.stdout.readline().strip().rsplit(" ", 1)[-1]
@@ -65,8 +76,12 @@ def create_renders(base_url: str, api_key: str, count: int) -> list[str]:
     ids = []
     for n in range(count):
         body = json.dumps({"data": INSPECTION})
-        conn.request("POST", "/v1/templates/inspection-report/render", body,
-                     {**headers, "Idempotency-Key": f"bench-{n}"})
+        conn.request(
+            "POST",
+            "/v1/templates/inspection-report/render",
+            body,
+            {**headers, "Idempotency-Key": f"bench-{n}"},
+        )
         response = conn.getresponse()
         payload = json.loads(response.read())
         if response.status not in (200, 202):
@@ -76,8 +91,9 @@ def create_renders(base_url: str, api_key: str, count: int) -> list[str]:
     return ids
 
 
-def poll(base_url: str, api_key: str, ids: list[str], seconds: float, clients: int
-         ) -> tuple[int, int, list[float], float]:
+def poll(
+    base_url: str, api_key: str, ids: list[str], seconds: float, clients: int
+) -> tuple[int, int, list[float], float]:
     """Poll from ``clients`` threads for ``seconds``; return (ok, errors, latencies, elapsed)."""
     parts = urlsplit(base_url)
     headers = {"Authorization": f"Bearer {api_key}"}
@@ -130,8 +146,11 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--renders", type=int, default=200)
-    parser.add_argument("--in-process", action="store_true",
-                        help="run the sandbox in this process instead of a child process")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the sandbox in this process instead of a child process",
+    )
     args = parser.parse_args()
 
     runner = sandbox_in_process if args.in_process else sandbox_process
@@ -144,12 +163,16 @@ def main() -> int:
     latencies.sort()
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
     mode = "in-process" if args.in_process else "separate process"
-    print(f"sandbox GET /v1/renders/:id, {args.clients} keep-alive clients, {mode}, "
-          f"{args.seconds:g} s")
+    print(
+        f"sandbox GET /v1/renders/:id, {args.clients} keep-alive clients, {mode}, "
+        f"{args.seconds:g} s"
+    )
     print(f"  requests ok   : {ok}")
     print(f"  errors        : {errors}")
-    print(f"  throughput    : {rate:,.0f} req/s (target {TARGET_PER_SECOND} req/s: "
-          f"{'met' if rate >= TARGET_PER_SECOND else 'NOT met'})")
+    print(
+        f"  throughput    : {rate:,.0f} req/s (target {TARGET_PER_SECOND} req/s: "
+        f"{'met' if rate >= TARGET_PER_SECOND else 'NOT met'})"
+    )
     print(f"  latency p50   : {q[49] * 1000:.2f} ms")
     print(f"  latency p95   : {q[94] * 1000:.2f} ms")
     print(f"  latency p99   : {q[98] * 1000:.2f} ms")

@@ -1,7 +1,7 @@
 """Embedding outbox in a long-running app: enqueue from the UI, watch entries change.
 
-    CRAFTKIT_API_KEY=... CRAFTKIT_BASE_URL=... python examples/field_app.py
-    python examples/field_app.py --sandbox      # against the bundled sandbox
+CRAFTKIT_API_KEY=... CRAFTKIT_BASE_URL=... python examples/field_app.py
+python examples/field_app.py --sandbox      # against the bundled sandbox
 """
 
 from __future__ import annotations
@@ -34,8 +34,12 @@ def main() -> None:
 
         ob.on_change(on_change)
         ob.start()  # background submit, poll and download; survives outages
-        entry = ob.enqueue("inspection-report", {"inspector": "Ada", "site": "North"},
-                           key="field-app-demo-1", filename="field-app-demo.pdf")
+        entry = ob.enqueue(
+            "inspection-report",
+            {"inspector": "Ada", "site": "North"},
+            key="field-app-demo-1",
+            filename="field-app-demo.pdf",
+        )
         finished.wait(timeout=60)
         print("PDF:", ob.get(entry.id).pdf_path)
 

@@ -301,7 +301,9 @@ def run(state: _State, watch_dir: Path | None) -> None:
         stop_watching = threading.Event()
         watcher = None
         if watch_dir is not None:
-            drop = DropFolder(ob, watch_dir, on_outcome=lambda outcome: click.echo(outcome.describe()))
+            drop = DropFolder(
+                ob, watch_dir, on_outcome=lambda outcome: click.echo(outcome.describe())
+            )
             watcher = threading.Thread(
                 target=drop.run, args=(stop_watching,), name="drop-folder", daemon=True
             )

@@ -17,8 +17,18 @@ from typing import Final
 
 #: The ``dataType`` values a manifest variable may have (craftkit-api.md section 2.1).
 DATA_TYPES: Final = frozenset(
-    {"text", "longtext", "number", "currency", "date", "datetime", "boolean", "image", "url",
-     "email"}
+    {
+        "text",
+        "longtext",
+        "number",
+        "currency",
+        "date",
+        "datetime",
+        "boolean",
+        "image",
+        "url",
+        "email",
+    }
 )
 
 #: Longest loop array accepted in render data.

@@ -13,10 +13,16 @@ import pytest
 
 from outbox.sandbox import Sandbox
 
-INSPECTION = {"inspector": "Ada Lovelace", "site": "North Pier",
-              "findings": [{"text": "Loose railing", "severity": 2}]}
-INVOICE = {"customer": {"name": "Grace Hopper", "email": "grace@example.com"}, "amount": "120.50",
-           "items": [{"description": "Survey", "qty": 2, "price": 60.25}]}
+INSPECTION = {
+    "inspector": "Ada Lovelace",
+    "site": "North Pier",
+    "findings": [{"text": "Loose railing", "severity": 2}],
+}
+INVOICE = {
+    "customer": {"name": "Grace Hopper", "email": "grace@example.com"},
+    "amount": "120.50",
+    "items": [{"description": "Survey", "qty": 2, "price": 60.25}],
+}
 
 
 class FakeClock:
@@ -57,8 +63,13 @@ def client(sandbox: Sandbox, key: str | None = None, **kwargs: Any) -> httpx.Cli
     return httpx.Client(base_url=sandbox.base_url, headers=headers, timeout=10.0, **kwargs)
 
 
-def render(http: httpx.Client, slug: str = "inspection-report", data: Any = None,
-           key: str | None = None, **body: Any) -> httpx.Response:
+def render(
+    http: httpx.Client,
+    slug: str = "inspection-report",
+    data: Any = None,
+    key: str | None = None,
+    **body: Any,
+) -> httpx.Response:
     """POST a render (``data`` defaults to valid inspection data)."""
     headers = {"Idempotency-Key": key} if key is not None else {}
     payload = {"data": INSPECTION if data is None else data, **body}
@@ -84,8 +95,9 @@ def pdf_text(blob: bytes) -> str:
     return "\n".join(page.extract_text() for page in reader.pages)
 
 
-def wait_status(http: httpx.Client, render_id: str, wanted: str, timeout: float = 5.0
-                ) -> dict[str, Any]:
+def wait_status(
+    http: httpx.Client, render_id: str, wanted: str, timeout: float = 5.0
+) -> dict[str, Any]:
     """Poll until the render reaches ``wanted`` (short real-time renders only)."""
     deadline = time.monotonic() + timeout
     while True:

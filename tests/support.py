@@ -12,6 +12,7 @@ from outbox.sandbox import Sandbox
 
 API_KEY_IN_TESTS = "ck_test_do_not_leak_1f2e3d4c5b6a"
 
+
 def run_cli(
     *args: str,
     env: dict[str, str] | None = None,

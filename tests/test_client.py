@@ -20,13 +20,24 @@ from outbox.errors import (
 )
 
 KEY = "ck_test_secret_value_9f8e7d"
-RENDER = {"id": "r-1", "status": "queued", "pollUrl": "x", "downloadUrl": None,
-          "errorMessage": None, "createdAt": "2026-06-05T10:00:00.000Z"}
+RENDER = {
+    "id": "r-1",
+    "status": "queued",
+    "pollUrl": "x",
+    "downloadUrl": None,
+    "errorMessage": None,
+    "createdAt": "2026-06-05T10:00:00.000Z",
+}
 
 
 def _client(handler: Callable[[httpx.Request], httpx.Response], **kwargs: object) -> CraftkitClient:
-    return CraftkitClient("https://api.craftkit.test", KEY, transport=httpx.MockTransport(handler),
-                          sleep=lambda _s: None, **kwargs)  # type: ignore[arg-type]
+    return CraftkitClient(
+        "https://api.craftkit.test",
+        KEY,
+        transport=httpx.MockTransport(handler),
+        sleep=lambda _s: None,
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 def _envelope(code: str, message: str = "msg", **extra: object) -> dict[str, object]:
@@ -57,25 +68,46 @@ def test_submit_sends_key_header_and_options_and_parses_202_and_200() -> None:
         (httpx.Response(400, json=_envelope("invalid_json")), PermanentError, "invalid_json"),
         (httpx.Response(400, json=_envelope("invalid_request")), PermanentError, "invalid_request"),
         (httpx.Response(422, json=_envelope("invalid_request")), PermanentError, "invalid_request"),
-        (httpx.Response(404, json=_envelope("template_not_found")), PermanentError,
-         "template_not_found"),
-        (httpx.Response(404, json=_envelope("version_not_found")), PermanentError,
-         "version_not_found"),
-        (httpx.Response(409, json=_envelope("no_published_version")), PermanentError,
-         "no_published_version"),
+        (
+            httpx.Response(404, json=_envelope("template_not_found")),
+            PermanentError,
+            "template_not_found",
+        ),
+        (
+            httpx.Response(404, json=_envelope("version_not_found")),
+            PermanentError,
+            "version_not_found",
+        ),
+        (
+            httpx.Response(409, json=_envelope("no_published_version")),
+            PermanentError,
+            "no_published_version",
+        ),
         (httpx.Response(404, json=_envelope("not_found")), NotFound, "not_found"),
         (httpx.Response(401, json=_envelope("unauthorized")), AuthError, "unauthorized"),
-        (httpx.Response(401, json={"error": "invalid_credentials"}), AuthError,
-         "invalid_credentials"),
+        (
+            httpx.Response(401, json={"error": "invalid_credentials"}),
+            AuthError,
+            "invalid_credentials",
+        ),
         (httpx.Response(403, json=_envelope("forbidden")), AuthError, "forbidden"),
         (httpx.Response(500, json=_envelope("internal")), ServerError, "internal"),
-        (httpx.Response(503, json=_envelope("queue_unavailable")), ServerError, "queue_unavailable"),
+        (
+            httpx.Response(503, json=_envelope("queue_unavailable")),
+            ServerError,
+            "queue_unavailable",
+        ),
         (httpx.Response(502, text="<html>Bad gateway</html>"), ServerError, None),
         (httpx.Response(504), ServerError, None),
         (httpx.Response(429, json=_envelope("rate_limited")), RateLimited, "rate_limited"),
         (httpx.Response(400, json=_envelope("rate_limited")), RateLimited, "rate_limited"),
-        (httpx.Response(200, text="<html>Hotel Wi-Fi login</html>",
-                        headers={"Content-Type": "text/html"}), Offline, None),
+        (
+            httpx.Response(
+                200, text="<html>Hotel Wi-Fi login</html>", headers={"Content-Type": "text/html"}
+            ),
+            Offline,
+            None,
+        ),
         (httpx.Response(200, json={"ok": True}), Offline, None),
         (httpx.Response(302, headers={"Location": "http://login.hotel"}), Offline, None),
         (httpx.Response(404, text="<html>Not found</html>"), Offline, None),
@@ -94,8 +126,11 @@ def test_answers_are_classified_as_the_contract_says(
 
 
 def test_field_errors_are_kept() -> None:
-    body = _envelope("invalid_input_data", "bad",
-                     issues={"formErrors": [], "fieldErrors": {"customer.name": ["Required"]}})
+    body = _envelope(
+        "invalid_input_data",
+        "bad",
+        issues={"formErrors": [], "fieldErrors": {"customer.name": ["Required"]}},
+    )
     client = _client(lambda _r: httpx.Response(400, json=body))
     with pytest.raises(PermanentError) as raised:
         client.submit("invoice", {}, key="k")
@@ -118,8 +153,9 @@ def test_transport_failures_offline_versus_outcome_unknown() -> None:
         raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
 
     def reset(request: httpx.Request) -> httpx.Response:
-        raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
-                                        request=request)
+        raise httpx.RemoteProtocolError(
+            "Server disconnected without sending a response.", request=request
+        )
 
     def slow(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)
@@ -159,8 +195,7 @@ def test_public_download_never_carries_the_key_and_falls_back_to_private() -> No
         seen.append(request)
         if request.url.host == "cdn.craftkit.test":
             return httpx.Response(403, text="gone private")
-        return httpx.Response(200, content=b"%PDF-1.4 ... %%EOF",
-                              headers={"Content-Length": "18"})
+        return httpx.Response(200, content=b"%PDF-1.4 ... %%EOF", headers={"Content-Length": "18"})
 
     client = _client(handler)
     render = Render("r-1", "succeeded", "https://cdn.craftkit.test/r-1.pdf", None)

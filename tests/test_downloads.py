@@ -14,8 +14,9 @@ PDF = b"%PDF-1.4\n" + b"x" * 1000 + b"\n%%EOF\n"
 
 
 def test_a_complete_pdf_is_saved_with_its_size_and_hash(tmp_path: Path) -> None:
-    saved = save_pdf([PDF[:500], PDF[500:]], folder=tmp_path, name="a.pdf", entry_id="e1",
-                     expected_size=len(PDF))
+    saved = save_pdf(
+        [PDF[:500], PDF[500:]], folder=tmp_path, name="a.pdf", entry_id="e1", expected_size=len(PDF)
+    )
     assert saved.path == tmp_path / "a.pdf" and saved.path.read_bytes() == PDF
     assert (saved.size, saved.sha256) == (len(PDF), hashlib.sha256(PDF).hexdigest())
     assert [p.name for p in tmp_path.iterdir()] == ["a.pdf"]

@@ -12,8 +12,13 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def test_demo_enqueues_offline_then_flushes_pdfs_to_disk(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(EXAMPLES / "demo.py")], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "demo.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "flush while offline: exit code 75" in result.stdout
     assert "rendered 3 PDFs for 3 jobs" in result.stdout
@@ -24,8 +29,13 @@ def test_demo_enqueues_offline_then_flushes_pdfs_to_disk(tmp_path: Path) -> None
 
 
 def test_field_app_example_runs_against_the_sandbox(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(EXAMPLES / "field_app.py"), "--sandbox"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "field_app.py"), "--sandbox"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "downloading -> done" in result.stdout
     assert (tmp_path / "renders" / "field-app-demo.pdf").exists()

@@ -203,8 +203,9 @@ job_fields = st.fixed_dictionaries(
     {},
     optional={
         "template": st.one_of(st.sampled_from(["inspection-report", "invoice"]), json_values),
-        "data": st.one_of(st.dictionaries(st.text(max_size=8), json_values, max_size=3),
-                          json_values),
+        "data": st.one_of(
+            st.dictionaries(st.text(max_size=8), json_values, max_size=3), json_values
+        ),
         "key": st.one_of(st.text(max_size=30), json_values),
         "filename": st.one_of(st.just("x.pdf"), st.just("../escape.pdf"), json_values),
         "version": st.one_of(st.integers(-1, 3), json_values),
@@ -219,8 +220,9 @@ file_contents = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(contents=st.lists(file_contents, min_size=1, max_size=5))
 def test_every_drop_folder_file_becomes_an_entry_or_a_specific_rejection(
     ob: Outbox, tmp_path_factory: pytest.TempPathFactory, contents: list[bytes]

@@ -54,10 +54,17 @@ def _wait_for(condition, timeout: float = 30.0) -> None:  # type: ignore[no-unty
 def test_full_lifecycle_lands_verified_pdfs(tmp_path: Path, sandbox: Sandbox) -> None:
     db = tmp_path / "j.db"
     with Outbox(db) as ob:
-        entry = ob.enqueue("inspection-report", INSPECTION, key="inspection-42",
-                           filename="north-42.pdf")
-        other = ob.enqueue("invoice", {"customer": {"name": "Bo"}, "amount": 12.5,
-                                       "items": [{"description": "x", "qty": 1, "price": 2}]})
+        entry = ob.enqueue(
+            "inspection-report", INSPECTION, key="inspection-42", filename="north-42.pdf"
+        )
+        other = ob.enqueue(
+            "invoice",
+            {
+                "customer": {"name": "Bo"},
+                "amount": 12.5,
+                "items": [{"description": "x", "qty": 1, "price": 2}],
+            },
+        )
     with connected(db, sandbox) as ob:
         progress: list[dict[State, int]] = []
         report = ob.flush(timeout=30, progress=progress.append)
@@ -84,8 +91,12 @@ def test_killed_while_polling_the_restart_continues_without_resubmitting(tmp_pat
     _fill(db, 20)
     with Sandbox(render_seconds=2.5, seed=5) as sb:
         env = {**os.environ, **sandbox_env(sb, db)}
-        proc = subprocess.Popen([sys.executable, "-m", "outbox", "flush", "--timeout", "60"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "outbox", "flush", "--timeout", "60"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         with Outbox(db) as watcher:
             _wait_for(lambda: watcher.counts()[State.SUBMITTED] == 20)
         os.kill(proc.pid, signal.SIGKILL)
@@ -175,8 +186,12 @@ def test_a_render_the_api_does_not_know_is_kept_and_explained(tmp_path: Path) ->
         with connected(db, sb) as ob:
             assert ob.flush(timeout=0.5).exit_code == 75
             assert ob.counts()[State.SUBMITTED] == 2
-        wrong = Outbox(db, api_key=sb.other_project_key, base_url=sb.base_url,
-                       settings=Settings(offline_grace=0.5))
+        wrong = Outbox(
+            db,
+            api_key=sb.other_project_key,
+            base_url=sb.base_url,
+            settings=Settings(offline_grace=0.5),
+        )
         with wrong:
             report = wrong.flush(timeout=3)
             assert report.exit_code == 75
@@ -197,8 +212,13 @@ def test_run_stops_cleanly_on_sigterm_and_the_next_run_finishes(tmp_path: Path) 
     _fill(db, 15)
     with Sandbox(render_seconds=3.0, seed=2) as sb:
         env = {**os.environ, **sandbox_env(sb, db)}
-        proc = subprocess.Popen([sys.executable, "-m", "outbox", "run"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "outbox", "run"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         with Outbox(db) as watcher:
             _wait_for(lambda: watcher.counts()[State.SUBMITTED] >= 10)
         proc.send_signal(signal.SIGTERM)
@@ -208,8 +228,12 @@ def test_run_stops_cleanly_on_sigterm_and_the_next_run_finishes(tmp_path: Path) 
         with Outbox(db) as ob:
             assert ob.journal.lease_owners() == []
             assert ob.counts()[State.DONE] < 15
-        proc = subprocess.Popen([sys.executable, "-m", "outbox", "run"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "outbox", "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             with Outbox(db) as watcher:
                 _wait_for(lambda: watcher.counts()[State.DONE] == 15, timeout=60)
@@ -246,8 +270,13 @@ def test_unknown_status_is_not_terminal_and_cancelled_is(tmp_path: Path) -> None
     statuses = iter(["queued", "paused-for-maintenance", "paused-for-maintenance", "cancelled"])
 
     def handler(request: httpx.Request) -> httpx.Response:
-        render = {"id": "r-1", "pollUrl": "x", "downloadUrl": None, "errorMessage": None,
-                  "createdAt": "2026-06-05T10:00:00.000Z"}
+        render = {
+            "id": "r-1",
+            "pollUrl": "x",
+            "downloadUrl": None,
+            "errorMessage": None,
+            "createdAt": "2026-06-05T10:00:00.000Z",
+        }
         if request.method == "POST":
             return httpx.Response(202, json={**render, "status": "queued"})
         return httpx.Response(200, json={**render, "status": next(statuses)})
@@ -255,9 +284,15 @@ def test_unknown_status_is_not_terminal_and_cancelled_is(tmp_path: Path) -> None
     db = tmp_path / "j.db"
     with Outbox(db) as ob:
         entry = ob.enqueue("inspection-report", INSPECTION)
-        engine = Engine(ob.journal, api_key="k", base_url="http://craftkit.test",
-                        downloads=tmp_path, settings=Settings(), clock=ob.clock,
-                        transport=httpx.MockTransport(handler))
+        engine = Engine(
+            ob.journal,
+            api_key="k",
+            base_url="http://craftkit.test",
+            downloads=tmp_path,
+            settings=Settings(),
+            clock=ob.clock,
+            transport=httpx.MockTransport(handler),
+        )
         try:
             report = engine.flush(timeout=20)
         finally:
@@ -307,12 +342,19 @@ def test_run_with_a_drop_folder_takes_a_file_all_the_way_to_a_result(
     db, drop = tmp_path / "j.db", tmp_path / "drop"
     drop.mkdir()
     env = {**os.environ, **sandbox_env(sandbox, db)}
-    proc = subprocess.Popen([sys.executable, "-m", "outbox", "run", "--watch", str(drop)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "outbox", "run", "--watch", str(drop)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         job = drop / "north-42.json.tmp"
-        job.write_text('{"template": "inspection-report", "filename": "north-42.pdf",'
-                       ' "data": {"inspector": "Ada", "site": "North"}}')
+        job.write_text(
+            '{"template": "inspection-report", "filename": "north-42.pdf",'
+            ' "data": {"inspector": "Ada", "site": "North"}}'
+        )
         job.rename(drop / "north-42.json")
         result = drop / "results" / "north-42.result.json"
         _wait_for(result.exists, timeout=60)

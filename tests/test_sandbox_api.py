@@ -44,18 +44,28 @@ def test_base_url_and_keys(sb: Sandbox) -> None:
     assert sb.api_key != sb.other_project_key
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Authorization": "Bearer ck_test_wrong"},
-    {"Authorization": "Basic abc"},
-    {"Authorization": "Bearer"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer ck_test_wrong"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer"},
+    ],
+)
 def test_missing_or_bad_key_is_401_unauthorized(sb: Sandbox, headers: dict[str, str]) -> None:
-    for method, path in [("GET", "/v1/templates"), ("GET", "/v1/templates/invoice"),
-                         ("POST", "/v1/templates/invoice/render"),
-                         ("GET", f"/v1/renders/{uuid.uuid4()}")]:
-        response = httpx.request(method, sb.base_url + path, headers=headers,
-                                 json={"data": {}} if method == "POST" else None)
+    for method, path in [
+        ("GET", "/v1/templates"),
+        ("GET", "/v1/templates/invoice"),
+        ("POST", "/v1/templates/invoice/render"),
+        ("GET", f"/v1/renders/{uuid.uuid4()}"),
+    ]:
+        response = httpx.request(
+            method,
+            sb.base_url + path,
+            headers=headers,
+            json={"data": {}} if method == "POST" else None,
+        )
         assert response.status_code == 401, path
         assert error_code(response) == "unauthorized"
         assert response.json()["error"]["message"]
@@ -97,8 +107,16 @@ def test_list_templates(sb: Sandbox) -> None:
     slugs = {t["slug"] for t in templates}
     assert {"inspection-report", "invoice", "always-fails", "draft-report"} <= slugs
     for template in templates:
-        assert set(template) == {"id", "name", "slug", "templateType", "currentVersionNumber",
-                                 "published", "createdAt", "updatedAt"}
+        assert set(template) == {
+            "id",
+            "name",
+            "slug",
+            "templateType",
+            "currentVersionNumber",
+            "published",
+            "createdAt",
+            "updatedAt",
+        }
     draft = next(t for t in templates if t["slug"] == "draft-report")
     assert draft["published"] is False and draft["currentVersionNumber"] is None
     updated = [t["updatedAt"] for t in templates]
@@ -138,15 +156,18 @@ def test_unknown_template_is_404_template_not_found(sb: Sandbox) -> None:
 
 
 def test_put_template_creates_then_republishes(sb: Sandbox) -> None:
-    manifest = {"variables": [{"key": "title", "label": "Title", "dataType": "text",
-                               "required": True}], "loops": []}
+    manifest = {
+        "variables": [{"key": "title", "label": "Title", "dataType": "text", "required": True}],
+        "loops": [],
+    }
     with client(sb) as http:
         created = http.put("/v1/templates/memo", json={"name": "Memo", "manifest": manifest})
         assert created.status_code == 201
         assert created.json()["currentVersionNumber"] == 1
         assert created.json()["name"] == "Memo"
-        manifest["variables"].append({"key": "body", "label": "Body", "dataType": "longtext",
-                                      "required": True})
+        manifest["variables"].append(
+            {"key": "body", "label": "Body", "dataType": "longtext", "required": True}
+        )
         again = http.put("/v1/templates/memo", json={"manifest": manifest})
         assert again.status_code == 200
         assert again.json()["currentVersionNumber"] == 2
@@ -177,8 +198,14 @@ def test_republish_publishes_the_unpublished_template(sb: Sandbox) -> None:
         response = render(http, "draft-report", {})
         assert response.status_code == 409
         assert error_code(response) == "no_published_version"
-        template = sb.republish("draft-report", {"variables": [
-            {"key": "summary", "label": "Summary", "dataType": "text", "required": True}]})
+        template = sb.republish(
+            "draft-report",
+            {
+                "variables": [
+                    {"key": "summary", "label": "Summary", "dataType": "text", "required": True}
+                ]
+            },
+        )
         assert template["published"] is True and template["currentVersionNumber"] == 1
         assert render(http, "draft-report", {"summary": "ok"}).status_code == 202
 
@@ -299,24 +326,30 @@ def test_idempotency_key_length_is_checked(sb: Sandbox, key: str) -> None:
 def test_invalid_json_body(sb: Sandbox) -> None:
     with client(sb) as http:
         for content in (b"{", b"", b"NaN", b"\xff\xfe"):
-            response = http.post("/v1/templates/invoice/render", content=content,
-                                 headers={"Content-Type": "application/json"})
+            response = http.post(
+                "/v1/templates/invoice/render",
+                content=content,
+                headers={"Content-Type": "application/json"},
+            )
             assert response.status_code == 400, content
             assert error_code(response) == "invalid_json"
             assert "issues" not in response.json()["error"]
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({}, "data"),
-    ({"data": [1, 2]}, "data"),
-    ({"data": {}, "options": "fast"}, "options"),
-    ({"data": {}, "options": {"versionNumber": "1"}}, "options.versionNumber"),
-    ({"data": {}, "options": {"versionNumber": 1.5}}, "options.versionNumber"),
-    ({"data": {}, "options": {"versionNumber": 0}}, "options.versionNumber"),
-    ({"data": {}, "options": {"filename": 3}}, "options.filename"),
-    ({"data": {}, "options": {"sync": "yes"}}, "options.sync"),
-    ({"data": {}, "jobId": 42}, "jobId"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "data"),
+        ({"data": [1, 2]}, "data"),
+        ({"data": {}, "options": "fast"}, "options"),
+        ({"data": {}, "options": {"versionNumber": "1"}}, "options.versionNumber"),
+        ({"data": {}, "options": {"versionNumber": 1.5}}, "options.versionNumber"),
+        ({"data": {}, "options": {"versionNumber": 0}}, "options.versionNumber"),
+        ({"data": {}, "options": {"filename": 3}}, "options.filename"),
+        ({"data": {}, "options": {"sync": "yes"}}, "options.sync"),
+        ({"data": {}, "jobId": 42}, "jobId"),
+    ],
+)
 def test_invalid_envelope_is_invalid_request(sb: Sandbox, body: object, field: str) -> None:
     with client(sb) as http:
         response = http.post("/v1/templates/invoice/render", json=body)
@@ -336,11 +369,13 @@ def test_invalid_input_data_envelope(sb: Sandbox) -> None:
     with client(sb) as http:
         response = render(http, "invoice", {"amount": 5})
     assert response.status_code == 400
-    assert response.json() == {"error": {
-        "code": "invalid_input_data",
-        "message": response.json()["error"]["message"],
-        "issues": {"formErrors": [], "fieldErrors": {"customer.name": ["Required"]}},
-    }}
+    assert response.json() == {
+        "error": {
+            "code": "invalid_input_data",
+            "message": response.json()["error"]["message"],
+            "issues": {"formErrors": [], "fieldErrors": {"customer.name": ["Required"]}},
+        }
+    }
     assert sb.stats()["renders_created"] == 0
 
 
@@ -409,8 +444,10 @@ def test_failing_template_ends_failed_with_a_message(timed: Sandbox, clock: Fake
 
 
 def test_render_seconds_range_is_sampled_per_render(clock: FakeClock) -> None:
-    with Sandbox(render_seconds=(1.0, 3.0), clock=clock, seed=3) as sandbox, \
-            client(sandbox) as http:
+    with (
+        Sandbox(render_seconds=(1.0, 3.0), clock=clock, seed=3) as sandbox,
+        client(sandbox) as http,
+    ):
         ids = [render(http).json()["id"] for _ in range(10)]
         clock.advance(5)
         durations = [http.get(f"/v1/renders/{i}").json()["durationMs"] for i in ids]
@@ -423,11 +460,21 @@ def test_template_render_seconds_override(tmp_path: object, clock: FakeClock) ->
     from pathlib import Path
 
     path = Path(str(tmp_path)) / "templates.json"
-    path.write_text(json.dumps({"templates": [{
-        "slug": "slow", "name": "Slow", "renderSeconds": 60,
-        "manifest": {"variables": [], "loops": []}}]}))
-    with Sandbox(templates=path, render_seconds=1, clock=clock) as sandbox, \
-            client(sandbox) as http:
+    path.write_text(
+        json.dumps(
+            {
+                "templates": [
+                    {
+                        "slug": "slow",
+                        "name": "Slow",
+                        "renderSeconds": 60,
+                        "manifest": {"variables": [], "loops": []},
+                    }
+                ]
+            }
+        )
+    )
+    with Sandbox(templates=path, render_seconds=1, clock=clock) as sandbox, client(sandbox) as http:
         created = render(http, "slow", {}).json()
         clock.advance(30)
         assert http.get(created["pollUrl"]).json()["status"] == "rendering"
@@ -506,8 +553,9 @@ def test_invoice_happy_path(sb: Sandbox) -> None:
 
 
 def test_poll_url_follows_the_host_the_client_used(sb: Sandbox) -> None:
-    with httpx.Client(base_url=f"http://localhost:{sb.port}",
-                      headers={"Authorization": f"Bearer {sb.api_key}"}) as http:
+    with httpx.Client(
+        base_url=f"http://localhost:{sb.port}", headers={"Authorization": f"Bearer {sb.api_key}"}
+    ) as http:
         body = render(http).json()
     assert body["pollUrl"] == f"http://localhost:{sb.port}/v1/renders/{body['id']}"
 

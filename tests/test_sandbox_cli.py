@@ -18,12 +18,18 @@ from outbox.sandbox.cli import parse_seconds_option, parse_size, sandbox
 
 
 @contextmanager
-def running(*args: str, cwd: Path, env: dict[str, str] | None = None
-            ) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+def running(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     """Start ``python -m outbox.sandbox ARGS`` and read its five banner lines."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "outbox.sandbox", *args], cwd=cwd, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+        [sys.executable, "-m", "outbox.sandbox", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     try:
         assert process.stdout is not None
         lines = [process.stdout.readline().rstrip("\n") for _ in range(5)]
@@ -38,15 +44,18 @@ def test_command_prints_its_url_and_key_and_stops_cleanly(tmp_path: Path) -> Non
     with running("--port", "0", "--render-seconds", "0", cwd=tmp_path) as (process, lines):
         prefix = "Craftkit sandbox listening on "
         assert lines[0].startswith(prefix), lines
-        base_url = lines[0][len(prefix):]
+        base_url = lines[0][len(prefix) :]
         assert base_url.startswith("http://127.0.0.1:") and not base_url.endswith(":0")
         key = lines[1].split("API key: ")[1]
         assert key.startswith("ck_test_")
         assert lines[4] == f"export CRAFTKIT_BASE_URL={base_url} CRAFTKIT_API_KEY={key}"
         assert httpx.get(f"{base_url}/health").json() == {"status": "ok"}
         headers = {"Authorization": f"Bearer {key}"}
-        created = httpx.post(f"{base_url}/v1/templates/invoice/render", headers=headers,
-                             json={"data": {"customer": {"name": "A"}, "amount": 1}})
+        created = httpx.post(
+            f"{base_url}/v1/templates/invoice/render",
+            headers=headers,
+            json={"data": {"customer": {"name": "A"}, "amount": 1}},
+        )
         assert created.status_code == 202
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
@@ -62,14 +71,28 @@ def test_command_prints_its_url_and_key_and_stops_cleanly(tmp_path: Path) -> Non
 
 
 def test_command_applies_fault_flags(tmp_path: Path) -> None:
-    args = ("--port", "0", "--state", str(tmp_path / "s"), "--error-503-before", "1",
-            "--no-public-bucket", "--seed", "1")
+    args = (
+        "--port",
+        "0",
+        "--state",
+        str(tmp_path / "s"),
+        "--error-503-before",
+        "1",
+        "--no-public-bucket",
+        "--seed",
+        "1",
+    )
     with running(*args, cwd=tmp_path, env={"OUTBOX_SANDBOX_API_KEY": "ck_test_cli"}) as (
-            process, lines):
+        process,
+        lines,
+    ):
         base_url = lines[0].split(" on ")[1]
         assert lines[1] == "API key: ck_test_cli"
-        response = httpx.post(f"{base_url}/v1/templates/invoice/render",
-                              headers={"Authorization": "Bearer ck_test_cli"}, json={"data": {}})
+        response = httpx.post(
+            f"{base_url}/v1/templates/invoice/render",
+            headers={"Authorization": "Bearer ck_test_cli"},
+            json={"data": {}},
+        )
         assert response.status_code == 503
         faults = httpx.get(f"{base_url}/_sandbox/faults").json()
         assert faults["error_503_before"] == 1.0
@@ -98,15 +121,21 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = CliRunner().invoke(sandbox, ["--port", str(port),
-                                              "--state", str(tmp_path / "s")])
+        result = CliRunner().invoke(sandbox, ["--port", str(port), "--state", str(tmp_path / "s")])
     assert result.exit_code == 1
     assert "cannot listen" in result.output
 
 
-@pytest.mark.parametrize(("text", "size"), [
-    ("5000", 5000), ("64k", 65536), ("100MB", 100_000_000), ("1.5MiB", 1572864), ("2g", 2**31),
-])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("5000", 5000),
+        ("64k", 65536),
+        ("100MB", 100_000_000),
+        ("1.5MiB", 1572864),
+        ("2g", 2**31),
+    ],
+)
 def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
 

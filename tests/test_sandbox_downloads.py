@@ -60,8 +60,10 @@ def test_public_url_is_404_until_succeeded(timed: Sandbox, clock: FakeClock) -> 
 
 
 def test_no_public_bucket_means_null_download_url(clock: FakeClock) -> None:
-    with Sandbox(public_bucket=False, render_seconds=1, clock=clock) as sandbox, \
-            client(sandbox) as http:
+    with (
+        Sandbox(public_bucket=False, render_seconds=1, clock=clock) as sandbox,
+        client(sandbox) as http,
+    ):
         created = render(http, key="private").json()
         clock.advance(2)
         done = http.get(created["pollUrl"]).json()
@@ -125,7 +127,8 @@ def test_older_download_route(timed: Sandbox, clock: FakeClock) -> None:
         response = http.get(path)
         assert response.status_code == 200
         assert response.headers["content-disposition"] == (
-            f'attachment; filename="{created["id"]}.pdf"')
+            f'attachment; filename="{created["id"]}.pdf"'
+        )
         assert int(response.headers["content-length"]) == len(response.content)
         assert "North Pier" in pdf_text(response.content)
         missing = http.get(f"/v1/renders/{uuid.uuid4()}/download")
@@ -194,8 +197,9 @@ def test_pdf_caps_the_number_of_lines() -> None:
 
 @pytest.mark.parametrize("size", [None, 10_000, 65_536 * 3 + 17, 1_000_001])
 def test_pdf_chunks_are_small_and_add_up(size: int | None) -> None:
-    document = render_pdf(template="t", version=1, render_id="r", created_at="c",
-                          data={"a": 1}, pad_to=size)
+    document = render_pdf(
+        template="t", version=1, render_id="r", created_at="c", data={"a": 1}, pad_to=size
+    )
     chunks = list(document.chunks())
     assert all(len(c) <= 64 * 1024 for c in chunks)
     assert sum(len(c) for c in chunks) == document.size
@@ -234,13 +238,19 @@ def test_downloads_during_stop_do_not_hang() -> None:
 
 @pytest.mark.parametrize("size", [None, 50_000])
 def test_pdf_xref_offsets_point_at_their_objects(size: int | None) -> None:
-    blob = render_pdf(template="t", version=1, render_id="r", created_at="c",
-                      data={"rows": [{"n": n} for n in range(120)]}, pad_to=size).to_bytes()
+    blob = render_pdf(
+        template="t",
+        version=1,
+        render_id="r",
+        created_at="c",
+        data={"rows": [{"n": n} for n in range(120)]},
+        pad_to=size,
+    ).to_bytes()
     startxref = int(blob.rsplit(b"startxref\n", 1)[1].split(b"\n")[0])
     assert blob[startxref:].startswith(b"xref\n0 ")
     lines = blob[startxref:].split(b"\n")
     count = int(lines[1].split()[1])
-    entries = lines[3:3 + count - 1]
+    entries = lines[3 : 3 + count - 1]
     assert len(entries) == count - 1
     for number, entry in enumerate(entries, start=1):
         offset = int(entry[:10])

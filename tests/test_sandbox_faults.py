@@ -34,12 +34,16 @@ def test_latency_is_added_to_every_request(sb: Sandbox) -> None:
         assert time.monotonic() - started < 0.2  # control endpoints stay quick
 
 
-@pytest.mark.parametrize(("fault", "status", "code"), [
-    ("error_500_before", 500, "internal"),
-    ("error_503_before", 503, "queue_unavailable"),
-])
-def test_errors_before_creating_create_nothing(sb: Sandbox, fault: str, status: int,
-                                               code: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        ("error_500_before", 500, "internal"),
+        ("error_503_before", 503, "queue_unavailable"),
+    ],
+)
+def test_errors_before_creating_create_nothing(
+    sb: Sandbox, fault: str, status: int, code: str
+) -> None:
     sb.set_faults(**{fault: 1.0})
     with client(sb) as http:
         for _ in range(3):
@@ -237,8 +241,10 @@ def test_control_endpoints(sb: Sandbox) -> None:
 
 def test_seeded_faults_are_reproducible() -> None:
     def run() -> list[int]:
-        with Sandbox(seed=42, faults=Faults(error_503_before=0.5)) as sandbox, \
-                client(sandbox) as http:
+        with (
+            Sandbox(seed=42, faults=Faults(error_503_before=0.5)) as sandbox,
+            client(sandbox) as http,
+        ):
             return [render(http).status_code for _ in range(20)]
 
     first, second = run(), run()

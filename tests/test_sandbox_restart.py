@@ -16,8 +16,7 @@ from outbox.sandbox.state import DB_NAME
 __all__ = ["clock"]
 
 
-def test_stop_refuses_connections_and_start_comes_back_on_the_same_port(
-        clock: FakeClock) -> None:
+def test_stop_refuses_connections_and_start_comes_back_on_the_same_port(clock: FakeClock) -> None:
     with Sandbox(render_seconds=5, clock=clock) as sandbox:
         base, port = sandbox.base_url, sandbox.port
         with client(sandbox) as http:
@@ -50,15 +49,18 @@ def test_keep_alive_connections_are_cut_by_stop() -> None:
         assert http.get("/health").status_code == 200
 
 
-def test_a_new_sandbox_on_the_same_folder_keeps_everything(tmp_path: Path,
-                                                            clock: FakeClock) -> None:
+def test_a_new_sandbox_on_the_same_folder_keeps_everything(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     state = tmp_path / "state"
     with Sandbox(state_dir=state, render_seconds=5, clock=clock) as first:
         key, other_key = first.api_key, first.other_project_key
         with client(first) as http:
             created = render(http, key="persist").json()
-        first.republish("memo", {"variables": [
-            {"key": "title", "label": "T", "dataType": "text", "required": True}]})
+        first.republish(
+            "memo",
+            {"variables": [{"key": "title", "label": "T", "dataType": "text", "required": True}]},
+        )
         first.revoke_key(other_key)
     assert (state / DB_NAME).exists()
     clock.advance(10)
@@ -101,20 +103,36 @@ def test_changed_templates_file_publishes_a_new_version(tmp_path: Path) -> None:
     templates = tmp_path / "templates.json"
 
     def write(required: bool) -> None:
-        templates.write_text(json.dumps({"templates": [{"slug": "note", "name": "Note",
-            "manifest": {"variables": [{"key": "body", "label": "Body", "dataType": "text",
-                                        "required": required}]}}]}))
+        templates.write_text(
+            json.dumps(
+                {
+                    "templates": [
+                        {
+                            "slug": "note",
+                            "name": "Note",
+                            "manifest": {
+                                "variables": [
+                                    {
+                                        "key": "body",
+                                        "label": "Body",
+                                        "dataType": "text",
+                                        "required": required,
+                                    }
+                                ]
+                            },
+                        }
+                    ]
+                }
+            )
+        )
 
     write(False)
-    with Sandbox(state_dir=tmp_path / "s", templates=templates) as sandbox, \
-            client(sandbox) as http:
+    with Sandbox(state_dir=tmp_path / "s", templates=templates) as sandbox, client(sandbox) as http:
         assert http.get("/v1/templates/note").json()["currentVersionNumber"] == 1
-    with Sandbox(state_dir=tmp_path / "s", templates=templates) as sandbox, \
-            client(sandbox) as http:
+    with Sandbox(state_dir=tmp_path / "s", templates=templates) as sandbox, client(sandbox) as http:
         assert http.get("/v1/templates/note").json()["currentVersionNumber"] == 1
     write(True)
-    with Sandbox(state_dir=tmp_path / "s", templates=templates) as sandbox, \
-            client(sandbox) as http:
+    with Sandbox(state_dir=tmp_path / "s", templates=templates) as sandbox, client(sandbox) as http:
         assert http.get("/v1/templates/note").json()["currentVersionNumber"] == 2
         assert render(http, "note", {}).status_code == 400
 
@@ -123,9 +141,12 @@ def test_bad_templates_file_is_refused_early(tmp_path: Path) -> None:
     from outbox.sandbox.templates import TemplateFileError
 
     path = tmp_path / "t.json"
-    for content in ("{", '{"templates": [{"slug": "Bad Slug"}]}',
-                    '{"templates": [{"slug": "a", "published": true}]}',
-                    '{"templates": [{"slug": "a", "manifest": {"loops": [{"key": "x.y"}]}}]}'):
+    for content in (
+        "{",
+        '{"templates": [{"slug": "Bad Slug"}]}',
+        '{"templates": [{"slug": "a", "published": true}]}',
+        '{"templates": [{"slug": "a", "manifest": {"loops": [{"key": "x.y"}]}}]}',
+    ):
         path.write_text(content)
         with pytest.raises(TemplateFileError):
             Sandbox(templates=path)

@@ -85,11 +85,17 @@ def test_data_type_table(data_type: str, value: Any, ok: bool, outcome: Any) -> 
 
 
 @pytest.mark.parametrize(("data_type", "value", "ok", "outcome"), CASES)
-def test_json_schema_agrees_with_the_validator(data_type: str, value: Any, ok: bool,
-                                               outcome: Any) -> None:
+def test_json_schema_agrees_with_the_validator(
+    data_type: str, value: Any, ok: bool, outcome: Any
+) -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    manifest = Manifest.from_json({"variables": [
-        {"key": "group.value", "label": "V", "dataType": data_type, "required": True}]})
+    manifest = Manifest.from_json(
+        {
+            "variables": [
+                {"key": "group.value", "label": "V", "dataType": data_type, "required": True}
+            ]
+        }
+    )
     schema = json_schema(manifest)
     jsonschema.Draft7Validator.check_schema(schema)
     validator = jsonschema.Draft7Validator(schema, format_checker=None)
@@ -101,16 +107,25 @@ def test_json_schema_agrees_with_the_validator(data_type: str, value: Any, ok: b
 
 
 def test_json_schema_structure() -> None:
-    manifest = Manifest.from_json({
-        "variables": [
-            {"key": "customer.name", "label": "Name", "dataType": "text", "required": True},
-            {"key": "customer.address.city", "label": "City", "dataType": "text"},
-            {"key": "photo", "label": "Photo", "dataType": "image"},
-            {"key": "email", "label": "Email", "dataType": "email"},
-        ],
-        "loops": [{"key": "rows", "label": "Rows", "itemFields": [
-            {"key": "n", "label": "N", "dataType": "number", "required": True}]}],
-    })
+    manifest = Manifest.from_json(
+        {
+            "variables": [
+                {"key": "customer.name", "label": "Name", "dataType": "text", "required": True},
+                {"key": "customer.address.city", "label": "City", "dataType": "text"},
+                {"key": "photo", "label": "Photo", "dataType": "image"},
+                {"key": "email", "label": "Email", "dataType": "email"},
+            ],
+            "loops": [
+                {
+                    "key": "rows",
+                    "label": "Rows",
+                    "itemFields": [
+                        {"key": "n", "label": "N", "dataType": "number", "required": True}
+                    ],
+                }
+            ],
+        }
+    )
     schema = json_schema(manifest)
     assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
     assert schema["required"] == ["customer"]
@@ -129,8 +144,11 @@ def test_json_schema_structure() -> None:
 
 
 def test_loop_errors_are_keyed_by_index(sb: Sandbox) -> None:
-    data = {"inspector": "A", "site": "B", "findings": [
-        {"text": "ok", "severity": 1}, {"severity": "high"}, "not an object"]}
+    data = {
+        "inspector": "A",
+        "site": "B",
+        "findings": [{"text": "ok", "severity": 1}, {"severity": "high"}, "not an object"],
+    }
     with client(sb) as http:
         response = render(http, data=data)
     assert response.status_code == 400 and error_code(response) == "invalid_input_data"
@@ -185,8 +203,13 @@ def test_data_uri_image_is_refused(sb: Sandbox) -> None:
 
 
 def test_unknown_keys_are_stripped_and_values_coerced(sb: Sandbox) -> None:
-    data = {"inspector": "Ada", "site": "Pier", "passed": "true", "secret": "strip-me",
-            "findings": [{"text": "Rust", "severity": "3", "extra": "strip-me-too"}]}
+    data = {
+        "inspector": "Ada",
+        "site": "Pier",
+        "passed": "true",
+        "secret": "strip-me",
+        "findings": [{"text": "Rust", "severity": "3", "extra": "strip-me-too"}],
+    }
     with client(sb) as http:
         created = render(http, data=data)
         assert created.status_code == 202
@@ -198,38 +221,62 @@ def test_unknown_keys_are_stripped_and_values_coerced(sb: Sandbox) -> None:
 
 
 def test_validate_data_returns_cleaned_data() -> None:
-    manifest = Manifest.from_json({
-        "variables": [{"key": "a.b", "label": "B", "dataType": "number", "required": True},
-                      {"key": "flag", "label": "F", "dataType": "boolean"}],
-        "loops": [{"key": "rows", "label": "R", "itemFields": [
-            {"key": "x", "label": "X", "dataType": "currency"}]}],
-    })
-    cleaned, errors = validate_data(manifest, {"a": {"b": "4", "c": 1}, "flag": "false",
-                                               "rows": [{"x": "1.5", "y": 2}], "z": 0})
+    manifest = Manifest.from_json(
+        {
+            "variables": [
+                {"key": "a.b", "label": "B", "dataType": "number", "required": True},
+                {"key": "flag", "label": "F", "dataType": "boolean"},
+            ],
+            "loops": [
+                {
+                    "key": "rows",
+                    "label": "R",
+                    "itemFields": [{"key": "x", "label": "X", "dataType": "currency"}],
+                }
+            ],
+        }
+    )
+    cleaned, errors = validate_data(
+        manifest, {"a": {"b": "4", "c": 1}, "flag": "false", "rows": [{"x": "1.5", "y": 2}], "z": 0}
+    )
     assert errors == {}
     assert cleaned == {"a": {"b": 4}, "flag": False, "rows": [{"x": 1.5}]}
 
 
 def test_optional_fields_may_be_absent_but_not_null() -> None:
-    manifest = Manifest.from_json({"variables": [
-        {"key": "note", "label": "Note", "dataType": "text", "required": False}]})
+    manifest = Manifest.from_json(
+        {"variables": [{"key": "note", "label": "Note", "dataType": "text", "required": False}]}
+    )
     assert validate_data(manifest, {}) == ({}, {})
     assert validate_data(manifest, {"note": None})[1] == {
-        "note": ["Expected string, received null"]}
+        "note": ["Expected string, received null"]
+    }
 
 
-@pytest.mark.parametrize(("manifest", "code"), [
-    ({"variables": [{"key": "a", "dataType": "text"}, {"key": "a.b", "dataType": "text"}]},
-     "invalid_request"),
-    ({"variables": [{"key": "a", "dataType": "text"}, {"key": "a", "dataType": "text"}]},
-     "invalid_request"),
-    ({"variables": [{"key": "a..b", "dataType": "text"}]}, "invalid_request"),
-    ({"variables": [{"dataType": "text"}]}, "invalid_request"),
-    ({"loops": [{"key": "a.b", "itemFields": []}]}, "invalid_loop_key"),
-    ({"variables": [{"key": "rows", "dataType": "text"}],
-      "loops": [{"key": "rows", "itemFields": []}]}, "invalid_request"),
-    ([], "invalid_request"),
-])
+@pytest.mark.parametrize(
+    ("manifest", "code"),
+    [
+        (
+            {"variables": [{"key": "a", "dataType": "text"}, {"key": "a.b", "dataType": "text"}]},
+            "invalid_request",
+        ),
+        (
+            {"variables": [{"key": "a", "dataType": "text"}, {"key": "a", "dataType": "text"}]},
+            "invalid_request",
+        ),
+        ({"variables": [{"key": "a..b", "dataType": "text"}]}, "invalid_request"),
+        ({"variables": [{"dataType": "text"}]}, "invalid_request"),
+        ({"loops": [{"key": "a.b", "itemFields": []}]}, "invalid_loop_key"),
+        (
+            {
+                "variables": [{"key": "rows", "dataType": "text"}],
+                "loops": [{"key": "rows", "itemFields": []}],
+            },
+            "invalid_request",
+        ),
+        ([], "invalid_request"),
+    ],
+)
 def test_bad_manifests_are_refused(manifest: object, code: str) -> None:
     with pytest.raises(ManifestError) as caught:
         Manifest.from_json(manifest)
@@ -242,6 +289,17 @@ def test_messages_are_zod_wordings() -> None:
     assert rules.MSG_INVALID_URL == "Invalid url"
     assert rules.MSG_INVALID_EMAIL == "Invalid email"
     assert rules.array_too_big() == "Array must contain at most 10000 element(s)"
-    assert json.loads(json.dumps(rules.DATA_TYPES and sorted(rules.DATA_TYPES))) == sorted([
-        "text", "longtext", "number", "currency", "date", "datetime", "boolean", "image",
-        "url", "email"])
+    assert json.loads(json.dumps(rules.DATA_TYPES and sorted(rules.DATA_TYPES))) == sorted(
+        [
+            "text",
+            "longtext",
+            "number",
+            "currency",
+            "date",
+            "datetime",
+            "boolean",
+            "image",
+            "url",
+            "email",
+        ]
+    )

@@ -91,14 +91,16 @@ def dumps(body: object) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def json_response(status: int, body: object, headers: list[tuple[str, str]] | None = None
-                  ) -> Response:
+def json_response(
+    status: int, body: object, headers: list[tuple[str, str]] | None = None
+) -> Response:
     """A JSON answer."""
     return Response(status, dumps(body), headers=headers or [])
 
 
-def error(status: int, code: str | None, message: str,
-          issues: dict[str, Any] | None = None) -> Response:
+def error(
+    status: int, code: str | None, message: str, issues: dict[str, Any] | None = None
+) -> Response:
     """Craftkit's error envelope ``{"error": {"code", "message", "issues"?}}``.
 
     ``code`` None leaves the code out (the private download's bare 404).
@@ -112,8 +114,9 @@ def error(status: int, code: str | None, message: str,
     return json_response(status, {"error": inner})
 
 
-def flat_issues(field_errors: dict[str, list[str]],
-                form_errors: list[str] | None = None) -> dict[str, Any]:
+def flat_issues(
+    field_errors: dict[str, list[str]], form_errors: list[str] | None = None
+) -> dict[str, Any]:
     """Zod's ``flatten()`` shape."""
     return {"formErrors": form_errors or [], "fieldErrors": field_errors}
 
@@ -135,8 +138,13 @@ class _Refused(Exception):
 class CraftkitAPI:
     """Answers requests the way Craftkit does, from a :class:`SandboxState`."""
 
-    def __init__(self, state: SandboxState, injector: FaultInjector, counters: RequestCounters,
-                 config: ApiConfig) -> None:
+    def __init__(
+        self,
+        state: SandboxState,
+        injector: FaultInjector,
+        counters: RequestCounters,
+        config: ApiConfig,
+    ) -> None:
         self.state = state
         self.injector = injector
         self.counters = counters
@@ -151,32 +159,47 @@ class CraftkitAPI:
         if n > 2 and parts[1] == "v1":
             if parts[2] == "renders" and n in (4, 5) and parts[3]:
                 if n == 4:
-                    return self._pick(method, "/v1/renders/:id", {"GET": self.get_render},
-                                      (parts[3],))
+                    return self._pick(
+                        method, "/v1/renders/:id", {"GET": self.get_render}, (parts[3],)
+                    )
                 if parts[4] == "download":
-                    return self._pick(method, "/v1/renders/:id/download",
-                                      {"GET": self.download_old}, (parts[3],))
+                    return self._pick(
+                        method, "/v1/renders/:id/download", {"GET": self.download_old}, (parts[3],)
+                    )
             if parts[2] == "templates":
                 if n == 3:
                     return self._pick(method, "/v1/templates", {"GET": self.list_templates})
                 if n == 4 and parts[3]:
-                    return self._pick(method, "/v1/templates/:slug",
-                                      {"GET": self.get_template, "PUT": self.put_template},
-                                      (parts[3],))
+                    return self._pick(
+                        method,
+                        "/v1/templates/:slug",
+                        {"GET": self.get_template, "PUT": self.put_template},
+                        (parts[3],),
+                    )
                 if n == 5 and parts[3] and parts[4] == "render":
-                    return self._pick(method, "/v1/templates/:slug/render",
-                                      {"POST": self.render}, (parts[3],))
-            if (n == 6 and parts[2] == "embed" and parts[3] == "renders" and parts[4]
-                    and parts[5] == "download"):
-                return self._pick(method, "/v1/embed/renders/:id/download",
-                                  {"GET": self.download_private}, (parts[4],))
+                    return self._pick(
+                        method, "/v1/templates/:slug/render", {"POST": self.render}, (parts[3],)
+                    )
+            if (
+                n == 6
+                and parts[2] == "embed"
+                and parts[3] == "renders"
+                and parts[4]
+                and parts[5] == "download"
+            ):
+                return self._pick(
+                    method,
+                    "/v1/embed/renders/:id/download",
+                    {"GET": self.download_private},
+                    (parts[4],),
+                )
             return Route(f"{method} /v1/*", self.unknown_v1)
         if path == "/health":
             return self._pick(method, "/health", {"GET": self.health})
-        if n == 4 and parts[1] == "public" and parts[2] == "renders" and parts[3].endswith(
-                ".pdf"):
-            return self._pick(method, "/public/renders/:id.pdf", {"GET": self.download_public},
-                              (parts[3][:-4],))
+        if n == 4 and parts[1] == "public" and parts[2] == "renders" and parts[3].endswith(".pdf"):
+            return self._pick(
+                method, "/public/renders/:id.pdf", {"GET": self.download_public}, (parts[3][:-4],)
+            )
         if n == 3 and parts[1] == "_sandbox":
             handlers: dict[str, dict[str, Callable[..., Response]]] = {
                 "stats": {"GET": self.control_stats},
@@ -189,8 +212,12 @@ class CraftkitAPI:
         return Route(f"{method} *", self.unknown)
 
     @staticmethod
-    def _pick(method: str, pattern: str, handlers: dict[str, Callable[..., Response]],
-              params: tuple[str, ...] = ()) -> Route:
+    def _pick(
+        method: str,
+        pattern: str,
+        handlers: dict[str, Callable[..., Response]],
+        params: tuple[str, ...] = (),
+    ) -> Route:
         lookup = "GET" if method == "HEAD" else method
         handler = handlers.get(lookup)
         return Route(f"{method} {pattern}", handler, params, allowed=tuple(handlers))
@@ -198,8 +225,9 @@ class CraftkitAPI:
     def dispatch(self, route: Route, request: Request) -> Response:
         """Run the route's handler; turn refusals and crashes into error envelopes."""
         if route.handler is None:
-            response = error(405, "method_not_allowed",
-                             f"Method {request.method} is not allowed here.")
+            response = error(
+                405, "method_not_allowed", f"Method {request.method} is not allowed here."
+            )
             response.headers.append(("Allow", ", ".join(route.allowed)))
             return response
         try:
@@ -235,11 +263,13 @@ class CraftkitAPI:
             return None
         return f"{request.base_url}/public/renders/{render.id}.pdf"
 
-    def _render_body(self, request: Request, render: RenderRecord, *, detail: bool,
-                     new: bool = False) -> dict[str, Any]:
+    def _render_body(
+        self, request: Request, render: RenderRecord, *, detail: bool, new: bool = False
+    ) -> dict[str, Any]:
         now = render.created_ms - 1 if new else self.now_ms()
-        return render.to_json(now, request.base_url, self._public_url(request, render),
-                              detail=detail)
+        return render.to_json(
+            now, request.base_url, self._public_url(request, render), detail=detail
+        )
 
     @staticmethod
     def _parse_json(request: Request) -> Any:
@@ -249,8 +279,9 @@ class CraftkitAPI:
         try:
             return json.loads(request.body.decode("utf-8"), parse_constant=refuse_constant)
         except (UnicodeDecodeError, ValueError) as exc:
-            raise _Refused(error(400, "invalid_json", "The request body is not valid JSON.")
-                           ) from exc
+            raise _Refused(
+                error(400, "invalid_json", "The request body is not valid JSON.")
+            ) from exc
 
     # --- health and unknown routes --------------------------------------------------------
 
@@ -287,11 +318,16 @@ class CraftkitAPI:
         project = self._project(request)
         body = self._parse_json(request)
         if not SLUG_PATTERN.fullmatch(slug):
-            return error(400, "invalid_request", "Invalid slug.",
-                         flat_issues({"slug": ["Invalid slug"]}))
+            return error(
+                400, "invalid_request", "Invalid slug.", flat_issues({"slug": ["Invalid slug"]})
+            )
         if not isinstance(body, dict):
-            return error(400, "invalid_request", "The body must be a JSON object.",
-                         flat_issues({}, [rules.expected("object", body)]))
+            return error(
+                400,
+                "invalid_request",
+                "The body must be a JSON object.",
+                flat_issues({}, [rules.expected("object", body)]),
+            )
         raw_manifest = body.get("manifest", body)
         name, description = body.get("name"), body.get("description")
         field_errors: dict[str, list[str]] = {}
@@ -300,14 +336,16 @@ class CraftkitAPI:
         if description is not None and not isinstance(description, str):
             field_errors["description"] = [rules.expected("string", description)]
         if field_errors:
-            return error(400, "invalid_request", "The request is not valid.",
-                         flat_issues(field_errors))
+            return error(
+                400, "invalid_request", "The request is not valid.", flat_issues(field_errors)
+            )
         try:
             manifest = Manifest.from_json(raw_manifest)
         except ManifestError as exc:
             return error(400, exc.code, exc.message, flat_issues(exc.field_errors))
-        template, created = self.state.put_template(project, slug, manifest, self.now_ms(),
-                                                    name=name, description=description)
+        template, created = self.state.put_template(
+            project, slug, manifest, self.now_ms(), name=name, description=description
+        )
         return json_response(201 if created else 200, template_json(template))
 
     # --- renders --------------------------------------------------------------------------
@@ -330,20 +368,30 @@ class CraftkitAPI:
         if template is None:
             return error(404, "template_not_found", f"Template '{slug}' not found.")
         if template.current_version is None:
-            return error(409, "no_published_version",
-                         f"Template '{slug}' has no published version.")
+            return error(
+                409, "no_published_version", f"Template '{slug}' has no published version."
+            )
         version = options.get("versionNumber") or template.current_version
-        manifest = (template.manifest if version == template.current_version
-                    else self.state.manifest_for(template.id, version))
+        manifest = (
+            template.manifest
+            if version == template.current_version
+            else self.state.manifest_for(template.id, version)
+        )
         if manifest is None:
-            return error(404, "version_not_found",
-                         f"Template '{slug}' has no published version {version}.")
+            return error(
+                404, "version_not_found", f"Template '{slug}' has no published version {version}."
+            )
         cleaned, field_errors = validate_data(manifest, data)
         if field_errors:
-            return error(400, "invalid_input_data", "The data does not match the template.",
-                         flat_issues(field_errors))
+            return error(
+                400,
+                "invalid_input_data",
+                "The data does not match the template.",
+                flat_issues(field_errors),
+            )
         render, created = self.state.create_render(
-            self._new_render(project, template, version, key, cleaned, options))
+            self._new_render(project, template, version, key, cleaned, options)
+        )
         if not created:
             return json_response(200, self._render_body(request, render, detail=False))
         if self.injector.chance("drop_after"):
@@ -352,22 +400,39 @@ class CraftkitAPI:
             return error(500, "internal", "Internal server error.")
         return json_response(202, self._render_body(request, render, detail=False, new=True))
 
-    def _new_render(self, project: str, template: TemplateRecord, version: int, key: str | None,
-                    data: dict[str, Any], options: dict[str, Any]) -> NewRender:
+    def _new_render(
+        self,
+        project: str,
+        template: TemplateRecord,
+        version: int,
+        key: str | None,
+        data: dict[str, Any],
+        options: dict[str, Any],
+    ) -> NewRender:
         """Fix a new render's timings and outcome."""
-        seconds = (template.render_seconds if template.render_seconds is not None
-                   else self.config.render_seconds)
+        seconds = (
+            template.render_seconds
+            if template.render_seconds is not None
+            else self.config.render_seconds
+        )
         if isinstance(seconds, tuple):
             seconds = self.injector.uniform(*seconds)
         total_ms = max(0, round(seconds * 1000))
         created = self.now_ms()
         return NewRender(
-            project_id=project, template=template, version_number=version,
-            idempotency_key=key, payload_hash=payload_hash(template.slug, data), data=data,
-            filename=options.get("filename"), created_ms=created,
-            rendering_ms=created + total_ms // 5, finished_ms=created + total_ms,
+            project_id=project,
+            template=template,
+            version_number=version,
+            idempotency_key=key,
+            payload_hash=payload_hash(template.slug, data),
+            data=data,
+            filename=options.get("filename"),
+            created_ms=created,
+            rendering_ms=created + total_ms // 5,
+            finished_ms=created + total_ms,
             outcome=FAILED if template.fail_message else SUCCEEDED,
-            error_message=template.fail_message)
+            error_message=template.fail_message,
+        )
 
     def get_render(self, request: Request, render_id: str) -> Response:
         """``GET /v1/renders/:id``: the render's current state."""
@@ -389,13 +454,23 @@ class CraftkitAPI:
         return render
 
     def _pdf(self, render: RenderRecord) -> PdfDocument:
-        return render_pdf(template=render.template_slug, version=render.version_number,
-                          render_id=render.id, created_at=iso_ms(render.created_ms),
-                          data=self.state.render_data(render.id), pad_to=self.config.pdf_size)
+        return render_pdf(
+            template=render.template_slug,
+            version=render.version_number,
+            render_id=render.id,
+            created_at=iso_ms(render.created_ms),
+            data=self.state.render_data(render.id),
+            pad_to=self.config.pdf_size,
+        )
 
     def _pdf_response(self, render: RenderRecord, headers: list[tuple[str, str]]) -> Response:
-        return Response(200, content_type=PDF_TYPE, headers=headers, stream=self._pdf(render),
-                        truncate=self.injector.chance("truncate_downloads"))
+        return Response(
+            200,
+            content_type=PDF_TYPE,
+            headers=headers,
+            stream=self._pdf(render),
+            truncate=self.injector.chance("truncate_downloads"),
+        )
 
     def download_private(self, request: Request, render_id: str) -> Response:
         """``GET /v1/embed/renders/:id/download``: the private stream (404 until ready)."""
@@ -404,10 +479,13 @@ class CraftkitAPI:
         if render is None:
             return error(404, None, "Render not found or no asset yet.")
         name = render.filename or f"{render.id}.pdf"
-        return self._pdf_response(render, [
-            ("Content-Disposition", f'inline; filename="{_header_safe(name)}"'),
-            ("Cache-Control", "private, max-age=3600"),
-        ])
+        return self._pdf_response(
+            render,
+            [
+                ("Content-Disposition", f'inline; filename="{_header_safe(name)}"'),
+                ("Cache-Control", "private, max-age=3600"),
+            ],
+        )
 
     def download_old(self, request: Request, render_id: str) -> Response:
         """``GET /v1/renders/:id/download``: the older private download (attachment)."""
@@ -417,18 +495,24 @@ class CraftkitAPI:
             return error(404, "not_found", "Render not found.")
         if render.status_at(self.now_ms()) != SUCCEEDED:
             return error(409, "not_ready", "The render has not succeeded.")
-        return self._pdf_response(render, [
-            ("Content-Disposition", f'attachment; filename="{render.id}.pdf"'),
-        ])
+        return self._pdf_response(
+            render,
+            [
+                ("Content-Disposition", f'attachment; filename="{render.id}.pdf"'),
+            ],
+        )
 
     def download_public(self, request: Request, render_id: str) -> Response:
         """``GET /public/renders/:id.pdf``: the public bucket (no auth, 404 until ready)."""
         render = self._finished_render(render_id, None) if self.config.public_bucket else None
         if render is None:
             return Response(404, b"Not Found\n", content_type="text/plain; charset=utf-8")
-        return self._pdf_response(render, [
-            ("Cache-Control", "public, max-age=31536000, immutable"),
-        ])
+        return self._pdf_response(
+            render,
+            [
+                ("Cache-Control", "public, max-age=31536000, immutable"),
+            ],
+        )
 
     # --- control endpoints ----------------------------------------------------------------
 
@@ -466,7 +550,7 @@ class CraftkitAPI:
         body = self._parse_json(request)
         key = body.get("key") if isinstance(body, dict) else None
         if not isinstance(key, str) or not key:
-            return error(400, "invalid_request", "Send {\"key\": \"...\"}.")
+            return error(400, "invalid_request", 'Send {"key": "..."}.')
         revoked = self.state.revoke_key(key, self.now_ms())
         return json_response(200, {"revoked": revoked})
 
@@ -477,21 +561,39 @@ def template_json(template: TemplateRecord) -> dict[str, Any]:
     body["description"] = template.description
     body["manifest"] = template.manifest.to_json() if template.manifest else None
     body["jsonSchema"] = json_schema(template.manifest) if template.manifest else None
-    order = ("id", "name", "slug", "description", "templateType", "currentVersionNumber",
-             "published", "manifest", "jsonSchema", "createdAt", "updatedAt")
+    order = (
+        "id",
+        "name",
+        "slug",
+        "description",
+        "templateType",
+        "currentVersionNumber",
+        "published",
+        "manifest",
+        "jsonSchema",
+        "createdAt",
+        "updatedAt",
+    )
     return {k: body[k] for k in order}
 
 
-def _check_envelope(body: Any, header_key: str | None
-                    ) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+def _check_envelope(
+    body: Any, header_key: str | None
+) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
     """Check the render request envelope; return ``(idempotency key, data, options)``.
 
     The ``Idempotency-Key`` header wins over the body's ``jobId``; both must be 1-200
     characters. Unknown option names are ignored, like ``options.sync``.
     """
     if not isinstance(body, dict):
-        raise _Refused(error(400, "invalid_request", "The body must be a JSON object.",
-                             flat_issues({}, [rules.expected("object", body)])))
+        raise _Refused(
+            error(
+                400,
+                "invalid_request",
+                "The body must be a JSON object.",
+                flat_issues({}, [rules.expected("object", body)]),
+            )
+        )
     field_errors: dict[str, list[str]] = {}
     data = body.get("data")
     if "data" not in body:
@@ -527,14 +629,16 @@ def _check_envelope(body: Any, header_key: str | None
             field_errors["options.filename"] = [rules.expected("string", filename)]
         elif not 1 <= len(filename) <= 255:
             field_errors["options.filename"] = [
-                rules.string_too_short(1) if not filename else rules.string_too_long(255)]
+                rules.string_too_short(1) if not filename else rules.string_too_long(255)
+            ]
         else:
             checked["filename"] = filename
     if "sync" in options and not isinstance(options["sync"], bool):
         field_errors["options.sync"] = [rules.expected("boolean", options["sync"])]
     if field_errors:
-        raise _Refused(error(400, "invalid_request", "The request is not valid.",
-                             flat_issues(field_errors)))
+        raise _Refused(
+            error(400, "invalid_request", "The request is not valid.", flat_issues(field_errors))
+        )
     key = header_key if header_key is not None else body.get("jobId")
     assert isinstance(data, dict)
     return key, data, checked

@@ -19,8 +19,14 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 #: Faults that are probabilities (0.0 = never, 1.0 = always).
-PROBABILITIES = ("error_500_before", "error_503_before", "error_500_after", "drop_after",
-                 "truncate_downloads", "hang")
+PROBABILITIES = (
+    "error_500_before",
+    "error_503_before",
+    "error_500_after",
+    "drop_after",
+    "truncate_downloads",
+    "hang",
+)
 
 
 @dataclass(frozen=True)
@@ -57,17 +63,26 @@ class Faults:
     def __post_init__(self) -> None:
         for name in PROBABILITIES:
             value = getattr(self, name)
-            if (isinstance(value, bool) or not isinstance(value, int | float)
-                    or not 0.0 <= value <= 1.0):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0.0 <= value <= 1.0
+            ):
                 raise ValueError(f"{name} must be a probability between 0 and 1, not {value!r}")
         for name in ("latency", "hang_seconds"):
             value = getattr(self, name)
-            if (isinstance(value, bool) or not isinstance(value, int | float) or value < 0
-                    or not math.isfinite(value)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or value < 0
+                or not math.isfinite(value)
+            ):
                 raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
         if self.rate_limit is not None and (
-                isinstance(self.rate_limit, bool) or not isinstance(self.rate_limit, int | float)
-                or self.rate_limit <= 0):
+            isinstance(self.rate_limit, bool)
+            or not isinstance(self.rate_limit, int | float)
+            or self.rate_limit <= 0
+        ):
             raise ValueError(f"rate_limit must be > 0 or None, not {self.rate_limit!r}")
         if not isinstance(self.captive_portal, bool):
             raise ValueError(f"captive_portal must be true or false, not {self.captive_portal!r}")
@@ -92,8 +107,12 @@ class Faults:
 class FaultInjector:
     """The live faults of one sandbox, with their randomness and counters."""
 
-    def __init__(self, faults: Faults | None = None, seed: int | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        faults: Faults | None = None,
+        seed: int | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._faults = faults or Faults()
         self._random = random.Random(seed)
         self._lock = threading.Lock()

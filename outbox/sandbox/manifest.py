@@ -47,8 +47,12 @@ class Variable:
 
     def to_json(self) -> dict[str, Any]:
         """The camelCase shape the API returns."""
-        return {"key": self.key, "label": self.label, "dataType": self.data_type,
-                "required": self.required}
+        return {
+            "key": self.key,
+            "label": self.label,
+            "dataType": self.data_type,
+            "required": self.required,
+        }
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,11 @@ class Loop:
 
     def to_json(self) -> dict[str, Any]:
         """The camelCase shape the API returns."""
-        out: dict[str, Any] = {"key": self.key, "label": self.label,
-                               "itemFields": [f.to_json() for f in self.item_fields]}
+        out: dict[str, Any] = {
+            "key": self.key,
+            "label": self.label,
+            "itemFields": [f.to_json() for f in self.item_fields],
+        }
         if self.preview_data is not None:
             out["previewData"] = self.preview_data
         return out
@@ -78,16 +85,21 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         """The camelCase shape the API returns."""
-        return {"variables": [v.to_json() for v in self.variables],
-                "loops": [loop.to_json() for loop in self.loops]}
+        return {
+            "variables": [v.to_json() for v in self.variables],
+            "loops": [loop.to_json() for loop in self.loops],
+        }
 
     @classmethod
     def from_json(cls, obj: object) -> Manifest:
         """Parse and check a manifest; raise :class:`ManifestError` if Craftkit would refuse it."""
         errors: dict[str, list[str]] = {}
         if not isinstance(obj, Mapping):
-            raise ManifestError("invalid_request", "The manifest must be an object.",
-                                {"manifest": [rules.expected("object", obj)]})
+            raise ManifestError(
+                "invalid_request",
+                "The manifest must be an object.",
+                {"manifest": [rules.expected("object", obj)]},
+            )
         raw_vars = obj.get("variables", [])
         raw_loops = obj.get("loops", [])
         variables: list[Variable] = []
@@ -117,8 +129,9 @@ class Manifest:
         return cls(tuple(variables), tuple(loops))
 
 
-def _parse_fields(raw_fields: list[Any], where: str,
-                  errors: dict[str, list[str]]) -> list[Variable]:
+def _parse_fields(
+    raw_fields: list[Any], where: str, errors: dict[str, list[str]]
+) -> list[Variable]:
     """Parse a list of variable definitions, recording problems under ``where.N.attr``."""
     out: list[Variable] = []
     for index, raw in enumerate(raw_fields):
@@ -133,12 +146,14 @@ def _parse_fields(raw_fields: list[Any], where: str,
         ok = True
         if not isinstance(key, str) or not _valid_key(key):
             errors.setdefault(f"{path}.key", []).append(
-                rules.MSG_REQUIRED if key is None else "Invalid key")
+                rules.MSG_REQUIRED if key is None else "Invalid key"
+            )
             ok = False
         if data_type not in rules.DATA_TYPES:
             allowed = " | ".join(f"'{t}'" for t in sorted(rules.DATA_TYPES))
             errors.setdefault(f"{path}.dataType", []).append(
-                f"Invalid enum value. Expected {allowed}, received '{data_type}'")
+                f"Invalid enum value. Expected {allowed}, received '{data_type}'"
+            )
             ok = False
         if not isinstance(required, bool):
             errors.setdefault(f"{path}.required", []).append(rules.expected("boolean", required))
@@ -163,7 +178,8 @@ def _parse_loop(raw: object, path: str, errors: dict[str, list[str]]) -> Loop | 
     preview = raw.get("previewData")
     if not isinstance(key, str) or not _valid_key(key):
         errors.setdefault(f"{path}.key", []).append(
-            rules.MSG_REQUIRED if key is None else "Invalid key")
+            rules.MSG_REQUIRED if key is None else "Invalid key"
+        )
         return None
     if not isinstance(label, str):
         errors.setdefault(f"{path}.label", []).append(rules.expected("string", label))
@@ -200,8 +216,9 @@ def _first_conflict(fields: Iterable[Variable]) -> str | None:
     return None
 
 
-def _check_conflicts(variables: list[Variable], loops: list[Loop],
-                     errors: dict[str, list[str]]) -> None:
+def _check_conflicts(
+    variables: list[Variable], loops: list[Loop], errors: dict[str, list[str]]
+) -> None:
     """Refuse keys that overlap between variables and loops."""
     loop_as_vars = [Variable(loop.key, loop.label, "text") for loop in loops]
     conflict = _first_conflict([*variables, *loop_as_vars])

@@ -50,8 +50,9 @@ class RenderRecord:
             return RENDERING
         return QUEUED
 
-    def to_json(self, now_ms: int, base_url: str, public_url: str | None, *,
-                detail: bool) -> dict[str, Any]:
+    def to_json(
+        self, now_ms: int, base_url: str, public_url: str | None, *, detail: bool
+    ) -> dict[str, Any]:
         """The render body: the POST shape, plus ``completedAt``/``durationMs`` when ``detail``.
 
         ``public_url`` is the PDF's public address, or None when the public bucket is off.
@@ -97,9 +98,12 @@ class TemplateRecord:
     def summary_json(self) -> dict[str, Any]:
         """The shape of one entry of ``GET /v1/templates``."""
         return {
-            "id": self.id, "name": self.name, "slug": self.slug,
+            "id": self.id,
+            "name": self.name,
+            "slug": self.slug,
             "templateType": self.template_type,
             "currentVersionNumber": self.current_version,
             "published": self.published,
-            "createdAt": iso_ms(self.created_ms), "updatedAt": iso_ms(self.updated_ms),
+            "createdAt": iso_ms(self.created_ms),
+            "updatedAt": iso_ms(self.updated_ms),
         }

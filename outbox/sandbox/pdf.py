@@ -82,15 +82,16 @@ class PdfDocument:
                 f"{self._padding_id} 0 obj\n<< /Length {self._padding} >>\nstream\n".encode()
             )
         self._tail = self._build_tail()
-        self.size = (len(self._head) + len(self._padding_header) + self._padding_total()
-                     + len(self._tail))
+        self.size = (
+            len(self._head) + len(self._padding_header) + self._padding_total() + len(self._tail)
+        )
 
     # --- layout -------------------------------------------------------------------------
 
     @property
     def _pages(self) -> list[list[str]]:
         lines = self._lines
-        return [lines[i:i + _LINES_PER_PAGE] for i in range(0, len(lines), _LINES_PER_PAGE)]
+        return [lines[i : i + _LINES_PER_PAGE] for i in range(0, len(lines), _LINES_PER_PAGE)]
 
     @property
     def _padding_id(self) -> int:
@@ -102,21 +103,21 @@ class PdfDocument:
         page_ids = [5 + 2 * i for i in range(len(pages))]
         objects: list[bytes] = [
             b"<< /Type /Catalog /Pages 2 0 R >>",
-            b"<< /Type /Pages /Kids [" + b" ".join(f"{p} 0 R".encode() for p in page_ids)
+            b"<< /Type /Pages /Kids ["
+            + b" ".join(f"{p} 0 R".encode() for p in page_ids)
             + f"] /Count {len(pages)} >>".encode(),
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica "
-            b"/Encoding /WinAnsiEncoding >>",
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
             b"<< /Title (" + escape_text(self.title) + b") /Producer (outbox sandbox) >>",
         ]
         for number, page_lines in enumerate(pages):
             content = self._content(page_lines, number + 1, len(pages))
             objects.append(
                 f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {_PAGE_WIDTH} {_PAGE_HEIGHT}] "
-                f"/Resources << /Font << /F1 3 0 R >> >> /Contents {page_ids[number] + 1} 0 R >>"
-                .encode()
+                f"/Resources << /Font << /F1 3 0 R >> >> /Contents {page_ids[number] + 1} 0 R >>".encode()
             )
-            objects.append(f"<< /Length {len(content)} >>\nstream\n".encode() + content
-                           + b"\nendstream")
+            objects.append(
+                f"<< /Length {len(content)} >>\nstream\n".encode() + content + b"\nendstream"
+            )
         out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
         offsets: list[int] = []
         for number, body in enumerate(objects, start=1):
@@ -171,8 +172,9 @@ class PdfDocument:
         out += b"0000000000 65535 f \n"
         for offset in entries:
             out += f"{offset:010d} 00000 n \n".encode()
-        out += (f"trailer\n<< /Size {count} /Root 1 0 R /Info 4 0 R >>\n"
-                f"startxref\n{xref_at}\n%%EOF\n").encode()
+        out += (
+            f"trailer\n<< /Size {count} /Root 1 0 R /Info 4 0 R >>\nstartxref\n{xref_at}\n%%EOF\n"
+        ).encode()
         return bytes(out)
 
     # --- output -------------------------------------------------------------------------
@@ -196,8 +198,15 @@ class PdfDocument:
         return b"".join(self.chunks())
 
 
-def render_pdf(*, template: str, version: int | None, render_id: str, created_at: str,
-               data: Any, pad_to: int | None = None) -> PdfDocument:
+def render_pdf(
+    *,
+    template: str,
+    version: int | None,
+    render_id: str,
+    created_at: str,
+    data: Any,
+    pad_to: int | None = None,
+) -> PdfDocument:
     """The PDF of one render: a heading, the render's facts, then its data."""
     lines = [
         f"Template: {template}" + (f" (version {version})" if version else ""),
@@ -212,8 +221,10 @@ def render_pdf(*, template: str, version: int | None, render_id: str, created_at
 
 def _fit_lines(lines: list[str]) -> list[str]:
     """Cut long lines and cap the number of lines."""
-    cut = [line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS - 3] + "..."
-           for line in lines[:MAX_LINES]]
+    cut = [
+        line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 3] + "..."
+        for line in lines[:MAX_LINES]
+    ]
     if len(lines) > MAX_LINES:
         cut.append(f"... {len(lines) - MAX_LINES} more line(s) not shown")
     return cut
@@ -221,4 +232,4 @@ def _fit_lines(lines: list[str]) -> list[str]:
 
 def _split(blob: bytes, size: int) -> Iterator[bytes]:
     for start in range(0, len(blob), size):
-        yield blob[start:start + size]
+        yield blob[start : start + size]

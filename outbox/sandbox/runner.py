@@ -85,9 +85,12 @@ class Sandbox:
         self.host = host
         self._port = port
         self._templates: list[TemplateSpec] = load_templates(templates)
-        self._config = ApiConfig(render_seconds=parse_render_seconds(render_seconds),
-                                 public_bucket=public_bucket, pdf_size=pdf_size or None,
-                                 clock=clock)
+        self._config = ApiConfig(
+            render_seconds=parse_render_seconds(render_seconds),
+            public_bucket=public_bucket,
+            pdf_size=pdf_size or None,
+            clock=clock,
+        )
         self._injector = FaultInjector(faults, seed)
         self._counters = RequestCounters()
         self._fixed_key = api_key
@@ -110,8 +113,9 @@ class Sandbox:
             try:
                 self._prepare(state)
                 api = CraftkitAPI(state, self._injector, self._counters, self._config)
-                server = SandboxHTTPServer((self.host, self._port), api, self._injector,
-                                           self._counters, "")
+                server = SandboxHTTPServer(
+                    (self.host, self._port), api, self._injector, self._counters, ""
+                )
             except BaseException:
                 state.close()
                 raise
@@ -155,8 +159,12 @@ class Sandbox:
     def __enter__(self) -> Sandbox:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     # --- facts ----------------------------------------------------------------------------
@@ -224,16 +232,18 @@ class Sandbox:
         with self._api_context() as api:
             return api.state.revoke_key(key, int(self._config.clock() * 1000))
 
-    def republish(self, slug: str, manifest: dict[str, Any] | Manifest,
-                  name: str | None = None) -> dict[str, Any]:
+    def republish(
+        self, slug: str, manifest: dict[str, Any] | Manifest, name: str | None = None
+    ) -> dict[str, Any]:
         """Publish a new version of a main-project template (creating it if needed), like
         ``PUT /v1/templates/:slug``; returns the template as ``GET`` shows it."""
         if not SLUG_PATTERN.fullmatch(slug):
             raise ValueError(f"invalid slug {slug!r}")
         parsed = manifest if isinstance(manifest, Manifest) else Manifest.from_json(manifest)
         with self._api_context() as api:
-            template, _ = api.state.put_template(MAIN_PROJECT, slug, parsed,
-                                                 int(self._config.clock() * 1000), name=name)
+            template, _ = api.state.put_template(
+                MAIN_PROJECT, slug, parsed, int(self._config.clock() * 1000), name=name
+            )
             return template_json(template)
 
     def stats(self) -> dict[str, Any]:

@@ -24,15 +24,23 @@ def value_schema(variable: Variable) -> dict[str, Any]:
     if data_type in ("text", "longtext"):
         schema = {"type": "string"}
     elif data_type in ("number", "currency"):
-        schema = {"anyOf": [{"type": "number"},
-                            {"type": "string", "pattern": rules.NUMERIC_STRING_PATTERN}]}
+        schema = {
+            "anyOf": [
+                {"type": "number"},
+                {"type": "string", "pattern": rules.NUMERIC_STRING_PATTERN},
+            ]
+        }
     elif data_type == "date":
         schema = {"type": "string", "pattern": rules.DATE_PATTERN}
     elif data_type == "datetime":
         schema = {"type": "string", "pattern": rules.DATETIME_PATTERN}
     elif data_type == "boolean":
-        schema = {"anyOf": [{"type": "boolean"},
-                            {"type": "string", "enum": sorted(rules.BOOLEAN_STRINGS)}]}
+        schema = {
+            "anyOf": [
+                {"type": "boolean"},
+                {"type": "string", "enum": sorted(rules.BOOLEAN_STRINGS)},
+            ]
+        }
     elif data_type in ("image", "url"):
         schema = {"type": "string", "format": "uri", "pattern": rules.URL_PATTERN}
     elif data_type == "email":

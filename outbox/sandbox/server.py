@@ -69,8 +69,14 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], api: CraftkitAPI, injector: FaultInjector,
-                 counters: RequestCounters, base_url: str) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        api: CraftkitAPI,
+        injector: FaultInjector,
+        counters: RequestCounters,
+        base_url: str,
+    ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, SandboxRequestHandler)
@@ -99,8 +105,9 @@ class SandboxHTTPServer(ThreadingHTTPServer):
 
     def start(self) -> None:
         """Accept connections on a background thread (the socket already listens)."""
-        self._thread = threading.Thread(target=self._accept_loop, name="craftkit-sandbox",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._accept_loop, name="craftkit-sandbox", daemon=True
+        )
         self._thread.start()
 
     def _accept_loop(self) -> None:
@@ -132,8 +139,12 @@ class SandboxHTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve each connection on its own daemon thread, and remember it."""
-        thread = threading.Thread(target=self._serve_connection, args=(request, client_address),
-                                  name="craftkit-sandbox-conn", daemon=True)
+        thread = threading.Thread(
+            target=self._serve_connection,
+            args=(request, client_address),
+            name="craftkit-sandbox-conn",
+            daemon=True,
+        )
         with self._connections_lock:
             self._connections[request] = thread
         thread.start()
@@ -184,8 +195,7 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         """Request logs go to the module logger at debug level, not to stderr."""
         logger.debug("%s - %s", self.address_string(), format % args)
 
-    def send_error(self, code: int, message: str | None = None,
-                   explain: str | None = None) -> None:
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol errors (bad request line, unknown method) in the JSON error envelope."""
         self.close_connection = True
         status = HTTPStatus(code)
@@ -224,8 +234,14 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         if faults.captive_portal:
             server.injector.note("captive_portal")
             server.counters.record(pattern, 200)
-            self._send(Response(200, CAPTIVE_PORTAL_PAGE, "text/html; charset=utf-8",
-                                [("Cache-Control", "no-store")]))
+            self._send(
+                Response(
+                    200,
+                    CAPTIVE_PORTAL_PAGE,
+                    "text/html; charset=utf-8",
+                    [("Cache-Control", "no-store")],
+                )
+            )
             return False
         if faults.latency > 0 and server.stopping.wait(faults.latency):
             self._drop(pattern)
@@ -333,7 +349,7 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
             sent = 0
             for chunk in stream.chunks():
                 if sent + len(chunk) > limit:
-                    chunk = chunk[:limit - sent]
+                    chunk = chunk[: limit - sent]
                 if chunk:
                     self.wfile.write(chunk)
                 sent += len(chunk)

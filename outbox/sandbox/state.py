@@ -90,9 +90,11 @@ CREATE TABLE IF NOT EXISTS renders (
 );
 """
 
-_RENDER_COLUMNS = ("id, project_id, template_id, template_slug, version_number, idempotency_key,"
-                   " payload_hash, filename, created_ms, rendering_ms, finished_ms, outcome,"
-                   " error_message")
+_RENDER_COLUMNS = (
+    "id, project_id, template_id, template_slug, version_number, idempotency_key,"
+    " payload_hash, filename, created_ms, rendering_ms, finished_ms, outcome,"
+    " error_message"
+)
 
 
 def key_hash(key: str) -> str:
@@ -125,8 +127,9 @@ class SandboxState:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.directory / DB_NAME, check_same_thread=False,
-                                   isolation_level=None)
+        self._db = sqlite3.connect(
+            self.directory / DB_NAME, check_same_thread=False, isolation_level=None
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -158,7 +161,8 @@ class SandboxState:
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO projects (id, name, created_ms) VALUES (?, ?, ?)",
-                (project_id, name, now_ms))
+                (project_id, name, now_ms),
+            )
 
     def add_key(self, key: str, project_id: str, now_ms: int) -> None:
         """Register a project key (only its hash is kept). An existing key is left as it is,
@@ -167,7 +171,9 @@ class SandboxState:
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO api_keys (key_hash, project_id, prefix, created_ms)"
-                " VALUES (?, ?, ?, ?)", (digest, project_id, key[:13], now_ms))
+                " VALUES (?, ?, ?, ?)",
+                (digest, project_id, key[:13], now_ms),
+            )
             self._keys.pop(digest, None)
 
     def project_for_key(self, key: str) -> str | None:
@@ -180,7 +186,8 @@ class SandboxState:
         with self._lock:
             row = self._db.execute(
                 "SELECT project_id FROM api_keys WHERE key_hash = ? AND revoked_ms IS NULL",
-                (digest,)).fetchone()
+                (digest,),
+            ).fetchone()
             if len(self._keys) > 10_000:
                 self._keys.clear()
             project = str(row[0]) if row else None
@@ -193,7 +200,8 @@ class SandboxState:
         with self._lock:
             cursor = self._db.execute(
                 "UPDATE api_keys SET revoked_ms = ? WHERE key_hash = ? AND revoked_ms IS NULL",
-                (now_ms, digest))
+                (now_ms, digest),
+            )
             self._keys[digest] = None
             return cursor.rowcount > 0
 
@@ -211,7 +219,9 @@ class SandboxState:
         with self._lock:
             row = self._db.execute(
                 "SELECT id, source_fingerprint, current_version FROM templates"
-                " WHERE project_id = ? AND slug = ?", (project_id, spec.slug)).fetchone()
+                " WHERE project_id = ? AND slug = ?",
+                (project_id, spec.slug),
+            ).fetchone()
             self._templates.pop((project_id, spec.slug), None)
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -222,9 +232,20 @@ class SandboxState:
                         " template_type, current_version, fail_message, render_seconds,"
                         " source_fingerprint, created_ms, updated_ms)"
                         " VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
-                        (template_id, project_id, spec.slug, spec.name, spec.description,
-                         spec.template_type, spec.fail_message, seconds, fingerprint, now_ms,
-                         now_ms))
+                        (
+                            template_id,
+                            project_id,
+                            spec.slug,
+                            spec.name,
+                            spec.description,
+                            spec.template_type,
+                            spec.fail_message,
+                            seconds,
+                            fingerprint,
+                            now_ms,
+                            now_ms,
+                        ),
+                    )
                     current: Manifest | None = None
                 elif row[1] == fingerprint:
                     self._db.execute("COMMIT")
@@ -235,8 +256,17 @@ class SandboxState:
                         "UPDATE templates SET name = ?, description = ?, template_type = ?,"
                         " fail_message = ?, render_seconds = ?, source_fingerprint = ?,"
                         " updated_ms = ? WHERE id = ?",
-                        (spec.name, spec.description, spec.template_type, spec.fail_message,
-                         seconds, fingerprint, now_ms, template_id))
+                        (
+                            spec.name,
+                            spec.description,
+                            spec.template_type,
+                            spec.fail_message,
+                            seconds,
+                            fingerprint,
+                            now_ms,
+                            template_id,
+                        ),
+                    )
                     current = self._manifest(template_id, row[2]) if row[2] else None
                 if spec.published and spec.manifest is not None and spec.manifest != current:
                     self._publish(template_id, spec.manifest, now_ms)
@@ -245,14 +275,21 @@ class SandboxState:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def put_template(self, project_id: str, slug: str, manifest: Manifest, now_ms: int,
-                     name: str | None = None,
-                     description: str | None = None) -> tuple[TemplateRecord, bool]:
+    def put_template(
+        self,
+        project_id: str,
+        slug: str,
+        manifest: Manifest,
+        now_ms: int,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> tuple[TemplateRecord, bool]:
         """Create-or-republish: returns the template and whether it was created."""
         with self._lock:
             self._templates.pop((project_id, slug), None)
-            row = self._db.execute("SELECT id FROM templates WHERE project_id = ? AND slug = ?",
-                                   (project_id, slug)).fetchone()
+            row = self._db.execute(
+                "SELECT id FROM templates WHERE project_id = ? AND slug = ?", (project_id, slug)
+            ).fetchone()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 created = row is None
@@ -262,16 +299,19 @@ class SandboxState:
                         "INSERT INTO templates (id, project_id, slug, name, description,"
                         " template_type, created_ms, updated_ms)"
                         " VALUES (?, ?, ?, ?, ?, 'canvas', ?, ?)",
-                        (template_id, project_id, slug, name or slug, description, now_ms,
-                         now_ms))
+                        (template_id, project_id, slug, name or slug, description, now_ms, now_ms),
+                    )
                 else:
                     template_id = str(row[0])
                     if name is not None:
-                        self._db.execute("UPDATE templates SET name = ? WHERE id = ?",
-                                         (name, template_id))
+                        self._db.execute(
+                            "UPDATE templates SET name = ? WHERE id = ?", (name, template_id)
+                        )
                     if description is not None:
-                        self._db.execute("UPDATE templates SET description = ? WHERE id = ?",
-                                         (description, template_id))
+                        self._db.execute(
+                            "UPDATE templates SET description = ? WHERE id = ?",
+                            (description, template_id),
+                        )
                 self._publish(template_id, manifest, now_ms)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -283,14 +323,20 @@ class SandboxState:
 
     def _publish(self, template_id: str, manifest: Manifest, now_ms: int) -> int:
         """Publish ``manifest`` as the next version (inside the caller's transaction)."""
-        row = self._db.execute("SELECT MAX(version_number) FROM template_versions"
-                               " WHERE template_id = ?", (template_id,)).fetchone()
+        row = self._db.execute(
+            "SELECT MAX(version_number) FROM template_versions WHERE template_id = ?",
+            (template_id,),
+        ).fetchone()
         version = int(row[0] or 0) + 1
         self._db.execute(
             "INSERT INTO template_versions (template_id, version_number, manifest, created_ms)"
-            " VALUES (?, ?, ?, ?)", (template_id, version, json.dumps(manifest.to_json()), now_ms))
-        self._db.execute("UPDATE templates SET current_version = ?, updated_ms = ? WHERE id = ?",
-                         (version, now_ms, template_id))
+            " VALUES (?, ?, ?, ?)",
+            (template_id, version, json.dumps(manifest.to_json()), now_ms),
+        )
+        self._db.execute(
+            "UPDATE templates SET current_version = ?, updated_ms = ? WHERE id = ?",
+            (version, now_ms, template_id),
+        )
         return version
 
     def get_template(self, project_id: str, slug: str) -> TemplateRecord | None:
@@ -302,7 +348,9 @@ class SandboxState:
             row = self._db.execute(
                 "SELECT id, project_id, slug, name, description, template_type, current_version,"
                 " fail_message, render_seconds, created_ms, updated_ms FROM templates"
-                " WHERE project_id = ? AND slug = ?", (project_id, slug)).fetchone()
+                " WHERE project_id = ? AND slug = ?",
+                (project_id, slug),
+            ).fetchone()
             template = self._template_from_row(row) if row else None
             self._templates[cache_key] = template
             return template
@@ -313,7 +361,9 @@ class SandboxState:
             rows = self._db.execute(
                 "SELECT id, project_id, slug, name, description, template_type, current_version,"
                 " fail_message, render_seconds, created_ms, updated_ms FROM templates"
-                " WHERE project_id = ? ORDER BY updated_ms DESC, slug", (project_id,)).fetchall()
+                " WHERE project_id = ? ORDER BY updated_ms DESC, slug",
+                (project_id,),
+            ).fetchall()
             return [self._template_from_row(row) for row in rows]
 
     def manifest_for(self, template_id: str, version: int) -> Manifest | None:
@@ -324,23 +374,45 @@ class SandboxState:
     def _manifest(self, template_id: str, version: int) -> Manifest | None:
         row = self._db.execute(
             "SELECT manifest FROM template_versions WHERE template_id = ? AND version_number = ?",
-            (template_id, version)).fetchone()
+            (template_id, version),
+        ).fetchone()
         return Manifest.from_json(json.loads(row[0])) if row else None
 
     def _template_from_row(self, row: tuple[Any, ...]) -> TemplateRecord:
-        (template_id, project_id, slug, name, description, template_type, current,
-         fail_message, seconds, created_ms, updated_ms) = row
+        (
+            template_id,
+            project_id,
+            slug,
+            name,
+            description,
+            template_type,
+            current,
+            fail_message,
+            seconds,
+            created_ms,
+            updated_ms,
+        ) = row
         render_seconds: RenderSeconds | None = None
         if seconds is not None:
             parsed = json.loads(seconds)
-            render_seconds = (float(parsed[0]), float(parsed[1])) if isinstance(
-                parsed, list) else float(parsed)
+            render_seconds = (
+                (float(parsed[0]), float(parsed[1])) if isinstance(parsed, list) else float(parsed)
+            )
         manifest = self._manifest(template_id, current) if current else None
         return TemplateRecord(
-            id=template_id, project_id=project_id, slug=slug, name=name, description=description,
-            template_type=template_type, current_version=current, manifest=manifest,
-            fail_message=fail_message, render_seconds=render_seconds, created_ms=created_ms,
-            updated_ms=updated_ms)
+            id=template_id,
+            project_id=project_id,
+            slug=slug,
+            name=name,
+            description=description,
+            template_type=template_type,
+            current_version=current,
+            manifest=manifest,
+            fail_message=fail_message,
+            render_seconds=render_seconds,
+            created_ms=created_ms,
+            updated_ms=updated_ms,
+        )
 
     # --- renders --------------------------------------------------------------------------
 
@@ -350,7 +422,8 @@ class SandboxState:
             row = self._db.execute(
                 f"SELECT {_RENDER_COLUMNS} FROM renders"
                 " WHERE project_id = ? AND idempotency_key = ?",
-                (project_id, idempotency_key)).fetchone()
+                (project_id, idempotency_key),
+            ).fetchone()
             return self._cache_render(row) if row else None
 
     def create_render(self, new: NewRender) -> tuple[RenderRecord, bool]:
@@ -365,22 +438,41 @@ class SandboxState:
                 if existing is not None:
                     return existing, False
             record = RenderRecord(
-                id=_render_id(new.created_ms), project_id=new.project_id,
-                template_id=new.template.id, template_slug=new.template.slug,
-                version_number=new.version_number, idempotency_key=new.idempotency_key,
-                payload_hash=new.payload_hash, filename=new.filename,
-                created_ms=new.created_ms, rendering_ms=new.rendering_ms,
-                finished_ms=new.finished_ms, outcome=new.outcome,
-                error_message=new.error_message)
+                id=_render_id(new.created_ms),
+                project_id=new.project_id,
+                template_id=new.template.id,
+                template_slug=new.template.slug,
+                version_number=new.version_number,
+                idempotency_key=new.idempotency_key,
+                payload_hash=new.payload_hash,
+                filename=new.filename,
+                created_ms=new.created_ms,
+                rendering_ms=new.rendering_ms,
+                finished_ms=new.finished_ms,
+                outcome=new.outcome,
+                error_message=new.error_message,
+            )
             try:
                 self._db.execute(
                     f"INSERT INTO renders ({_RENDER_COLUMNS}, data)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (record.id, record.project_id, record.template_id, record.template_slug,
-                     record.version_number, record.idempotency_key, record.payload_hash,
-                     record.filename, record.created_ms, record.rendering_ms,
-                     record.finished_ms, record.outcome, record.error_message,
-                     json.dumps(new.data, separators=(",", ":"))))
+                    (
+                        record.id,
+                        record.project_id,
+                        record.template_id,
+                        record.template_slug,
+                        record.version_number,
+                        record.idempotency_key,
+                        record.payload_hash,
+                        record.filename,
+                        record.created_ms,
+                        record.rendering_ms,
+                        record.finished_ms,
+                        record.outcome,
+                        record.error_message,
+                        json.dumps(new.data, separators=(",", ":")),
+                    ),
+                )
             except sqlite3.IntegrityError:
                 # Another process sharing the folder won the race for this key.
                 if new.idempotency_key is None:
@@ -398,15 +490,15 @@ class SandboxState:
         if record is not None:
             return record
         with self._lock:
-            row = self._db.execute(f"SELECT {_RENDER_COLUMNS} FROM renders WHERE id = ?",
-                                   (render_id,)).fetchone()
+            row = self._db.execute(
+                f"SELECT {_RENDER_COLUMNS} FROM renders WHERE id = ?", (render_id,)
+            ).fetchone()
             return self._cache_render(row) if row else None
 
     def render_data(self, render_id: str) -> Any:
         """The validated data a render was made with."""
         with self._lock:
-            row = self._db.execute("SELECT data FROM renders WHERE id = ?",
-                                   (render_id,)).fetchone()
+            row = self._db.execute("SELECT data FROM renders WHERE id = ?", (render_id,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def _cache_render(self, row: tuple[Any, ...]) -> RenderRecord:
@@ -425,14 +517,24 @@ class SandboxState:
         with self._lock:
             created = self._db.execute("SELECT COUNT(*) FROM renders").fetchone()[0]
             without = self._db.execute(
-                "SELECT COUNT(*) FROM renders WHERE idempotency_key IS NULL").fetchone()[0]
-            per_key = dict(self._db.execute(
-                "SELECT idempotency_key, COUNT(*) FROM renders"
-                " WHERE idempotency_key IS NOT NULL GROUP BY idempotency_key").fetchall())
-            per_payload = dict(self._db.execute(
-                "SELECT payload_hash, COUNT(*) FROM renders GROUP BY payload_hash").fetchall())
-            per_template = dict(self._db.execute(
-                "SELECT template_slug, COUNT(*) FROM renders GROUP BY template_slug").fetchall())
+                "SELECT COUNT(*) FROM renders WHERE idempotency_key IS NULL"
+            ).fetchone()[0]
+            per_key = dict(
+                self._db.execute(
+                    "SELECT idempotency_key, COUNT(*) FROM renders"
+                    " WHERE idempotency_key IS NOT NULL GROUP BY idempotency_key"
+                ).fetchall()
+            )
+            per_payload = dict(
+                self._db.execute(
+                    "SELECT payload_hash, COUNT(*) FROM renders GROUP BY payload_hash"
+                ).fetchall()
+            )
+            per_template = dict(
+                self._db.execute(
+                    "SELECT template_slug, COUNT(*) FROM renders GROUP BY template_slug"
+                ).fetchall()
+            )
         return {
             "renders_created": int(created),
             "renders_per_key": per_key,

@@ -67,10 +67,13 @@ class TemplateSpec:
     def fingerprint(self) -> str:
         """A hash of the definition, to notice when a templates file has changed."""
         body = {
-            "name": self.name, "description": self.description, "type": self.template_type,
+            "name": self.name,
+            "description": self.description,
+            "type": self.template_type,
             "published": self.published,
             "manifest": self.manifest.to_json() if self.manifest else None,
-            "renderSeconds": self.render_seconds, "failMessage": self.fail_message,
+            "renderSeconds": self.render_seconds,
+            "failMessage": self.fail_message,
         }
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -79,8 +82,11 @@ def parse_render_seconds(value: object) -> RenderSeconds:
     """Accept a non-negative number or a ``[min, max]`` pair."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return float(value)
-    if (isinstance(value, list | tuple) and len(value) == 2
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
         low, high = float(value[0]), float(value[1])
         if 0 <= low <= high:
             return (low, high)
@@ -103,7 +109,7 @@ def parse_templates(document: object, where: str = "templates") -> list[Template
     """Turn a parsed templates document into specs; raise :class:`TemplateFileError`."""
     raw_list = document.get("templates") if isinstance(document, Mapping) else document
     if not isinstance(raw_list, list):
-        raise TemplateFileError(f"{where}: expected {{\"templates\": [...]}}")
+        raise TemplateFileError(f'{where}: expected {{"templates": [...]}}')
     specs: list[TemplateSpec] = []
     seen: set[str] = set()
     for index, raw in enumerate(raw_list):
@@ -151,7 +157,13 @@ def _parse_one(raw: object, where: str) -> TemplateSpec:
             render_seconds = parse_render_seconds(raw["renderSeconds"])
         except ValueError as exc:
             raise TemplateFileError(f"{where}: {exc}") from exc
-    return TemplateSpec(slug=slug, name=name, description=description,
-                        template_type=template_type, published=published, manifest=manifest,
-                        render_seconds=render_seconds, fail_message=fail_message)
-
+    return TemplateSpec(
+        slug=slug,
+        name=name,
+        description=description,
+        template_type=template_type,
+        published=published,
+        manifest=manifest,
+        render_seconds=render_seconds,
+        fail_message=fail_message,
+    )

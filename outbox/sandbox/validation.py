@@ -127,8 +127,13 @@ def _real_calendar_date(text: str) -> bool:
     return True
 
 
-def _validate_fields(fields: tuple[Variable, ...], source: dict[str, Any], prefix: str,
-                     out: dict[str, Any], errors: FieldErrors) -> None:
+def _validate_fields(
+    fields: tuple[Variable, ...],
+    source: dict[str, Any],
+    prefix: str,
+    out: dict[str, Any],
+    errors: FieldErrors,
+) -> None:
     """Validate ``fields`` found in ``source``, writing cleaned values into ``out``."""
     for variable in fields:
         value = _lookup(variable.path, source, prefix, errors)
@@ -145,8 +150,7 @@ def _validate_fields(fields: tuple[Variable, ...], source: dict[str, Any], prefi
         _store(out, variable.path, coerced)
 
 
-def _lookup(path: tuple[str, ...], source: dict[str, Any], prefix: str,
-            errors: FieldErrors) -> Any:
+def _lookup(path: tuple[str, ...], source: dict[str, Any], prefix: str, errors: FieldErrors) -> Any:
     """Follow a dotted path through nested objects; ``_MISSING`` when a level is absent."""
     node: Any = source
     for depth, part in enumerate(path):
