@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DownloadError, StorageFull
-from .files import fsync_dir
+from .files import fsync_dir, hard_link, rename_if_free
 
 CHUNK = 64 * 1024
 _UNSAFE = re.compile(r"[^\w ._()+,=@-]+")
@@ -117,20 +117,12 @@ def _link_unique(temp: Path, folder: Path, name: str, size: int, digest: str) ->
         if candidate.parent != folder:  # defence in depth: never outside the folder
             raise DownloadError(f"refusing to write {candidate} outside {folder}")
         try:
-            os.link(temp, candidate)
-            return candidate
-        except FileExistsError:
-            if _same_content(candidate, size, digest):
+            if hard_link(temp, candidate) or rename_if_free(temp, candidate):
                 return candidate
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-                raise
-            # File systems without hard links (FAT on SD cards): rename, after checking.
-            if candidate.exists():
-                if _same_content(candidate, size, digest):
-                    return candidate
-                continue
-            os.replace(temp, candidate)
+        except FileExistsError:
+            pass
+        # The name is taken: by this very PDF if a previous attempt crashed after saving it.
+        if _same_content(candidate, size, digest):
             return candidate
     raise DownloadError(f"no free file name for {name} in {folder}")
 

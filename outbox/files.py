@@ -1,9 +1,77 @@
-"""Small durable-file helpers shared by the downloads and the drop folder."""
+"""Safe file operations shared by the downloads and the drop folder.
+
+Nothing here ever overwrites a file that someone else put in place: a new name is claimed with a
+hard link (atomic: it fails if the name is taken), and only where the file system has no hard
+links (FAT on SD cards, some network shares) with a rename after checking the name is free.
+Writes that replace a file of ours go through a temporary file and an atomic rename, so readers
+see the old content or the whole new one.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import secrets
 from pathlib import Path
+
+#: Errors from ``link()`` that mean "no hard links here", not "something is wrong".
+NO_HARD_LINK_ERRNOS = frozenset(
+    {errno.EPERM, errno.EACCES, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+)
+
+
+def hard_link(source: Path, target: Path) -> bool:
+    """Give the file at ``source`` the extra name ``target``; False if hard links are impossible.
+
+    Never follows a symbolic link at ``source`` and never replaces ``target``: raises
+    :class:`FileExistsError` if the name is taken and :class:`FileNotFoundError` if ``source`` is
+    gone. Any other error is raised too; False means the caller should fall back to
+    :func:`rename_if_free`.
+    """
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except NotImplementedError:  # no link() without following symlinks on this platform
+        return False
+    except OSError as exc:
+        if exc.errno in NO_HARD_LINK_ERRNOS:
+            return False
+        raise
+    return True
+
+
+def rename_if_free(source: Path, target: Path) -> bool:
+    """Rename ``source`` to ``target`` unless ``target`` exists (then return False).
+
+    The fallback for file systems without hard links. The check and the rename are two steps, so
+    a writer racing for the same name could be overwritten; with hard links that cannot happen,
+    which is why :func:`hard_link` comes first. Raises :class:`FileNotFoundError` if ``source``
+    is gone.
+    """
+    if os.path.lexists(target):
+        return False
+    os.rename(source, target)
+    return True
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) so readers see the old file or the whole new one.
+
+    The temporary file is hidden (``.XXXX.tmp``) in the same folder and fsynced before the
+    rename; call :func:`fsync_dir` afterwards to make the rename itself durable.
+    """
+    temporary = path.with_name(f".{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8", "surrogateescape"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def fsync_dir(path: Path) -> None:

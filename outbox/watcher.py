@@ -35,7 +35,6 @@ import itertools
 import json
 import logging
 import os
-import secrets
 import stat
 import threading
 from collections.abc import Callable, Sequence
@@ -47,7 +46,7 @@ import watchfiles
 
 from .clock import Clock
 from .errors import EntryNotFound, InvalidArgument, JournalError
-from .files import fsync_dir
+from .files import fsync_dir, hard_link, rename_if_free, write_atomically
 from .models import Entry, RenderRequest
 from .outbox import Outbox
 
@@ -506,7 +505,7 @@ class DropFolder:
         field_errors = None if reason else look.field_errors
 
         def explain(destination: Path) -> None:
-            _write_atomically(
+            write_atomically(
                 destination.with_name(_side_name(destination.name, _ERROR_SUFFIX)),
                 f"{look.name}: {problem}\n",
             )
@@ -539,16 +538,14 @@ class DropFolder:
         for attempt in itertools.count(1):
             target = target_dir / _numbered(look.name, attempt)
             try:
-                os.link(source, target, follow_symlinks=False)
+                linked = hard_link(source, target)
             except FileExistsError:
                 if _identity(target) == identity:
                     break  # linked before a crash, or by another watcher
                 continue
             except FileNotFoundError:
                 return None
-            except (OSError, NotImplementedError) as exc:
-                if isinstance(exc, OSError) and exc.errno not in _NO_LINK_ERRNOS:
-                    raise
+            if not linked:
                 return self._move_by_rename(look, target_dir, before_release)
             if _identity(target) != identity:
                 _unlink(target)  # a new file took the name after ours was read
@@ -570,12 +567,11 @@ class DropFolder:
         source = self.folder / look.name
         for attempt in itertools.count(1):
             target = target_dir / _numbered(look.name, attempt)
-            if os.path.lexists(target):
-                continue
             if _identity(source) != look.signature[:2]:
                 return None
             try:
-                os.rename(source, target)
+                if not rename_if_free(source, target):
+                    continue
             except FileNotFoundError:
                 return None
             if before_release is not None:
@@ -673,7 +669,7 @@ class DropFolder:
             "field_errors": entry.field_errors,
             "updated_at": entry.updated_at,
         }
-        _write_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        write_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         written = ResultWritten(name, entry, path)
         self._tell(written)
         return written
@@ -937,11 +933,6 @@ def _size_problem(size: int, limit: int) -> str:
 
 # -- file-system helpers ---------------------------------------------------------------
 
-#: Errors from link() that mean "no hard links here", not "something is wrong".
-_NO_LINK_ERRNOS = frozenset(
-    {errno.EPERM, errno.EACCES, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
-)
-
 
 def _is_job_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(_SUFFIX)
@@ -1011,21 +1002,6 @@ def _numbered(name: str, attempt: int) -> str:
 def _side_name(name: str, suffix: str) -> str:
     """``job1.json`` -> ``job1`` + ``suffix``, within the 255-byte limit for names."""
     return _truncated(_stem(name), 255 - len(suffix)) + suffix
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so readers see the old file or the whole new one."""
-    temporary = path.with_name(f".{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8", "surrogateescape"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        _unlink(temporary)
-        raise
 
 
 def _shown(text: str) -> str:
