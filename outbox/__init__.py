@@ -19,6 +19,7 @@ from .errors import (
     JournalError,
     JournalFull,
     JournalTooNew,
+    LostRace,
     NotAJournal,
     Offline,
     OutboxError,
@@ -27,6 +28,7 @@ from .errors import (
     TemplateUnpublished,
     TransientError,
 )
+from .exit_codes import ExitCode
 from .models import Entry, Event, RenderRequest, State
 from .outbox import Outbox
 from .templates import CachedTemplate
@@ -46,6 +48,7 @@ __all__ = [
     "EntryBusy",
     "EntryNotFound",
     "Event",
+    "ExitCode",
     "FlushReport",
     "IllegalTransition",
     "InvalidArgument",
@@ -53,6 +56,7 @@ __all__ = [
     "JournalError",
     "JournalFull",
     "JournalTooNew",
+    "LostRace",
     "NotAJournal",
     "Offline",
     "Outbox",

@@ -1,6 +1,6 @@
 """The ``outbox`` command: thin glue between click and the :class:`~outbox.Outbox` facade.
 
-Errors from the library become one line on stderr and an exit code from :data:`EXIT_CODES`.
+Errors from the library become one line on stderr and an :class:`~outbox.exit_codes.ExitCode`.
 """
 
 from __future__ import annotations
@@ -20,42 +20,13 @@ import click
 from . import errors
 from .config import ENV_API_KEY, Config, load_config
 from .engine import FlushReport
+from .exit_codes import exit_code_for
 from .models import Entry, Event, RenderRequest, State
 from .outbox import Outbox
 from .sandbox.cli import sandbox as sandbox_command
 from .templates import CachedTemplate
 from .validation import VALIDATION_MODES, DataCheck, ValidationMode
 from .watcher import DropFolder
-
-EXIT_OK = 0
-EXIT_UNEXPECTED = 1
-EXIT_DATAERR = 65
-EXIT_TEMPFAIL = 75
-EXIT_NOPERM = 77
-EXIT_CONFIG = 78
-
-#: Most specific first: the first matching class decides the exit code.
-EXIT_CODES: tuple[tuple[type[errors.OutboxError], int], ...] = (
-    (errors.ConfigError, EXIT_CONFIG),
-    (errors.NotAJournal, EXIT_CONFIG),
-    (errors.JournalTooNew, EXIT_CONFIG),
-    (errors.AuthError, EXIT_NOPERM),
-    (errors.EntryBusy, EXIT_TEMPFAIL),
-    (errors.JournalBusy, EXIT_TEMPFAIL),
-    (errors.JournalFull, EXIT_TEMPFAIL),
-    (errors.TransientError, EXIT_TEMPFAIL),
-    (errors.InvalidArgument, EXIT_DATAERR),
-    (errors.EntryNotFound, EXIT_DATAERR),
-    (errors.IllegalTransition, EXIT_DATAERR),
-    (errors.PermanentError, EXIT_DATAERR),
-)
-
-
-def exit_code_for(exc: errors.OutboxError) -> int:
-    for kind, code in EXIT_CODES:
-        if isinstance(exc, kind):
-            return code
-    return EXIT_UNEXPECTED
 
 
 class _Group(click.Group):
@@ -534,7 +505,7 @@ def _counts_line(counts: dict[State, int]) -> str:
 
 def _report_json(report: FlushReport) -> dict[str, Any]:
     return {
-        "exit_code": report.exit_code,
+        "exit_code": int(report.exit_code),
         "drained": report.drained,
         "counts": {s.value: n for s, n in report.counts.items()},
         "moved": {s.value: n for s, n in report.moved.items()},

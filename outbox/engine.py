@@ -23,6 +23,7 @@ from .client import CraftkitClient
 from .clock import Clock
 from .config import Settings
 from .dispatcher import Dispatcher
+from .exit_codes import ExitCode
 from .gate import Gate
 from .models import UNFINISHED_STATES, Entry, Event, State
 from .pool import Crew
@@ -31,12 +32,6 @@ from .schedule import HORIZON, RenderTimes
 from .store import Journal
 
 log = logging.getLogger(__name__)
-
-EXIT_DRAINED = 0
-EXIT_SOME_FAILED = 65
-EXIT_WORK_REMAINS = 75
-EXIT_AUTH = 77
-EXIT_UNEXPECTED = 1
 
 _UNFINISHED = sorted(UNFINISHED_STATES)
 #: How often to look again when the due work is leased by another process.
@@ -69,16 +64,17 @@ class FlushReport:
         return not any(self.counts.get(state, 0) for state in UNFINISHED_STATES)
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
+        """What ``outbox flush`` exits with after this run (see :class:`ExitCode`)."""
         if self.unexpected:
-            return EXIT_UNEXPECTED
+            return ExitCode.UNEXPECTED
         if self.auth_error:
-            return EXIT_AUTH
+            return ExitCode.KEY_REFUSED
         if not self.drained or self.journal_trouble:
-            return EXIT_WORK_REMAINS
+            return ExitCode.TRY_LATER
         if self.failed or self.rejected:
-            return EXIT_SOME_FAILED
-        return EXIT_DRAINED
+            return ExitCode.DATA_ERROR
+        return ExitCode.OK
 
     @property
     def problems(self) -> list[str]:

@@ -1,7 +1,34 @@
 """One exception tree for everything outbox raises.
 
 Catch :class:`OutboxError` to handle them all. Messages are written for the person who has to
-act on them, and never contain the API key.
+act on them, and never contain the API key. The tree::
+
+    OutboxError
+    ├── ConfigError           missing or wrong configuration (no API key where one is needed)
+    ├── InvalidArgument       a malformed argument; the message names it and the rule (ValueError)
+    │   ├── DataInvalid       data the cached template says Craftkit would refuse
+    │   └── TemplateUnpublished
+    ├── JournalError          the journal file cannot be used
+    │   ├── NotAJournal       not an outbox journal; left untouched
+    │   ├── JournalTooNew     written by a newer outbox; left untouched
+    │   ├── JournalBusy       locked by another process for longer than the busy timeout
+    │   └── JournalFull       the disk is full; nothing was written
+    ├── EntryNotFound         no entry has this id (LookupError)
+    ├── IllegalTransition     the transition table forbids the move: a bug, or a request such
+    │                         as cancelling an entry that is already done
+    ├── LostRace              someone else changed the entry first (compare-and-set lost)
+    │   └── EntryBusy         the entry is leased right now; try again in a moment
+    ├── RemoteError           Craftkit, or the network in front of it, did not say yes
+    │   ├── TransientError    try again later with the same key
+    │   │   ├── Offline       the API was not reached, or something else answered
+    │   │   ├── OutcomeUnknown  sent, but no answer came back
+    │   │   ├── ServerError   a 5xx
+    │   │   ├── RateLimited   a 429
+    │   │   └── DownloadError an incomplete or foreign PDF
+    │   ├── AuthError         the API key was refused (401/403)
+    │   └── PermanentError    refused for good (400/404/409...)
+    │       └── NotFound      Craftkit does not know the render
+    └── StorageFull           the downloads folder's disk is full
 """
 
 from __future__ import annotations
@@ -74,10 +101,19 @@ class EntryNotFound(OutboxError, LookupError):
 
 
 class IllegalTransition(OutboxError):
-    """A state change that the transition table forbids, or a lost compare-and-set race."""
+    """A state change that the transition table (``models.TRANSITIONS``) forbids.
+
+    Inside outbox this is a bug; from the facade it refuses a request such as cancelling an
+    entry that Craftkit already accepted.
+    """
 
 
-class EntryBusy(IllegalTransition):
+class LostRace(OutboxError):
+    """Someone else changed the entry first: it is no longer in the state the change expected,
+    or no longer leased by this process. Nothing was written; read the entry again."""
+
+
+class EntryBusy(LostRace):
     """The entry is leased by a worker (a request for it is on the wire); try again shortly."""
 
 

@@ -7,13 +7,12 @@ by the CLI, the JSON output, the library and the database alike.
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
-import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import rules
 from .errors import InvalidArgument
 
 
@@ -150,11 +149,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?$")
-MAX_KEY_LENGTH = 200
 MAX_VERSION = 2**31 - 1
-#: Keys ending like this are the ones ``retry`` derives (``KEY~2``); callers may not use them.
-RETRY_SUFFIX = re.compile(r"~\d+$")
 
 
 @dataclass(frozen=True)
@@ -195,26 +190,11 @@ class RenderRequest:
             )
 
 
-def derived_key(key: str, generation: int) -> str:
-    """The idempotency key for the ``generation``-th submission of an entry (``KEY~2``...).
-
-    A failed render sticks to its key at Craftkit, so a retry needs a new one; keys stay within
-    Craftkit's 200 characters by shortening long ones with a hash of the whole key.
-    """
-    if generation <= 1:
-        return key
-    suffix = f"~{generation}"
-    if len(key) + len(suffix) <= MAX_KEY_LENGTH:
-        return key + suffix
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return key[: MAX_KEY_LENGTH - len(suffix) - 17] + "-" + digest + suffix
-
-
 def _check_template(template: object) -> None:
-    if not isinstance(template, str) or not SLUG_PATTERN.match(template):
+    if not rules.is_slug(template):
         raise InvalidArgument(
-            f"template {template!r} is not a valid slug: use 1-100 lowercase letters, digits, "
-            "'-' or '_', starting and ending with a letter or digit (e.g. 'inspection-report')"
+            f"template {template!r} is not a valid slug: use {rules.SLUG_RULE} "
+            "(e.g. 'inspection-report')"
         )
 
 
@@ -229,16 +209,17 @@ def _data_json(data: object) -> str:
 
 
 def _check_key(key: object) -> None:
-    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LENGTH:
+    shortest, longest = rules.IDEMPOTENCY_KEY_MIN, rules.IDEMPOTENCY_KEY_MAX
+    if not isinstance(key, str) or not shortest <= len(key) <= longest:
         length = len(key) if isinstance(key, str) else type(key).__name__
         raise InvalidArgument(
-            f"key must be a string of 1-{MAX_KEY_LENGTH} characters (got {length})"
+            f"key must be a string of {shortest}-{longest} characters (got {length})"
         )
-    if not all(" " <= char <= "~" for char in key):
+    if not rules.is_header_safe(key):
         raise InvalidArgument(
             "key may contain only printable ASCII characters (it is sent as an HTTP header)"
         )
-    if RETRY_SUFFIX.search(key):
+    if rules.has_retry_suffix(key):
         raise InvalidArgument(
             f"key {key!r} ends in '~' and a number, which outbox reserves for retries"
         )

@@ -21,7 +21,8 @@ from .clock import Clock
 from .config import DEFAULT_BASE_URL, Settings, default_downloads
 from .engine import Engine, FlushReport
 from .errors import ConfigError, IllegalTransition, InvalidArgument
-from .models import Entry, Event, RenderRequest, State, derived_key
+from .models import Entry, Event, RenderRequest, State
+from .rules import derived_key
 from .store import Durability, Journal
 from .templates import CachedTemplate
 from .validation import Checker, DataCheck, ValidationMode, validation_mode

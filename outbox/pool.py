@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 
 from .clock import Clock
-from .errors import AuthError, JournalBusy, JournalFull, Offline, RateLimited, RemoteError
+from .errors import AuthError, JournalBusy, JournalFull, LostRace, Offline, RateLimited, RemoteError
 from .gate import Gate
 from .models import Entry, State
 from .schedule import HORIZON
@@ -114,6 +114,10 @@ class Crew:
             # is worked again later, with the same key. Nothing is lost.
             log.error("entry %s: %s", entry.id, exc)
             self.journal_trouble = str(exc)
+        except LostRace as exc:
+            # Our lease ran out during a slow request and another worker took the entry over:
+            # its outcome stands, ours is dropped. It sends the same key, so nothing doubles.
+            log.warning("entry %s: %s; leaving it to the worker that took it over", entry.id, exc)
         except Exception as exc:
             log.exception("unexpected error while handling entry %s", entry.id)
             self.unexpected.append(f"entry {entry.id}: unexpected {type(exc).__name__}: {exc}")

@@ -1,10 +1,11 @@
-"""The data rules of a Craftkit render, in one place.
+"""The rules of a Craftkit render, in one place: template slugs, idempotency keys, data.
 
 Craftkit validates render data with Zod and reports failures as Zod's ``flatten()`` output.
 Everything that decides whether a value is accepted, and every message a rejection carries,
 is defined here as a module-level constant. Two sides read this one copy: the sandbox (its
-validator and the ``jsonSchema`` it publishes) and outbox's own offline check of data before
-it is queued (:mod:`outbox.validation`), so both speak with exactly the same words.
+validator, the ``jsonSchema`` it publishes, the slugs and keys it takes) and outbox's own
+checks before a request is queued (:mod:`outbox.models`, :mod:`outbox.validation`), so both
+accept the same things and speak with exactly the same words.
 
 The regular expressions are written to mean the same thing in Python (used with
 :func:`re.fullmatch`) and in ECMAScript (used by JSON Schema validators), so they avoid
@@ -13,7 +14,72 @@ The regular expressions are written to mean the same thing in Python (used with
 
 from __future__ import annotations
 
-from typing import Final
+import hashlib
+import re
+from typing import Final, TypeGuard
+
+# --- Template slugs -----------------------------------------------------------------------
+
+#: A template slug. Craftkit's docs give no grammar for slugs: they appear only as the
+#: ``:slug`` path segment, and an unknown one is answered with 404 ``template_not_found``.
+#: So the rule must (1) be safe as a URL path segment without escaping, and (2) never refuse
+#: offline a slug that Craftkit may hold, since that request could then never be queued,
+#: whereas a slug Craftkit lacks costs one clear 404 rejection. Lowercase letters, digits,
+#: ``-`` and ``_``, starting and ending with a letter or digit, covers every slug style in use
+#: (``inspection-report``, ``site_visit``). The 100-character cap is outbox's own.
+SLUG_PATTERN: Final = r"^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$"
+SLUG_MAX_LENGTH: Final = 100
+#: The slug rule in words, for error messages.
+SLUG_RULE: Final = (
+    f"1-{SLUG_MAX_LENGTH} lowercase letters, digits, '-' or '_', starting and ending with a "
+    "letter or digit"
+)
+
+
+def is_slug(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a template slug both outbox and the sandbox accept."""
+    return (
+        isinstance(value, str)
+        and len(value) <= SLUG_MAX_LENGTH
+        and re.fullmatch(SLUG_PATTERN, value) is not None
+    )
+
+
+# --- Idempotency keys ---------------------------------------------------------------------
+
+#: Idempotency keys (``Idempotency-Key`` header or body ``jobId``) must have this many characters.
+IDEMPOTENCY_KEY_MIN: Final = 1
+IDEMPOTENCY_KEY_MAX: Final = 200
+#: Keys ending like this are the ones ``retry`` derives (``KEY~2``); callers may not use them.
+RETRY_SUFFIX_PATTERN: Final = r"~[0-9]+$"
+
+
+def is_header_safe(key: str) -> bool:
+    """Whether ``key`` can travel as an HTTP header value: printable ASCII only."""
+    return all(" " <= char <= "~" for char in key)
+
+
+def has_retry_suffix(key: str) -> bool:
+    """Whether ``key`` ends the way keys derived by ``retry`` do (``~`` and a number)."""
+    return re.search(RETRY_SUFFIX_PATTERN, key) is not None
+
+
+def derived_key(key: str, generation: int) -> str:
+    """The idempotency key for the ``generation``-th submission of an entry (``KEY~2``...).
+
+    A failed render sticks to its key at Craftkit, so a retry needs a new one; keys stay within
+    Craftkit's 200 characters by shortening long ones with a hash of the whole key.
+    """
+    if generation <= 1:
+        return key
+    suffix = f"~{generation}"
+    if len(key) + len(suffix) <= IDEMPOTENCY_KEY_MAX:
+        return key + suffix
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return key[: IDEMPOTENCY_KEY_MAX - len(suffix) - 17] + "-" + digest + suffix
+
+
+# --- Render data --------------------------------------------------------------------------
 
 #: The ``dataType`` values a manifest variable may have (craftkit-api.md section 2.1).
 DATA_TYPES: Final = frozenset(
@@ -33,10 +99,6 @@ DATA_TYPES: Final = frozenset(
 
 #: Longest loop array accepted in render data.
 MAX_LOOP_ITEMS: Final = 10_000
-
-#: Idempotency keys (``Idempotency-Key`` header or body ``jobId``) must have this many characters.
-IDEMPOTENCY_KEY_MIN: Final = 1
-IDEMPOTENCY_KEY_MAX: Final = 200
 
 #: A string that ``number`` and ``currency`` variables coerce to a number.
 NUMERIC_STRING_PATTERN: Final = r"^-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"

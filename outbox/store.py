@@ -34,6 +34,7 @@ from .errors import (
     JournalError,
     JournalFull,
     JournalTooNew,
+    LostRace,
     NotAJournal,
 )
 from .models import Entry, Event, RenderRequest, State, can_move
@@ -588,9 +589,11 @@ class Journal:
     ) -> Entry:
         """Move an entry from ``source`` to ``target`` and record the event, atomically.
 
-        Compare-and-set: fails with :class:`IllegalTransition` if the entry is no longer in
-        ``source``, or (when ``owner`` is given) no longer leased by ``owner``, or (when
-        ``unleased``) leased by anyone right now. Releases the lease.
+        Raises :class:`IllegalTransition` if the transition table forbids the move. Then
+        compare-and-set: fails with :class:`LostRace` if the entry is no longer in ``source``
+        or (when ``owner`` is given) no longer leased by ``owner``, and with
+        :class:`EntryBusy` when ``unleased`` is asked and anyone leases it right now.
+        Releases the lease.
         """
         if not can_move(source, target):
             raise IllegalTransition(f"an entry cannot move from {source} to {target}")
@@ -677,7 +680,7 @@ class Journal:
         if current is None:
             raise EntryNotFound(f"no entry with id {entry_id!r} in {self.path}")
         if current["state"] != source.value:
-            raise IllegalTransition(
+            raise LostRace(
                 f"entry {entry_id} is {current['state']}, not {source}; someone else moved it"
             )
         if unleased:
@@ -685,7 +688,7 @@ class Journal:
                 f"entry {entry_id} is being worked on right now (a request for it is on the "
                 "wire); try again in a moment"
             )
-        raise IllegalTransition(f"entry {entry_id} is no longer leased by this process")
+        raise LostRace(f"entry {entry_id} is no longer leased by this process")
 
     def lease_holder(self, entry_id: str) -> str | None:
         """Who holds a live lease on the entry right now, if anyone."""

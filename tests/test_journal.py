@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support import API_KEY_IN_TESTS, run_cli
 
-from outbox import EntryBusy, EntryNotFound, IllegalTransition, Outbox, State
+from outbox import EntryBusy, EntryNotFound, IllegalTransition, LostRace, Outbox, State
 from outbox.clock import Clock
 from outbox.store import Journal
 
@@ -82,7 +82,7 @@ def test_illegal_moves_raise_and_change_nothing(db_path: Path) -> None:
     with pytest.raises(IllegalTransition, match="cannot move from cancelled to pending"):
         journal.transition(entry.id, State.CANCELLED, State.PENDING)
     # A compare-and-set against a stale idea of the state loses.
-    with pytest.raises(IllegalTransition, match="is cancelled, not pending"):
+    with pytest.raises(LostRace, match="is cancelled, not pending"):
         journal.transition(entry.id, State.PENDING, State.SUBMITTED, render_id="r1")
     assert journal.get(entry.id).state is State.CANCELLED
     assert [e.to_state for e in journal.history(entry.id)] == [State.PENDING, State.CANCELLED]
@@ -104,7 +104,7 @@ def test_claims_lease_entries_once_until_the_lease_expires(db_path: Path) -> Non
     clock.t += 31
     third = journal.claim_due(State.PENDING, owner="c", lease_seconds=30, limit=5, horizon=3600)
     assert {e.id for e in third} == {e.id for e in entries}
-    with pytest.raises(IllegalTransition, match="no longer leased by this process"):
+    with pytest.raises(LostRace, match="no longer leased by this process"):
         journal.transition(entries[0].id, State.PENDING, State.SUBMITTED, owner="a")
     moved = journal.transition(
         entries[0].id, State.PENDING, State.SUBMITTED, owner="c", render_id="r-1"

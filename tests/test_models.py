@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from outbox import InvalidArgument, RenderRequest, State
-from outbox.models import TERMINAL_STATES, TRANSITIONS, can_move, derived_key
+from outbox.models import TERMINAL_STATES, TRANSITIONS, can_move
+from outbox.rules import derived_key
 
 
 @pytest.mark.parametrize(

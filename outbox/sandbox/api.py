@@ -25,7 +25,7 @@ from outbox.sandbox.models import FAILED, SUCCEEDED, RenderRecord, TemplateRecor
 from outbox.sandbox.pdf import PdfDocument, render_pdf
 from outbox.sandbox.schema import json_schema
 from outbox.sandbox.state import NewRender, SandboxState
-from outbox.sandbox.templates import SLUG_PATTERN, RenderSeconds
+from outbox.sandbox.templates import RenderSeconds
 from outbox.sandbox.validation import validate_data
 
 logger = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ class CraftkitAPI:
         """``PUT /v1/templates/:slug``: create (201) or publish a new version (200)."""
         project = self._project(request)
         body = self._parse_json(request)
-        if not SLUG_PATTERN.fullmatch(slug):
+        if not rules.is_slug(slug):
             return error(
                 400, "invalid_request", "Invalid slug.", flat_issues({"slug": ["Invalid slug"]})
             )

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from outbox import rules
 from outbox.sandbox.api import ApiConfig, CraftkitAPI, template_json
 from outbox.sandbox.counters import RequestCounters
 from outbox.sandbox.faults import FaultInjector, Faults
@@ -34,7 +35,6 @@ from outbox.sandbox.manifest import Manifest
 from outbox.sandbox.server import SandboxHTTPServer
 from outbox.sandbox.state import SandboxState
 from outbox.sandbox.templates import (
-    SLUG_PATTERN,
     RenderSeconds,
     TemplateSpec,
     load_templates,
@@ -237,7 +237,7 @@ class Sandbox:
     ) -> dict[str, Any]:
         """Publish a new version of a main-project template (creating it if needed), like
         ``PUT /v1/templates/:slug``; returns the template as ``GET`` shows it."""
-        if not SLUG_PATTERN.fullmatch(slug):
+        if not rules.is_slug(slug):
             raise ValueError(f"invalid slug {slug!r}")
         parsed = manifest if isinstance(manifest, Manifest) else Manifest.from_json(manifest)
         with self._api_context() as api:

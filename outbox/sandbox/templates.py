@@ -31,17 +31,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from outbox import rules
 from outbox.sandbox.manifest import Manifest, ManifestError
 
 #: The file holding the built-in templates.
 BUILTIN_TEMPLATES: Path = Path(__file__).with_name("templates.json")
-
-SLUG_PATTERN = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 #: A render time: fixed seconds, or a (min, max) range sampled per render.
 RenderSeconds = float | tuple[float, float]
@@ -125,8 +123,8 @@ def _parse_one(raw: object, where: str) -> TemplateSpec:
     if not isinstance(raw, Mapping):
         raise TemplateFileError(f"{where}: expected an object")
     slug = raw.get("slug")
-    if not isinstance(slug, str) or not SLUG_PATTERN.fullmatch(slug):
-        raise TemplateFileError(f"{where}: 'slug' must be lowercase letters, digits and dashes")
+    if not rules.is_slug(slug):
+        raise TemplateFileError(f"{where}: 'slug' must be {rules.SLUG_RULE}")
     name = raw.get("name", slug)
     description = raw.get("description")
     template_type = raw.get("templateType", "canvas")
