@@ -11,14 +11,91 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 #: Errors from ``link()`` that mean "no hard links here", not "something is wrong".
 NO_HARD_LINK_ERRNOS = frozenset(
     {errno.EPERM, errno.EACCES, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
 )
+
+#: Device and inode: which file a name points to.
+FileIdentity = tuple[int, int]
+
+
+def identity(path: Path) -> FileIdentity | None:
+    """The device and inode of ``path`` itself (a link is not followed); None if nothing is there."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def move_without_overwriting(
+    source: Path,
+    expected: FileIdentity,
+    target_dir: Path,
+    names: Callable[[int], str],
+    before_release: Callable[[Path], None] | None = None,
+) -> Path | None:
+    """Move the file at ``source`` into ``target_dir`` under the first free name of ``names(1)``,
+    ``names(2)``...; never overwrite anything, and move only the file that was read.
+
+    ``expected`` is the identity of the file that was read. Returns None if it vanished or was
+    replaced since (another process moved it, or a writer renamed a new file over it). A
+    destination that already is this file (linked before a crash, or by another process) is
+    taken as it is. ``before_release`` runs once the destination holds the file and before the
+    original name is freed, so a crash in between leaves the file in place to be handled again.
+    """
+    target_dir.mkdir(exist_ok=True)
+    for attempt in itertools.count(1):
+        target = target_dir / names(attempt)
+        try:
+            linked = hard_link(source, target)
+        except FileExistsError:
+            if identity(target) == expected:
+                break  # linked before a crash, or by another process
+            continue
+        except FileNotFoundError:
+            return None
+        if not linked:
+            return _move_by_rename(source, expected, target_dir, names, before_release)
+        if identity(target) != expected:
+            _unlink(target)  # a new file took the name after ours was read
+            return None
+        break
+    if before_release is not None:
+        before_release(target)
+    if identity(source) == expected:
+        _unlink(source)
+    return target
+
+
+def _move_by_rename(
+    source: Path,
+    expected: FileIdentity,
+    target_dir: Path,
+    names: Callable[[int], str],
+    before_release: Callable[[Path], None] | None,
+) -> Path | None:
+    """:func:`move_without_overwriting` where there are no hard links."""
+    for attempt in itertools.count(1):
+        target = target_dir / names(attempt)
+        if identity(source) != expected:
+            return None
+        try:
+            if not rename_if_free(source, target):
+                continue
+        except FileNotFoundError:
+            return None
+        if before_release is not None:
+            before_release(target)
+        return target
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def hard_link(source: Path, target: Path) -> bool:
@@ -69,8 +146,7 @@ def write_atomically(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+        _unlink(temporary)
         raise
 
 
@@ -86,3 +162,8 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -71,6 +71,16 @@ class Outbox:
     def __repr__(self) -> str:
         return f"<Outbox {str(self.journal.path)!r} base_url={self.base_url!r}>"
 
+    @property
+    def path(self) -> Path:
+        """The journal file."""
+        return self.journal.path
+
+    @property
+    def schema_version(self) -> int:
+        """The journal's schema version (upgraded on open to the newest this outbox knows)."""
+        return self.journal.schema_version
+
     # -- lifecycle -----------------------------------------------------------------------
 
     def close(self) -> None:
@@ -359,6 +369,11 @@ class Outbox:
         """The entry with this id (or unique id prefix of 6+ characters)."""
         return self.journal.get(entry_id)
 
+    def find_by_key(self, key: str) -> Entry | None:
+        """The entry first enqueued with this idempotency key, if any (a retry's ``KEY~2``
+        still finds it under ``KEY``)."""
+        return self.journal.find_by_key(key)
+
     def list(
         self, state: State | str | None = None, limit: int | None = None
     ) -> builtins.list[Entry]:
@@ -397,6 +412,15 @@ class Outbox:
         start = self.journal.last_event_id() if since is None else since
         return self._follow(start, timeout, poll_interval)
 
+    def events_after(self, event_id: int, *, limit: int = 1000) -> builtins.list[Event]:
+        """Up to ``limit`` events of all entries with an id above ``event_id``, oldest first,
+        whichever process made them; returns at once (:meth:`changes` waits for more).
+
+        Event ids only grow and are never handed out twice, even after a purge, so a reader
+        that keeps the last id it handled (with :meth:`set_status`, say) misses no change.
+        """
+        return self.journal.events_after(event_id, limit=limit)
+
     def _follow(self, last: int, timeout: float | None, poll_interval: float) -> Iterator[Event]:
         wake = threading.Event()
         remove = self.journal.add_listener(lambda _event: wake.set())
@@ -424,6 +448,15 @@ class Outbox:
     def status(self) -> dict[str, Any]:
         """Journal-wide facts: last connectivity check, pause reason, ..."""
         return self.journal.status()
+
+    def set_status(self, name: str, value: Any) -> None:
+        """Record a journal-wide fact (JSON-serialisable) under ``name``, for every process.
+
+        :meth:`status` returns it, with ``NAME_at`` saying when it was recorded. outbox keeps
+        its own facts there too (``connectivity``, ``auth``, ``drop_folder:PATH``...): give
+        yours a name of its own.
+        """
+        self.journal.set_status(name, value)
 
     # -- template cache ------------------------------------------------------------------
 

@@ -6,6 +6,10 @@ complete job file and moves it to ``accepted/``; an invalid one goes to ``reject
 ``NAME.error.txt`` saying what is wrong; and once an entry reaches a terminal state,
 ``results/NAME.result.json`` tells the app how it ended.
 
+The pieces: :mod:`outbox.jobfiles` parses a job file and derives its key (pure),
+:mod:`outbox.files` moves files without overwriting anything, :mod:`outbox.resultfiles` writes
+the result files; this module finds the files, decides when each is complete, and runs the loop.
+
 Crash safety comes from the order of the steps: the entries are committed first and the files
 moved second, and a file without a ``key`` gets one derived from its content, so a file
 processed again after a crash maps to the entry it already made. Moves never overwrite anything:
@@ -27,12 +31,7 @@ In a long-running process (this is what ``outbox watch`` does)::
 
 from __future__ import annotations
 
-import contextlib
-import difflib
 import errno
-import hashlib
-import itertools
-import json
 import logging
 import os
 import stat
@@ -40,15 +39,28 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import watchfiles
 
 from .clock import Clock
-from .errors import EntryNotFound, InvalidArgument, JournalError
-from .files import fsync_dir, hard_link, rename_if_free, write_atomically
+from .errors import InvalidArgument, JournalError
+from .files import identity, move_without_overwriting, write_atomically
+from .jobfiles import (
+    conflict,
+    derive_key,
+    is_job_name,
+    job_from_document,
+    name_problem,
+    numbered,
+    parse,
+    shown,
+    side_name,
+    size_problem,
+)
 from .models import Entry, RenderRequest
 from .outbox import Outbox
+from .resultfiles import RESULTS, ResultFiles, ResultWritten
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +77,11 @@ DEFAULT_TICK = 0.5
 
 ACCEPTED = "accepted"
 REJECTED = "rejected"
-RESULTS = "results"
-JOB_FIELDS = ("template", "data", "key", "filename", "version")
-#: Longest job file name, in bytes, so that ``NAME.result.json`` and friends fit in 255.
-MAX_NAME_BYTES = 200
 #: Files per journal transaction, and bytes of job files held in memory at once.
 BATCH_FILES = 1000
 BATCH_BYTES = 64 * MiB
 
-_SUFFIX = ".json"
 _ERROR_SUFFIX = ".error.txt"
-_RESULT_SUFFIX = ".result.json"
-#: Marks in ``results/`` that a job file maps to an entry made from another file (same key):
-#: ``.alias-ENTRYID-NAME.json.alias``, hidden and not ending in ``.json``.
-_ALIAS_PREFIX = ".alias-"
-_ALIAS_SUFFIX = ".alias"
-_BOM = b"\xef\xbb\xbf"
 _WATCH_DEBOUNCE_MS = 50
 _WATCH_STEP_MS = 20
 
@@ -102,7 +103,7 @@ class Accepted:
 
     def describe(self) -> str:
         note = " (already enqueued)" if self.known else ""
-        return _shown(f"accepted {self.file} -> entry {self.entry.id}{note}")
+        return shown(f"accepted {self.file} -> entry {self.entry.id}{note}")
 
 
 @dataclass(frozen=True)
@@ -119,19 +120,7 @@ class Rejected:
 
     def describe(self) -> str:
         """One line: the reason's first line (data problems list their fields below it)."""
-        return _shown(f"rejected {self.file}: {self.reason.splitlines()[0]}")
-
-
-@dataclass(frozen=True)
-class ResultWritten:
-    """``results/NAME.result.json`` was written for a job file whose entry is terminal."""
-
-    file: str
-    entry: Entry
-    path: Path
-
-    def describe(self) -> str:
-        return _shown(f"result {self.file}: {self.entry.state.value}")
+        return shown(f"rejected {self.file}: {self.reason.splitlines()[0]}")
 
 
 Outcome = Accepted | Rejected | ResultWritten
@@ -166,32 +155,6 @@ class _Look:
     problem: str | None = None
     request: RenderRequest | None = None
     field_errors: dict[str, list[str]] | None = None
-
-
-@dataclass(frozen=True)
-class _Cursor:
-    """The last journal event :meth:`DropFolder.write_results` handled."""
-
-    event_id: int = 0
-    entry_id: str = ""
-    at: str = ""
-
-    @classmethod
-    def from_fact(cls, fact: Any) -> _Cursor:
-        if not isinstance(fact, dict):
-            return cls()
-        return cls(
-            int(fact.get("results_after_event", 0)),
-            str(fact.get("event_entry_id", "")),
-            str(fact.get("event_at", "")),
-        )
-
-    def to_fact(self) -> dict[str, Any]:
-        return {
-            "results_after_event": self.event_id,
-            "event_entry_id": self.entry_id,
-            "event_at": self.at,
-        }
 
 
 @dataclass
@@ -247,7 +210,7 @@ class DropFolder:
         #: Monotonic time at which a waiting file may be decidable; None if nothing waits.
         self._wake_at: float | None = None
         self._stop = threading.Event()
-        self._cursor: _Cursor | None = None
+        self._results = ResultFiles(outbox, path, self._tell)
         #: The problem last logged per activity, so a lasting one is logged once.
         self._complaints: dict[str, str] = {}
 
@@ -257,7 +220,7 @@ class DropFolder:
     @property
     def status_name(self) -> str:
         """The journal status fact holding how far :meth:`write_results` has read the changes."""
-        return f"drop_folder:{self.folder}"
+        return self._results.status_name
 
     # -- scanning ------------------------------------------------------------------------
 
@@ -272,7 +235,7 @@ class DropFolder:
         found: list[tuple[str, os.stat_result]] = []
         with os.scandir(self.folder) as listing:
             for item in listing:
-                if _is_job_name(item.name):
+                if is_job_name(item.name):
                     try:
                         found.append((item.name, item.stat(follow_symlinks=False)))
                     except FileNotFoundError:
@@ -314,7 +277,7 @@ class DropFolder:
             if self.clock.wait(self._stop, self.recheck):
                 return
             for look in unconfirmed:
-                if _lstat_signature(self.folder / look.name) == look.signature:
+                if _signature_at(self.folder / look.name) == look.signature:
                     ready.append(look)
                 else:
                     self._wait_for(look.name, self.clock.monotonic() + self.recheck, report)
@@ -335,16 +298,16 @@ class DropFolder:
     def _wait_for(self, name: str, when: float, report: ScanReport) -> None:
         report.waiting.append(name)
         self._wake_at = when if self._wake_at is None else min(self._wake_at, when)
-        log.debug("%s is not complete yet", _shown(name))
+        log.debug("%s is not complete yet", shown(name))
 
     def _inspect(self, name: str, st: os.stat_result) -> _Look:
         signature = _signature(st)
         path = self.folder / name
-        problem = _name_problem(name)
+        problem = name_problem(name)
         if problem is None:
             problem = _kind_problem(path, st)
         if problem is None and st.st_size > self.max_bytes:
-            problem = _size_problem(st.st_size, self.max_bytes)
+            problem = size_problem(st.st_size, self.max_bytes)
         if problem is not None:
             return _Look(name, signature, "bad", problem)
         sighting = self._sightings.get(name)
@@ -359,8 +322,8 @@ class DropFolder:
         except OSError as exc:
             return _Look(name, signature, "unparsed", f"the file cannot be read: {exc.strerror}")
         if signature[2] > self.max_bytes:
-            return _Look(name, signature, "bad", _size_problem(signature[2], self.max_bytes))
-        problem, document = _parse(content)
+            return _Look(name, signature, "bad", size_problem(signature[2], self.max_bytes))
+        problem, document = parse(content)
         if problem is not None:
             return _Look(name, signature, "unparsed", problem)
         try:
@@ -400,43 +363,15 @@ class DropFolder:
             raise _Unstable
         return b"".join(chunks), after
 
-    def _request(self, name: str, document: Any) -> RenderRequest:
+    def _request(self, name: str, document: object) -> RenderRequest:
         """The render request a parsed job file asks for; InvalidArgument says what is wrong."""
-        if not isinstance(document, dict):
-            raise InvalidArgument(
-                'the file must hold a JSON object like {"template": "slug", "data": {...}}, not '
-                + _json_kind(document)
-            )
-        unknown = [key for key in document if key not in JOB_FIELDS]
-        if unknown:
-            raise InvalidArgument(_unknown_fields_problem(unknown))
-        for required in ("template", "data"):
-            if required not in document:
-                raise InvalidArgument(f'the required field "{required}" is missing')
-        template, data = document["template"], document["data"]
-        if not isinstance(template, str):
-            raise InvalidArgument(
-                f'"template" must be a string (the template slug), not {_json_kind(template)}'
-            )
-        if not isinstance(data, dict):
-            raise InvalidArgument(f'"data" must be a JSON object ({{...}}), not {_json_kind(data)}')
-        key = _optional(document, "key", str, "a string")
-        filename = _optional(document, "filename", str, "a string")
-        version = _optional(document, "version", int, "a whole number")
-        try:
-            json.dumps(document, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidArgument(
-                "the file contains a \\u escape for half of a surrogate pair, which is not valid text"
-            ) from None
-        if key is None:
-            key = derive_key(template, data, filename, version)
+        job = job_from_document(document)
         return self.outbox.prepare(
-            template,
-            data,
-            key=key,
-            filename=filename,
-            version=version,
+            job.template,
+            job.data,
+            key=job.key,
+            filename=job.filename,
+            version=job.version,
             source=str(self.folder / name),
         )
 
@@ -446,8 +381,7 @@ class DropFolder:
         if not looks:
             return
         requests = [look.request for look in looks if look.request is not None]
-        journal = self.outbox.journal
-        known = {r.key for r in requests if r.key and journal.find_by_key(r.key) is not None}
+        known = {r.key for r in requests if r.key and self.outbox.find_by_key(r.key) is not None}
         outcomes = self._enqueue(requests)
         if self.after_enqueue is not None:
             self.after_enqueue([o for o in outcomes if isinstance(o, Entry)])
@@ -456,27 +390,27 @@ class DropFolder:
             if isinstance(outcome, str):
                 self._reject(look, report, outcome)
                 continue
-            conflict = _conflict(outcome, request)
-            if conflict is not None:
-                self._reject(look, report, conflict)
+            problem = conflict(outcome, request)
+            if problem is not None:
+                self._reject(look, report, problem)
                 continue
             if outcome.source != request.source:
-                self._mark_alias(outcome.id, look.name)
+                self._results.mark_alias(outcome.id, look.name)
                 marked = True
             moved = self._move(look, ACCEPTED)
             self._sightings.pop(look.name, None)
             if moved is None:
-                log.debug("%s was moved or replaced by someone else", _shown(look.name))
+                log.debug("%s was moved or replaced by someone else", shown(look.name))
                 continue
             again = request.key in known or outcome.source != request.source
             accepted = Accepted(look.name, outcome, again, moved)
             report.accepted.append(accepted)
             self._tell(accepted)
             if outcome.state.is_terminal:
-                self._write_result(look.name, outcome)
+                self._results.write(look.name, outcome)
                 marked = True
         if marked:
-            fsync_dir(self.folder / RESULTS)
+            self._results.sync()
 
     def _enqueue(self, requests: list[RenderRequest]) -> list[Entry | str]:
         """Enqueue in one transaction; if one request breaks it, enqueue one by one.
@@ -506,7 +440,7 @@ class DropFolder:
 
         def explain(destination: Path) -> None:
             write_atomically(
-                destination.with_name(_side_name(destination.name, _ERROR_SUFFIX)),
+                destination.with_name(side_name(destination.name, _ERROR_SUFFIX)),
                 f"{look.name}: {problem}\n",
             )
 
@@ -526,58 +460,17 @@ class DropFolder:
     ) -> Path | None:
         """Move the file that was read to ``subfolder`` under a free name; never overwrite.
 
-        Returns None if the file vanished or was replaced by another one since it was read
-        (another watcher moved it, or a writer renamed a new file over it). ``before_release``
-        runs once the destination holds the file and before the original name is freed, so a
-        crash in between leaves the file in place to be processed again.
+        Returns None if the file vanished or was replaced by another one since it was read.
+        ``before_release`` runs once the destination holds the file and before the original
+        name is freed (see :func:`~outbox.files.move_without_overwriting`).
         """
-        source = self.folder / look.name
-        target_dir = self.folder / subfolder
-        target_dir.mkdir(exist_ok=True)
-        identity = look.signature[:2]
-        for attempt in itertools.count(1):
-            target = target_dir / _numbered(look.name, attempt)
-            try:
-                linked = hard_link(source, target)
-            except FileExistsError:
-                if _identity(target) == identity:
-                    break  # linked before a crash, or by another watcher
-                continue
-            except FileNotFoundError:
-                return None
-            if not linked:
-                return self._move_by_rename(look, target_dir, before_release)
-            if _identity(target) != identity:
-                _unlink(target)  # a new file took the name after ours was read
-                return None
-            break
-        if before_release is not None:
-            before_release(target)
-        if _identity(source) == identity:
-            _unlink(source)
-        return target
-
-    def _move_by_rename(
-        self,
-        look: _Look,
-        target_dir: Path,
-        before_release: Callable[[Path], None] | None,
-    ) -> Path | None:
-        """The fallback for folders and file systems without hard links."""
-        source = self.folder / look.name
-        for attempt in itertools.count(1):
-            target = target_dir / _numbered(look.name, attempt)
-            if _identity(source) != look.signature[:2]:
-                return None
-            try:
-                if not rename_if_free(source, target):
-                    continue
-            except FileNotFoundError:
-                return None
-            if before_release is not None:
-                before_release(target)
-            return target
-        raise AssertionError("unreachable")  # pragma: no cover
+        return move_without_overwriting(
+            self.folder / look.name,
+            look.signature[:2],
+            self.folder / subfolder,
+            lambda attempt: numbered(look.name, attempt),
+            before_release,
+        )
 
     # -- results -------------------------------------------------------------------------
 
@@ -588,115 +481,7 @@ class DropFolder:
         Reads the journal's change feed from where the previous call (in any process) got to,
         so changes made by other processes and while no watcher ran are picked up too.
         """
-        journal = self.outbox.journal
-        after = self._read_up_to()
-        written: list[ResultWritten] = []
-        aliases: dict[str, list[str]] | None = None
-        while True:
-            events = journal.events_after(after)
-            if not events:
-                break
-            # Entries that finished, and finished entries that were retried: a result file
-            # must never keep saying "failed" while the job is being rendered again.
-            changed = dict.fromkeys(
-                e.entry_id
-                for e in events
-                if e.to_state.is_terminal or (e.from_state is not None and e.from_state.is_terminal)
-            )
-            batch: list[ResultWritten] = []
-            for entry_id in changed:
-                try:
-                    entry = journal.get(entry_id)
-                except EntryNotFound:
-                    continue  # purged since
-                if aliases is None:
-                    aliases = self._aliases()
-                for name in self._names_for(entry, aliases):
-                    batch.append(self._write_result(name, entry))
-            if batch:
-                fsync_dir(self.folder / RESULTS)
-                written.extend(batch)
-            last = events[-1]
-            self._cursor = _Cursor(last.id, last.entry_id, last.at)
-            journal.set_status(self.status_name, self._cursor.to_fact())
-            after = last.id
-        return written
-
-    def _read_up_to(self) -> int:
-        """The id of the last event already handled, checked against the journal.
-
-        Event ids are reused once the newest events are deleted (a purge of an idle journal), so
-        new events could hide below a bare id. The cursor remembers which event it stopped at;
-        if that event is gone, the whole feed is read again: rewriting a result does no harm.
-        """
-        if self._cursor is None:
-            self._cursor = _Cursor.from_fact(self.outbox.journal.status().get(self.status_name))
-        cursor = self._cursor
-        if cursor.event_id == 0:
-            return 0
-        found = self.outbox.journal.events_after(cursor.event_id - 1, limit=1)
-        if found and (found[0].id, found[0].entry_id, found[0].at) == (
-            cursor.event_id,
-            cursor.entry_id,
-            cursor.at,
-        ):
-            return cursor.event_id
-        log.info(
-            "event %d of the journal is gone; reading its changes from the start", cursor.event_id
-        )
-        return 0
-
-    def _names_for(self, entry: Entry, aliases: dict[str, list[str]]) -> list[str]:
-        names: list[str] = []
-        if entry.source and os.path.dirname(entry.source) == str(self.folder):
-            names.append(os.path.basename(entry.source))
-        names.extend(name for name in aliases.get(entry.id, []) if name not in names)
-        return names
-
-    def _write_result(self, name: str, entry: Entry) -> ResultWritten:
-        path = self.folder / RESULTS / _side_name(name, _RESULT_SUFFIX)
-        path.parent.mkdir(exist_ok=True)
-        payload = {
-            "file": name,
-            "entry_id": entry.id,
-            "state": entry.state.value,
-            "render_id": entry.render_id,
-            "pdf_path": entry.pdf_path,
-            "pdf_bytes": entry.pdf_bytes,
-            "pdf_sha256": entry.pdf_sha256,
-            "error": entry.error,
-            "error_code": entry.error_code,
-            "field_errors": entry.field_errors,
-            "updated_at": entry.updated_at,
-        }
-        write_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-        written = ResultWritten(name, entry, path)
-        self._tell(written)
-        return written
-
-    def _mark_alias(self, entry_id: str, name: str) -> None:
-        """Remember that ``name`` is answered by ``entry_id`` (made from another file)."""
-        results = self.folder / RESULTS
-        results.mkdir(exist_ok=True)
-        fd = os.open(
-            results / f"{_ALIAS_PREFIX}{entry_id}-{name}{_ALIAS_SUFFIX}",
-            os.O_WRONLY | os.O_CREAT,
-            0o666,
-        )
-        os.close(fd)
-
-    def _aliases(self) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
-        try:
-            names = os.listdir(self.folder / RESULTS)
-        except FileNotFoundError:
-            return found
-        for marker in sorted(names):
-            if marker.startswith(_ALIAS_PREFIX) and marker.endswith(_ALIAS_SUFFIX):
-                middle = marker[len(_ALIAS_PREFIX) : -len(_ALIAS_SUFFIX)]
-                entry_id, _, name = middle.partition("-")
-                found.setdefault(entry_id, []).append(name)
-        return found
+        return self._results.catch_up()
 
     # -- running -------------------------------------------------------------------------
 
@@ -728,7 +513,7 @@ class DropFolder:
 
     def _watch(self, stop: threading.Event) -> None:
         """Scan on changes until ``stop``; return early if the folder is replaced or removed."""
-        folder_identity = _identity(self.folder)
+        folder_identity = identity(self.folder)
         # Rescan once the watcher listens: a file dropped just before would be missed otherwise.
         next_scan = self.clock.monotonic()
         for changes in watchfiles.watch(
@@ -744,7 +529,7 @@ class DropFolder:
         ):
             if stop.is_set():
                 return
-            if _identity(self.folder) != folder_identity:
+            if identity(self.folder) != folder_identity:
                 # Deleted or replaced: the file-system watch on the old folder hears nothing.
                 log.info("the drop folder %s was replaced; watching it anew", self.folder)
                 return
@@ -780,133 +565,11 @@ class DropFolder:
             self.on_outcome(outcome)
 
 
-# -- keys ------------------------------------------------------------------------------
-
-
-def derive_key(
-    template: str, data: dict[str, Any], filename: str | None, version: int | None
-) -> str:
-    """The idempotency key of a job file without one: a hash of what it asks for.
-
-    Dropping identical content again (under any file name) therefore maps to the same entry.
-    """
-    canonical = json.dumps(
-        {"template": template, "data": data, "filename": filename, "version": version},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-    )
-    return "drop-" + hashlib.sha256(canonical.encode("ascii")).hexdigest()[:40]
-
-
-def _conflict(entry: Entry, request: RenderRequest) -> str | None:
-    """Why ``entry`` (returned for the request's key) is not what the request asks for."""
-    if (entry.template, entry.data, entry.filename, entry.version) == (
-        request.template,
-        request.data,
-        request.filename,
-        request.version,
-    ):
-        return None
-    origin = f"made from {os.path.basename(entry.source)}" if entry.source else "enqueued"
-    return (
-        f'the key "{request.key}" already belongs to entry {entry.id} ({origin} at '
-        f"{entry.created_at}), which asks for a different render; the journal keeps the first "
-        "request, so give this job its own key"
-    )
-
-
-# -- parsing and validation ------------------------------------------------------------
+# -- reading files ---------------------------------------------------------------------
 
 
 class _Unstable(Exception):
     """The file changed (or changed kind) while it was being read."""
-
-
-def _parse(content: bytes) -> tuple[str | None, Any]:
-    """(problem, None) if ``content`` is not one strict JSON document, else (None, document)."""
-    if content.startswith(_BOM):
-        content = content[len(_BOM) :]
-    if not content.strip():
-        return "the file is empty", None
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return (
-            f"the file is not UTF-8 text (byte 0x{content[exc.start]:02x} at offset {exc.start} is "
-            "not valid there); a job file is JSON in UTF-8",
-            None,
-        )
-    try:
-        document = json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
-        return (
-            f"the file is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-            None,
-        )
-    except RecursionError:
-        return "the file is not valid JSON for outbox: it is nested too deeply", None
-    except ValueError as exc:
-        return f"the file is not valid JSON: {exc}", None
-    return None, document
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f'the field "{key}" appears twice in one object')
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _optional(document: dict[str, Any], name: str, kind: type, described: str) -> Any:
-    """An optional field's value (None when absent or null), if it has the right JSON type."""
-    value = document.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise InvalidArgument(f'"{name}" must be {described}, not {_json_kind(value)}')
-    return value
-
-
-def _unknown_fields_problem(unknown: list[str]) -> str:
-    described = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, JOB_FIELDS, n=1, cutoff=0.6)
-        described.append(f'"{name}"' + (f' (did you mean "{close[0]}"?)' if close else ""))
-    noun = "field" if len(unknown) == 1 else "fields"
-    return f"unknown {noun} {', '.join(described)}; a job file may only have " + ", ".join(
-        f'"{name}"' for name in JOB_FIELDS
-    )
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"{'true' if value else 'false'} (a boolean)"
-    if isinstance(value, int | float):
-        return f"{value!r} (a number)"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a JSON array"
-    return "a JSON object"
-
-
-def _name_problem(name: str) -> str | None:
-    try:
-        encoded = name.encode("utf-8")
-    except UnicodeEncodeError:
-        return "the file name is not valid UTF-8"
-    if len(encoded) > MAX_NAME_BYTES:
-        return f"the file name is {len(encoded)} bytes long; job file names may have at most {MAX_NAME_BYTES}"
-    return None
 
 
 def _kind_problem(path: Path, st: os.stat_result) -> str | None:
@@ -927,19 +590,11 @@ def _kind_problem(path: Path, st: os.stat_result) -> str | None:
     return "it is not a regular file (a pipe, socket or device); a job file must be a regular file"
 
 
-def _size_problem(size: int, limit: int) -> str:
-    return f"the file is {size:,} bytes; a job file may have at most {limit:,} bytes"
-
-
 # -- file-system helpers ---------------------------------------------------------------
 
 
-def _is_job_name(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(_SUFFIX)
-
-
 def _is_job_change(change: watchfiles.Change, path: str) -> bool:
-    return change is not watchfiles.Change.deleted and _is_job_name(os.path.basename(path))
+    return change is not watchfiles.Change.deleted and is_job_name(os.path.basename(path))
 
 
 def _batches(
@@ -964,49 +619,11 @@ def _signature(st: os.stat_result) -> Signature:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _lstat_signature(path: Path) -> Signature | None:
+def _signature_at(path: Path) -> Signature | None:
     try:
         return _signature(os.lstat(path))
     except OSError:
         return None
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    signature = _lstat_signature(path)
-    return None if signature is None else signature[:2]
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _stem(name: str) -> str:
-    return name[: -len(_SUFFIX)] if name.lower().endswith(_SUFFIX) else name
-
-
-def _truncated(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` bytes of its file-system encoding."""
-    return os.fsdecode(os.fsencode(text)[:limit])
-
-
-def _numbered(name: str, attempt: int) -> str:
-    """``name`` for the first attempt, then ``stem.2.json``, ``stem.3.json``..."""
-    if attempt == 1:
-        return name
-    suffix = name[len(_stem(name)) :]
-    tag = f".{attempt}{suffix}"
-    return _truncated(_stem(name), 255 - len(os.fsencode(tag))) + tag
-
-
-def _side_name(name: str, suffix: str) -> str:
-    """``job1.json`` -> ``job1`` + ``suffix``, within the 255-byte limit for names."""
-    return _truncated(_stem(name), 255 - len(suffix)) + suffix
-
-
-def _shown(text: str) -> str:
-    """``text`` safe to print even when a file name is not valid UTF-8."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 __all__ = [

@@ -620,9 +620,11 @@ def test_the_watcher_survives_its_folder_being_removed_and_made_again(
     assert len(ob.list()) == 2
 
 
-def test_results_keep_coming_after_a_purge_lets_event_ids_start_again(
+def test_results_keep_coming_after_a_purge_deletes_the_newest_events(
     ob: Outbox, folder: Path
 ) -> None:
+    # The watcher keeps only the id of the last event it handled: this holds because the
+    # journal never hands an event id out twice (AUTOINCREMENT), even after such a purge.
     watcher = DropFolder(ob, folder)
     for n in range(3):
         drop(folder, f"old-{n}.json", {**JOB, "data": {"n": n}})
@@ -630,7 +632,7 @@ def test_results_keep_coming_after_a_purge_lets_event_ids_start_again(
         finish(ob, accepted.entry.id, State.DONE)
     assert len(watcher.write_results()) == 3
     read_up_to = ob.journal.last_event_id()
-    # Everything is finished and old: a purge empties the journal, and event ids start again.
+    # Everything is finished and old: a purge empties the journal, newest events included.
     time.sleep(0.01)
     assert ob.journal.purge(time.time()) == 3
     for n in range(5):  # more new events than the watcher had read before the purge

@@ -1,0 +1,165 @@
+"""Drop-folder result files: ``results/NAME.result.json`` once a job's entry is finished.
+
+A result file is written for every name a job was dropped under: the file that made the entry
+(its ``source``) and, through alias marks, every later file with the same key. The marks are
+empty hidden files in ``results/`` (``.alias-ENTRYID-NAME.json.alias``), so they survive restarts
+and are shared by every watcher of the folder without a table of their own.
+
+Which entries finished is read from the journal's change feed, from where the previous reader
+(in any process) got to: the id of the last event handled is kept as a journal status fact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import EntryNotFound
+from .files import fsync_dir, write_atomically
+from .jobfiles import shown, side_name
+from .models import Entry
+from .outbox import Outbox
+
+RESULTS = "results"
+_RESULT_SUFFIX = ".result.json"
+#: Marks in ``results/`` that a job file maps to an entry made from another file (same key):
+#: ``.alias-ENTRYID-NAME.json.alias``, hidden and not ending in ``.json``.
+_ALIAS_PREFIX = ".alias-"
+_ALIAS_SUFFIX = ".alias"
+
+
+@dataclass(frozen=True)
+class ResultWritten:
+    """``results/NAME.result.json`` was written for a job file whose entry is terminal."""
+
+    file: str
+    entry: Entry
+    path: Path
+
+    def describe(self) -> str:
+        return shown(f"result {self.file}: {self.entry.state.value}")
+
+
+class ResultFiles:
+    """The ``results/`` folder of the drop folder ``folder``, kept up to date from the journal.
+
+    ``on_written`` is called with every :class:`ResultWritten`, in the thread doing the work.
+    """
+
+    def __init__(
+        self, outbox: Outbox, folder: Path, on_written: Callable[[ResultWritten], None]
+    ) -> None:
+        self.outbox = outbox
+        self.folder = folder
+        self.on_written = on_written
+        #: The id of the last journal event handled; None until read from the status fact.
+        self._after: int | None = None
+
+    @property
+    def status_name(self) -> str:
+        """The journal status fact holding how far :meth:`catch_up` has read the changes."""
+        return f"drop_folder:{self.folder}"
+
+    def catch_up(self) -> list[ResultWritten]:
+        """Write result files for entries that reached a terminal state since last time, and
+        rewrite them (state ``pending``) for finished entries that were retried.
+
+        Event ids only grow (the journal never hands one out twice, even after a purge deleted
+        the newest events), so the id of the last event handled is all the reader must keep.
+        """
+        after = self._read_up_to()
+        written: list[ResultWritten] = []
+        aliases: dict[str, list[str]] | None = None
+        while True:
+            events = self.outbox.events_after(after)
+            if not events:
+                break
+            # Entries that finished, and finished entries that were retried: a result file
+            # must never keep saying "failed" while the job is being rendered again.
+            changed = dict.fromkeys(
+                e.entry_id
+                for e in events
+                if e.to_state.is_terminal or (e.from_state is not None and e.from_state.is_terminal)
+            )
+            batch: list[ResultWritten] = []
+            for entry_id in changed:
+                try:
+                    entry = self.outbox.get(entry_id)
+                except EntryNotFound:
+                    continue  # purged since
+                if aliases is None:
+                    aliases = self._aliases()
+                for name in self._names_for(entry, aliases):
+                    batch.append(self.write(name, entry))
+            if batch:
+                self.sync()
+                written.extend(batch)
+            after = self._after = events[-1].id
+            self.outbox.set_status(self.status_name, {"results_after_event": after})
+        return written
+
+    def write(self, name: str, entry: Entry) -> ResultWritten:
+        """Write (atomically) the result file for job file ``name``; :meth:`sync` makes it last."""
+        path = self.folder / RESULTS / side_name(name, _RESULT_SUFFIX)
+        path.parent.mkdir(exist_ok=True)
+        payload = {
+            "file": name,
+            "entry_id": entry.id,
+            "state": entry.state.value,
+            "render_id": entry.render_id,
+            "pdf_path": entry.pdf_path,
+            "pdf_bytes": entry.pdf_bytes,
+            "pdf_sha256": entry.pdf_sha256,
+            "error": entry.error,
+            "error_code": entry.error_code,
+            "field_errors": entry.field_errors,
+            "updated_at": entry.updated_at,
+        }
+        write_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        written = ResultWritten(name, entry, path)
+        self.on_written(written)
+        return written
+
+    def mark_alias(self, entry_id: str, name: str) -> None:
+        """Remember that ``name`` is answered by ``entry_id`` (made from another file)."""
+        results = self.folder / RESULTS
+        results.mkdir(exist_ok=True)
+        fd = os.open(
+            results / f"{_ALIAS_PREFIX}{entry_id}-{name}{_ALIAS_SUFFIX}",
+            os.O_WRONLY | os.O_CREAT,
+            0o666,
+        )
+        os.close(fd)
+
+    def sync(self) -> None:
+        """Make the result files and marks written so far durable."""
+        fsync_dir(self.folder / RESULTS)
+
+    def _read_up_to(self) -> int:
+        if self._after is None:
+            fact = self.outbox.status().get(self.status_name)
+            self._after = int(fact.get("results_after_event", 0)) if isinstance(fact, dict) else 0
+        return self._after
+
+    def _aliases(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        try:
+            names = os.listdir(self.folder / RESULTS)
+        except FileNotFoundError:
+            return found
+        for marker in sorted(names):
+            if marker.startswith(_ALIAS_PREFIX) and marker.endswith(_ALIAS_SUFFIX):
+                middle = marker[len(_ALIAS_PREFIX) : -len(_ALIAS_SUFFIX)]
+                entry_id, _, name = middle.partition("-")
+                found.setdefault(entry_id, []).append(name)
+        return found
+
+    def _names_for(self, entry: Entry, aliases: dict[str, list[str]]) -> list[str]:
+        names: list[str] = []
+        if entry.source and os.path.dirname(entry.source) == str(self.folder):
+            names.append(os.path.basename(entry.source))
+        names.extend(name for name in aliases.get(entry.id, []) if name not in names)
+        return names
