@@ -31,6 +31,7 @@ from .errors import (
 from .exit_codes import ExitCode
 from .models import Entry, Event, RenderRequest, State
 from .outbox import Outbox
+from .schedule import Schedule
 from .templates import CachedTemplate
 from .validation import CheckOutcome, DataCheck, ValidationMode
 
@@ -64,6 +65,7 @@ __all__ = [
     "PermanentError",
     "RemoteError",
     "RenderRequest",
+    "Schedule",
     "Settings",
     "State",
     "TemplateUnpublished",

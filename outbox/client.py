@@ -33,6 +33,7 @@ from .errors import (
     ServerError,
     TransientError,
 )
+from .schedule import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ USER_AGENT = f"outbox/{importlib.metadata.version('outbox')}"
 #: Statuses Craftkit documents. Others are treated as "not finished yet" and logged once.
 KNOWN_STATUSES = frozenset({"queued", "rendering", "succeeded", "failed", "cancelled"})
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-#: The longest ``Retry-After`` honoured; a larger one is clamped (and logged).
-MAX_RETRY_AFTER = 600.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,8 @@ class CraftkitClient:
 
     ``api_key`` is sent only to ``base_url`` (never to a ``downloadUrl`` on another host) and
     never appears in logs or error messages. ``deadline`` arguments (monotonic seconds) cap a
-    call's total time, so a hanging server cannot hold a flush beyond its timeout.
+    call's total time, so a hanging server cannot hold a flush beyond its timeout. Quick
+    retries inside a call wait as ``schedule.quick_retry`` says.
     """
 
     def __init__(
@@ -86,11 +86,13 @@ class CraftkitClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        schedule: Schedule | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.retries = retries
+        self.schedule = schedule or Schedule()
         self._sleep = sleep
         self._monotonic = monotonic
         self._auth = {"Authorization": f"Bearer {api_key}"}
@@ -244,7 +246,7 @@ class CraftkitClient:
         read = self.read_timeout
         connect = self.connect_timeout
         if deadline is not None:
-            remaining = max(0.05, deadline - self._monotonic())
+            remaining = max(self.schedule.min_request_timeout, deadline - self._monotonic())
             read, connect = min(read, remaining), min(connect, remaining)
         return httpx.Timeout(read, connect=connect)
 
@@ -278,14 +280,17 @@ class CraftkitClient:
     ) -> httpx.Response:
         """Retry a call a few times, quickly, when the answer was lost or a 5xx came back."""
 
+        margin = self.schedule.quick_retry_margin
+        backoff = self.schedule.quick_retry
+
         class OutOfTime(tenacity.stop.stop_base):
             def __call__(inner, retry_state: tenacity.RetryCallState) -> bool:  # noqa: N805
-                return deadline is not None and deadline - self._monotonic() < 1.0
+                return deadline is not None and deadline - self._monotonic() < margin
 
         retryer = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type((OutcomeUnknown, ServerError)),
             stop=tenacity.stop_after_attempt(self.retries + 1) | OutOfTime(),
-            wait=tenacity.wait_random_exponential(multiplier=0.1, max=1.0),
+            wait=lambda retry_state: backoff.delay(retry_state.attempt_number),
             sleep=self._sleep,
             reraise=True,
         )
@@ -314,7 +319,7 @@ class CraftkitClient:
                 f"rate limited by Craftkit ({detail})",
                 status=status,
                 code=code or "rate_limited",
-                retry_after=_retry_after(response),
+                retry_after=_retry_after(response, self.schedule.pacing.max_retry_after),
             )
         if status >= 500:
             raise ServerError(f"Craftkit server error ({detail})", status=status, code=code)
@@ -403,7 +408,7 @@ def _content_type(response: httpx.Response) -> str:
     return content_type.split(";")[0]
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx.Response, longest: float) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -415,9 +420,9 @@ def _retry_after(response: httpx.Response) -> float | None:
         except (TypeError, ValueError):
             return None
         seconds = moment.timestamp() - time.time()
-    if seconds > MAX_RETRY_AFTER:
-        log.warning("Retry-After of %.0f s clamped to %.0f s", seconds, MAX_RETRY_AFTER)
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+    if seconds > longest:
+        log.warning("Retry-After of %.0f s clamped to %.0f s", seconds, longest)
+    return min(max(seconds, 0.0), longest)
 
 
 def _reason(exc: httpx.HTTPError) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import platformdirs
 
 from .errors import ConfigError
+from .schedule import Schedule
 
 DEFAULT_BASE_URL = "https://api.craftkit.dev"
 APP_NAME = "outbox"
@@ -46,7 +47,11 @@ def default_downloads(db: str | os.PathLike[str]) -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    """Tuning of the network side. The defaults suit a field device on a flaky connection."""
+    """Tuning of the network side. The defaults suit a field device on a flaky connection.
+
+    ``schedule`` holds every timing decision (backoffs, polling, intervals); see
+    :class:`~outbox.schedule.Schedule`.
+    """
 
     #: Requests in flight at once, over reused connections.
     concurrency: int = 4
@@ -56,12 +61,8 @@ class Settings:
     read_timeout: float = 30.0
     #: Quick retries inside one call when an answer is lost or a 5xx comes back.
     retries: int = 2
-    #: How long ``flush`` keeps checking an unreachable API before leaving the work for later.
-    offline_grace: float = 3.0
-    #: How often a long-running outbox looks for work enqueued by other processes.
-    idle_interval: float = 1.0
-    #: How long a long-running outbox waits after a refused API key before trying again.
-    auth_retry: float = 300.0
+    #: When to try again, poll, probe and look for work.
+    schedule: Schedule = field(default_factory=Schedule)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

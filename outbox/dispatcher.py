@@ -20,7 +20,7 @@ from .errors import (
 )
 from .models import Entry, State
 from .pool import Crew
-from .schedule import RenderTimes, retry_delay
+from .schedule import RenderTimes
 from .template_sync import INVALID_INPUT_DATA, refresh_after_rejection
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class Dispatcher:
             if not isinstance(exc, OutcomeUnknown):
                 crew.gate.note(exc)
             attempts = entry.attempts + 1
-            delay = retry_delay(attempts)
+            delay = crew.schedule.submit_retry.delay(attempts)
             code = exc.code or ("outcome_unknown" if isinstance(exc, OutcomeUnknown) else "server")
             crew.journal.transition(
                 entry.id,
@@ -130,7 +130,7 @@ class Dispatcher:
             detail = exc.message
             if exc.code == INVALID_INPUT_DATA:
                 # The cached template may be out of date: refresh it, and say if it changed.
-                note = refresh_after_rejection(crew.journal, self.client, entry)
+                note = refresh_after_rejection(crew.journal, self.client, entry, crew.schedule)
                 detail = f"{detail.rstrip('.')}; {note}" if note else detail
             crew.journal.transition(
                 entry.id,

@@ -28,18 +28,12 @@ from .gate import Gate
 from .models import UNFINISHED_STATES, Entry, Event, State
 from .pool import Crew
 from .replay import Replay
-from .schedule import HORIZON, RenderTimes
+from .schedule import RenderTimes
 from .store import Journal
 
 log = logging.getLogger(__name__)
 
 _UNFINISHED = sorted(UNFINISHED_STATES)
-#: How often to look again when the due work is leased by another process.
-BUSY_ELSEWHERE_WAIT = 0.2
-#: How often ``flush`` reports counts to its progress callback, at most.
-PROGRESS_INTERVAL = 0.25
-#: How often a long-running engine saves what it learned about render times.
-SAVE_RENDER_TIMES_EVERY = 60.0
 
 
 @dataclass
@@ -120,6 +114,7 @@ class Engine:
     ) -> None:
         self.journal = journal
         self.settings = settings
+        self.schedule = schedule = settings.schedule
         self.clock = clock
         self.client = CraftkitClient(
             base_url,
@@ -130,8 +125,9 @@ class Engine:
             retries=settings.retries,
             transport=transport,
             monotonic=clock.monotonic,
+            schedule=schedule,
         )
-        self.gate = Gate(self.client, journal, clock=clock)
+        self.gate = Gate(self.client, journal, clock=clock, schedule=schedule)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.executor = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="outbox")
         self.crew = Crew(
@@ -142,8 +138,9 @@ class Engine:
             executor=self.executor,
             concurrency=settings.concurrency,
             lease_seconds=settings.lease_seconds,
+            schedule=schedule,
         )
-        self.render_times = RenderTimes()
+        self.render_times = RenderTimes(schedule)
         saved = journal.status().get("render_seconds")
         if isinstance(saved, list):
             self.render_times.seed([float(v) for v in saved if isinstance(v, int | float)])
@@ -175,7 +172,7 @@ class Engine:
 
     def _save_render_times(self) -> None:
         """Remember recent render durations, so the next process polls well from the start."""
-        recent = self.render_times.snapshot()[-20:]
+        recent = self.render_times.recent()
         if recent and recent != self._saved_render_times:
             self.journal.set_status("render_seconds", recent)
             self._saved_render_times = recent
@@ -207,11 +204,11 @@ class Engine:
         If work looks due but this pass handled nothing, another process holds it: look again
         shortly rather than spinning.
         """
-        next_due = self.journal.next_due_at(_UNFINISHED, horizon=HORIZON)
+        next_due = self.journal.next_due_at(_UNFINISHED, horizon=self.schedule.horizon)
         if next_due is None:
             return None
         wait = next_due - self.clock.now()
-        floor = 0.005 if handled else BUSY_ELSEWHERE_WAIT
+        floor = self.schedule.between_passes if handled else self.schedule.busy_elsewhere_wait
         return max(wait, floor)
 
     # -- flush ---------------------------------------------------------------------------
@@ -243,11 +240,11 @@ class Engine:
                 handled = self.cycle(deadline=deadline, stop=stop)
                 if progress is not None and self.clock.monotonic() >= next_progress:
                     progress(self.journal.counts())  # a full count: at most a few times a second
-                    next_progress = self.clock.monotonic() + PROGRESS_INTERVAL
+                    next_progress = self.clock.monotonic() + self.schedule.progress_interval
                 if (stop is not None and stop.is_set()) or self.gate.auth_error:
                     break
                 if self.gate.offline_reason:
-                    grace = min(deadline, self.clock.monotonic() + self.settings.offline_grace)
+                    grace = min(deadline, self.clock.monotonic() + self.schedule.offline_grace)
                     if self.gate.probe_until_online(grace, stop):
                         continue
                     break
@@ -258,7 +255,7 @@ class Engine:
                 if now + wait >= deadline:
                     timed_out = True
                     break
-                self.clock.wait(stop or self._nudge, min(wait, self.settings.idle_interval))
+                self.clock.wait(stop or self._nudge, min(wait, self.schedule.idle_interval))
         finally:
             remove()
         self._save_render_times()
@@ -296,7 +293,7 @@ class Engine:
         self.reclaim_dead_leases()
         saved_at = self.clock.monotonic()
         while not stop.is_set():
-            if self.clock.monotonic() - saved_at > SAVE_RENDER_TIMES_EVERY:
+            if self.clock.monotonic() - saved_at > self.schedule.save_render_times_every:
                 self._save_render_times()
                 saved_at = self.clock.monotonic()
             self._nudge.clear()
@@ -304,14 +301,14 @@ class Engine:
             if stop.is_set():
                 break
             if self.gate.auth_error:
-                self.clock.wait(stop, self.settings.auth_retry)
+                self.clock.wait(stop, self.schedule.auth_retry)
                 self.gate.forget_auth_failure()
                 continue
             if self.gate.offline_reason:
                 self.gate.probe_until_online(None, stop)
                 continue
             wait = self._until_due(handled)
-            idle = self.settings.idle_interval
+            idle = self.schedule.idle_interval
             self.clock.wait(self._nudge, idle if wait is None else min(wait, idle))
 
 

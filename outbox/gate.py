@@ -16,26 +16,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 
 from .client import CraftkitClient
 from .clock import Clock
 from .errors import AuthError, Offline, RateLimited, RemoteError, ServerError
+from .schedule import Schedule
 from .store import Journal
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Pacing:
-    """How requests are spread out after a 429."""
-
-    #: Requests per second right after a 429 is at most this fraction of the recent rate.
-    decrease: float = 0.5
-    #: Requests per second added back for each successful answer.
-    increase: float = 0.2
-    #: Fallback wait when a 429 carries no ``Retry-After``.
-    default_retry_after: float = 1.0
 
 
 class Gate:
@@ -47,14 +35,13 @@ class Gate:
         journal: Journal,
         *,
         clock: Clock,
-        pacing: Pacing | None = None,
-        probe_cap: float = 10.0,
+        schedule: Schedule | None = None,
     ) -> None:
         self.client = client
         self.journal = journal
         self.clock = clock
-        self.pacing = pacing or Pacing()
-        self.probe_cap = probe_cap
+        self.schedule = schedule or Schedule()
+        self.pacing = self.schedule.pacing
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.offline_reason: str | None = None
@@ -93,15 +80,16 @@ class Gate:
 
     def rate_limited(self, exc: RateLimited) -> float:
         """Pause everyone for ``Retry-After`` and halve the pace; returns the pause length."""
-        pause = exc.retry_after if exc.retry_after is not None else self.pacing.default_retry_after
+        pacing = self.pacing
+        pause = pacing.pause_after(exc.retry_after)
         now = self.clock.monotonic()
         with self._lock:
             self.rate_limited_count += 1
             self._paused_until = max(self._paused_until, now + pause)
-            recent = [t for t in self._recent if t > now - 2.0]
-            observed = len(recent) / 2.0 if recent else 1.0
+            recent = [t for t in self._recent if t > now - pacing.window]
+            observed = len(recent) / pacing.window if recent else 1.0
             current = self._rate if self._rate is not None else observed
-            self._rate = max(0.2, min(current, observed) * self.pacing.decrease)
+            self._rate = max(pacing.slowest, min(current, observed) * pacing.decrease)
             first = self.rate_limited_count == 1
         if first:
             self._record("rate_limit", {"limited": True, "reason": exc.message})
@@ -181,13 +169,13 @@ class Gate:
                     return True
             if deadline is not None and start >= deadline:
                 return False
-            self.clock.wait(stop or self._wake, min(start - now, 1.0))
+            self.clock.wait(stop or self._wake, min(start - now, self.schedule.gate_wait_slice))
 
     def probe_until_online(
         self, deadline: float | None, stop: threading.Event | None = None
     ) -> bool:
         """Check ``GET /health`` with backoff until the API answers; False if out of time."""
-        delay = 0.25
+        probes = 0
         while self.offline_reason is not None:
             try:
                 self.client.health(deadline=deadline)
@@ -202,12 +190,13 @@ class Gate:
             else:
                 self.answered()
                 return True
+            probes += 1
+            delay = self.schedule.health_probe.delay(probes)
             now = self.clock.monotonic()
             if deadline is not None and now + delay >= deadline:
                 return False
             if self.clock.wait(stop or self._wake, delay) and stop is not None:
                 return False
-            delay = min(delay * 2, self.probe_cap)
         return True
 
     def _record(self, name: str, value: object) -> None:

@@ -18,13 +18,10 @@ from .clock import Clock
 from .errors import AuthError, JournalBusy, JournalFull, LostRace, Offline, RateLimited, RemoteError
 from .gate import Gate
 from .models import Entry, State
-from .schedule import HORIZON
+from .schedule import Schedule
 from .store import Journal
 
 log = logging.getLogger(__name__)
-
-#: An unexpected error in a handler puts the entry aside for this long.
-UNEXPECTED_ERROR_DELAY = 60.0
 
 
 @dataclass
@@ -38,6 +35,7 @@ class Crew:
     executor: Executor
     concurrency: int
     lease_seconds: float
+    schedule: Schedule = field(default_factory=Schedule)
     unexpected: list[str] = field(default_factory=list)
     journal_trouble: str | None = None
 
@@ -63,7 +61,7 @@ class Crew:
                     owner=self.owner,
                     lease_seconds=self.lease_seconds,
                     limit=self.concurrency - len(in_flight),
-                    horizon=HORIZON,
+                    horizon=self.schedule.horizon,
                 )
                 in_flight |= {
                     self.executor.submit(self._guarded, handle, e, deadline, stop) for e in batch
@@ -126,7 +124,7 @@ class Crew:
                     entry.id,
                     entry.state,
                     owner=self.owner,
-                    due_at=self.clock.now() + UNEXPECTED_ERROR_DELAY,
+                    due_at=self.clock.now() + self.schedule.unexpected_error_delay,
                 )
             except Exception:
                 log.warning("could not put entry %s aside", entry.id, exc_info=True)

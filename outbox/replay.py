@@ -24,12 +24,9 @@ from .errors import (
 )
 from .models import Entry, State
 from .pool import Crew
-from .schedule import RenderTimes, poll_delay, retry_delay
+from .schedule import RenderTimes
 
 log = logging.getLogger(__name__)
-
-#: How long to wait before retrying a download when the disk was full or not writable.
-STORAGE_RETRY = 30.0
 
 
 class Replay:
@@ -113,7 +110,7 @@ class Replay:
                     "Craftkit reported an unknown render status %r; treating it as unfinished",
                     render.status,
                 )
-            due_at = now + poll_delay(polls, self._age(entry, now))
+            due_at = now + crew.schedule.polling.delay(polls, self._age(entry, now))
             if render.status != entry.remote_status or entry.error:
                 crew.journal.transition(
                     entry.id,
@@ -139,6 +136,7 @@ class Replay:
             return
         now = crew.clock.now()
         polls = entry.polls + 1
+        schedule = crew.schedule
         if isinstance(exc, ServerError):
             crew.gate.server_error(exc)
         else:
@@ -149,10 +147,15 @@ class Replay:
                 f"Craftkit does not know render {entry.render_id} ({exc.message}); is the API key "
                 "one of the project that created it? Still checking."
             )
-            delay = poll_delay(polls, max(self._age(entry, now), 60.0))
+            delay = schedule.polling.delay(
+                polls, max(self._age(entry, now), schedule.unknown_render_age)
+            )
         else:
             message = f"checking render {entry.render_id} failed: {exc.message}"
-            delay = min(retry_delay(polls), poll_delay(polls, self._age(entry, now)) * 4)
+            delay = min(
+                schedule.poll_retry.delay(polls),
+                schedule.polling.delay(polls, self._age(entry, now)) * schedule.poll_retry_factor,
+            )
         self._note_problem(entry, State.SUBMITTED, exc, message, polls=polls, due_at=now + delay)
 
     def _learn_duration(self, render: Render) -> None:
@@ -205,12 +208,17 @@ class Replay:
                 State.DOWNLOADING,
                 owner=crew.owner,
                 polls=tries,
-                due_at=now + retry_delay(tries, base=0.5, cap=60.0),
+                due_at=now + crew.schedule.download_retry.delay(tries),
             )
             return
         except StorageFull as exc:
             self._note_problem(
-                entry, State.DOWNLOADING, exc, exc.args[0], polls=tries, due_at=now + STORAGE_RETRY
+                entry,
+                State.DOWNLOADING,
+                exc,
+                exc.args[0],
+                polls=tries,
+                due_at=now + crew.schedule.storage_retry,
             )
             return
         except (DownloadError, RemoteError) as exc:
@@ -223,7 +231,7 @@ class Replay:
                 exc,
                 f"download failed, will retry: {message}",
                 polls=tries,
-                due_at=now + retry_delay(tries, base=0.5, cap=60.0),
+                due_at=now + crew.schedule.download_retry.delay(tries),
             )
             return
         except OSError as exc:
@@ -233,7 +241,7 @@ class Replay:
                 exc,
                 f"cannot write the PDF into {self.downloads}: {exc.strerror or exc}",
                 polls=tries,
-                due_at=now + STORAGE_RETRY,
+                due_at=now + crew.schedule.storage_retry,
             )
             return
         crew.gate.answered()

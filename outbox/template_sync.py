@@ -18,6 +18,7 @@ from .client import CraftkitClient
 from .clock import iso
 from .errors import InvalidArgument, PermanentError, RemoteError
 from .models import Entry
+from .schedule import Schedule
 from .store import Journal
 from .templates import CachedTemplate
 
@@ -25,12 +26,6 @@ log = logging.getLogger(__name__)
 
 #: The error code Craftkit answers when data does not match the template.
 INVALID_INPUT_DATA = "invalid_input_data"
-#: A rejection does not re-read a template that another rejection refreshed less than this
-#: many seconds ago: a batch of entries queued against an old version would otherwise fetch it
-#: once per entry. (The cache's own records still tell each entry what changed.)
-REFRESH_MIN_INTERVAL = 30.0
-#: The longest a refresh after a rejection may take.
-REFRESH_TIMEOUT = 10.0
 
 
 @dataclass
@@ -92,20 +87,25 @@ def sync_templates(
     return journal.cached_templates()
 
 
-def refresh_after_rejection(journal: Journal, client: CraftkitClient, entry: Entry) -> str | None:
+def refresh_after_rejection(
+    journal: Journal, client: CraftkitClient, entry: Entry, schedule: Schedule | None = None
+) -> str | None:
     """Refresh the cached template after Craftkit refused ``entry``'s data; say what changed.
 
     Returns a note for the entry's history (None when the template is not cached, so there is
     nothing to refresh). Never raises: a failed refresh is logged and reported in the note.
+    Refreshes of one template are at least ``schedule.template_refresh_interval`` apart.
     """
     try:
-        return _refresh(journal, client, entry)
+        return _refresh(journal, client, entry, schedule or Schedule())
     except Exception:
         log.exception("refreshing cached template %s failed", entry.template)
         return None
 
 
-def _refresh(journal: Journal, client: CraftkitClient, entry: Entry) -> str | None:
+def _refresh(
+    journal: Journal, client: CraftkitClient, entry: Entry, schedule: Schedule
+) -> str | None:
     slug = entry.template
     old = journal.cached_template(slug)
     if old is None:
@@ -115,8 +115,10 @@ def _refresh(journal: Journal, client: CraftkitClient, entry: Entry) -> str | No
     # wait, then they all read what it found.
     with refreshes.lock:
         now = journal.clock.monotonic()
-        if refreshes.last is None or not 0 <= now - refreshes.last < REFRESH_MIN_INTERVAL:
-            problem = _fetch_and_save(journal, client, slug)
+        if refreshes.last is None or not 0 <= now - refreshes.last < (
+            schedule.template_refresh_interval
+        ):
+            problem = _fetch_and_save(journal, client, slug, schedule.template_refresh_timeout)
             if problem is not None:
                 return problem
             refreshes.last = now
@@ -130,9 +132,11 @@ def _refresh(journal: Journal, client: CraftkitClient, entry: Entry) -> str | No
     return note
 
 
-def _fetch_and_save(journal: Journal, client: CraftkitClient, slug: str) -> str | None:
+def _fetch_and_save(
+    journal: Journal, client: CraftkitClient, slug: str, timeout: float
+) -> str | None:
     """Re-read one template into the cache; returns what went wrong, if anything."""
-    deadline = journal.clock.monotonic() + REFRESH_TIMEOUT
+    deadline = journal.clock.monotonic() + timeout
     try:
         fresh = fetch_template(client, slug, iso(journal.clock.now()), deadline=deadline)
     except PermanentError as exc:

@@ -66,14 +66,6 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 DEFAULT_MAX_BYTES = 10 * MiB
-#: Seconds a file that does not parse must stay unchanged before it is rejected.
-DEFAULT_SETTLE = 2.0
-#: Seconds a file that parses must keep its size and mtime before it is read as complete.
-DEFAULT_RECHECK = 0.03
-#: Seconds between full rescans, the safety net for missed file-system events.
-DEFAULT_RESCAN = 3.0
-#: Seconds between checks of the journal for finished entries (and of settle deadlines).
-DEFAULT_TICK = 0.5
 
 ACCEPTED = "accepted"
 REJECTED = "rejected"
@@ -82,8 +74,6 @@ BATCH_FILES = 1000
 BATCH_BYTES = 64 * MiB
 
 _ERROR_SUFFIX = ".error.txt"
-_WATCH_DEBOUNCE_MS = 50
-_WATCH_STEP_MS = 20
 
 #: device, inode, size, mtime in nanoseconds: what "unchanged" means for a file.
 Signature = tuple[int, int, int, int]
@@ -177,6 +167,9 @@ class DropFolder:
     :class:`ResultWritten`, in the thread doing the work. ``after_enqueue`` is called with the
     entries of each batch after they are committed and before their files are moved; it exists
     for instrumentation and for crash tests, which stop the process exactly there.
+
+    ``settle``, ``recheck``, ``rescan_interval`` and ``tick`` (seconds) override the outbox's
+    :class:`~outbox.schedule.Schedule` (``drop_settle`` ...) for this folder.
     """
 
     def __init__(
@@ -185,10 +178,10 @@ class DropFolder:
         folder: str | os.PathLike[str],
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
-        settle: float = DEFAULT_SETTLE,
-        recheck: float = DEFAULT_RECHECK,
-        rescan_interval: float = DEFAULT_RESCAN,
-        tick: float = DEFAULT_TICK,
+        settle: float | None = None,
+        recheck: float | None = None,
+        rescan_interval: float | None = None,
+        tick: float | None = None,
         clock: Clock | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
         after_enqueue: Callable[[list[Entry]], None] | None = None,
@@ -199,10 +192,11 @@ class DropFolder:
         self.outbox = outbox
         self.folder = path
         self.max_bytes = max_bytes
-        self.settle = settle
-        self.recheck = recheck
-        self.rescan_interval = rescan_interval
-        self.tick = tick
+        self.schedule = schedule = outbox.settings.schedule
+        self.settle = schedule.drop_settle if settle is None else settle
+        self.recheck = schedule.drop_recheck if recheck is None else recheck
+        self.rescan_interval = schedule.drop_rescan if rescan_interval is None else rescan_interval
+        self.tick = schedule.drop_tick if tick is None else tick
         self.clock = clock or outbox.clock
         self.on_outcome = on_outcome
         self.after_enqueue = after_enqueue
@@ -521,8 +515,8 @@ class DropFolder:
             watch_filter=_is_job_change,
             stop_event=stop,
             recursive=False,
-            debounce=_WATCH_DEBOUNCE_MS,
-            step=_WATCH_STEP_MS,
+            debounce=self.schedule.drop_debounce_ms,
+            step=self.schedule.drop_step_ms,
             rust_timeout=max(1, int(self.tick * 1000)),
             yield_on_timeout=True,
             raise_interrupt=False,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from outbox import Outbox, Settings
+from outbox import Outbox, Schedule, Settings
 from outbox.sandbox import Sandbox
 
 API_KEY_IN_TESTS = "ck_test_do_not_leak_1f2e3d4c5b6a"
@@ -42,7 +42,7 @@ def sandbox_env(sb: Sandbox, db: Path, **extra: str) -> dict[str, str]:
     }
 
 
-FAST = Settings(connect_timeout=2.0, read_timeout=5.0, offline_grace=1.0)
+FAST = Settings(connect_timeout=2.0, read_timeout=5.0, schedule=Schedule(offline_grace=1.0))
 
 
 def connected(db: Path, sb: Sandbox, **kwargs: object) -> Outbox:

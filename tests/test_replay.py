@@ -18,7 +18,7 @@ import pypdf
 import pytest
 from support import connected, renders_per_entry_ok, run_cli, sandbox_env
 
-from outbox import EntryNotFound, Outbox, Settings, State
+from outbox import EntryNotFound, Outbox, Schedule, Settings, State
 from outbox.clock import Clock
 from outbox.engine import Engine
 from outbox.sandbox import Sandbox
@@ -190,7 +190,7 @@ def test_a_render_the_api_does_not_know_is_kept_and_explained(tmp_path: Path) ->
             db,
             api_key=sb.other_project_key,
             base_url=sb.base_url,
-            settings=Settings(offline_grace=0.5),
+            settings=Settings(schedule=Schedule(offline_grace=0.5)),
         )
         with wrong:
             report = wrong.flush(timeout=3)
