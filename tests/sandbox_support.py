@@ -1,60 +1,26 @@
-"""Shared helpers for the sandbox tests: fixtures, a fake clock and request shortcuts."""
+"""Request shortcuts for the sandbox tests (their fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
 import io
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pypdf
-import pytest
+from support import wait_until
 
 from outbox.sandbox import Sandbox
 
-INSPECTION = {
+INSPECTION: dict[str, Any] = {
     "inspector": "Ada Lovelace",
     "site": "North Pier",
     "findings": [{"text": "Loose railing", "severity": 2}],
 }
-INVOICE = {
+INVOICE: dict[str, Any] = {
     "customer": {"name": "Grace Hopper", "email": "grace@example.com"},
     "amount": "120.50",
     "items": [{"description": "Survey", "qty": 2, "price": 60.25}],
 }
-
-
-class FakeClock:
-    """A wall clock that only moves when told to, so lifecycles need no sleeping."""
-
-    def __init__(self, start: float = 1_780_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def sb() -> Iterator[Sandbox]:
-    """A sandbox whose renders finish after 50 ms of real time."""
-    with Sandbox(render_seconds=0.05, seed=7) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def timed(clock: FakeClock) -> Iterator[Sandbox]:
-    """A sandbox on a fake clock: renders take 10 s of fake time (2 s queued)."""
-    with Sandbox(render_seconds=10.0, clock=clock, seed=7) as sandbox:
-        yield sandbox
 
 
 def client(sandbox: Sandbox, key: str | None = None, **kwargs: Any) -> httpx.Client:
@@ -95,13 +61,11 @@ def pdf_text(blob: bytes) -> str:
     return "\n".join(page.extract_text() for page in reader.pages)
 
 
-def wait_status(
-    http: httpx.Client, render_id: str, wanted: str, timeout: float = 5.0
-) -> dict[str, Any]:
+def wait_status(http: httpx.Client, render_id: str, wanted: str) -> dict[str, Any]:
     """Poll until the render reaches ``wanted`` (short real-time renders only)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def reached() -> dict[str, Any] | None:
         body: dict[str, Any] = http.get(f"/v1/renders/{render_id}").json()
-        if body["status"] == wanted or time.monotonic() > deadline:
-            return body
-        time.sleep(0.01)
+        return body if body["status"] == wanted else None
+
+    return wait_until(reached, what=f"render {render_id} to be {wanted}")

@@ -1,39 +1,82 @@
-"""Helpers shared by the tests: CLI subprocesses and sandbox checks."""
+"""Helpers shared by the tests: the CLI (in-process or as a real process), the one fake clock,
+the one ``wait_until``, filling a journal, and sandbox checks."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+from click.testing import CliRunner
 
 from outbox import Outbox, Schedule, Settings
+from outbox.cli import cli
+from outbox.clock import Clock
 from outbox.sandbox import Sandbox
 
 API_KEY_IN_TESTS = "ck_test_do_not_leak_1f2e3d4c5b6a"
 
+INSPECTION: dict[str, Any] = {"inspector": "Ada", "site": "North"}
 
-def run_cli(
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What a command left behind: its exit code and its two output streams."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> CliResult:
+    """Run ``outbox ARGS`` in this process, the way the console entry point runs it.
+
+    ``env`` is added to the environment for the call. An exception that escapes the command
+    is written to stderr as a traceback, as the interpreter would, so tests can insist on none.
+    """
+    result = CliRunner().invoke(cli, list(args), input=input, env=env, prog_name="outbox")
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        assert result.exc_info is not None
+        stderr += "Traceback (most recent call last):\n" + "".join(
+            traceback.format_exception(*result.exc_info)
+        )
+    return CliResult(result.exit_code, result.stdout, stderr)
+
+
+def run_cli_process(
     *args: str,
     env: dict[str, str] | None = None,
     input: str | None = None,
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m outbox ARGS`` in a real subprocess."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "CRAFTKIT_"))}
-    full_env.update(env or {})
+    """Run ``python -m outbox ARGS`` in a real subprocess (end-to-end tests)."""
     return subprocess.run(
         [sys.executable, "-m", "outbox", *args],
         capture_output=True,
         text=True,
-        env=full_env,
+        env=process_env(env),
         input=input,
         timeout=timeout,
     )
 
 
+def process_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: ours (already free of outbox settings) + ``extra``."""
+    return {**os.environ, **(extra or {})}
+
+
 def sandbox_env(sb: Sandbox, db: Path, **extra: str) -> dict[str, str]:
-    """Environment for a CLI subprocess that talks to ``sb`` with the journal ``db``."""
+    """Environment for a CLI command that talks to ``sb`` with the journal ``db``."""
     return {
         "OUTBOX_DB": str(db),
         "CRAFTKIT_API_KEY": sb.api_key,
@@ -42,13 +85,81 @@ def sandbox_env(sb: Sandbox, db: Path, **extra: str) -> dict[str, str]:
     }
 
 
+class FakeClock(Clock):
+    """The injected :class:`~outbox.clock.Clock`, moved by the test instead of by time passing.
+
+    ``advance`` moves the wall clock and the monotonic clock together; ``wait`` returns at once,
+    as if ``seconds`` had passed (so code that waits out a delay runs without sleeping), unless
+    the event is already set. Calling the clock gives the wall time, which is what the sandbox
+    takes as its clock. Wall-clock jumps of the device are freezegun's job, not this clock's.
+    """
+
+    def __init__(self, start: float = 1_780_000_000.0) -> None:
+        self._lock = threading.Lock()
+        self._wall = start
+        self._monotonic = 1_000.0
+
+    def now(self) -> float:
+        return self._wall
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def __call__(self) -> float:
+        return self._wall
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._wall += seconds
+            self._monotonic += seconds
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        if event.is_set():
+            return True
+        self.advance(max(0.0, seconds))
+        return event.is_set()
+
+
+def wait_until(condition: Callable[[], T | None], timeout: float = 30.0, what: str = "") -> T:
+    """Poll ``condition`` until it returns something truthy, and return that.
+
+    Only for what another thread or process does in real time; ``timeout`` is a generous
+    safety net against a hang, never a claim about speed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(0.02)
+
+
+def fill(db: Path, count: int, template: str = "inspection-report", **extra: Any) -> list[str]:
+    """Enqueue ``count`` entries keyed ``job-0``, ``job-1``, ... in one transaction."""
+    with Outbox(db) as ob:
+        return [
+            e.id
+            for e in ob.enqueue_many(
+                {
+                    "template": template,
+                    "data": {**INSPECTION, "site": f"S{i}"},
+                    "key": f"job-{i}",
+                    **extra,
+                }
+                for i in range(count)
+            )
+        ]
+
+
 FAST = Settings(connect_timeout=2.0, read_timeout=5.0, schedule=Schedule(offline_grace=1.0))
 
 
-def connected(db: Path, sb: Sandbox, **kwargs: object) -> Outbox:
+def connected(db: Path, sb: Sandbox, **kwargs: Any) -> Outbox:
     """An Outbox on ``db`` that talks to the sandbox ``sb``."""
-    options: dict[str, object] = {"settings": FAST, **kwargs}
-    return Outbox(db, api_key=sb.api_key, base_url=sb.base_url, **options)  # type: ignore[arg-type]
+    options: dict[str, Any] = {"settings": FAST, **kwargs}
+    return Outbox(db, api_key=sb.api_key, base_url=sb.base_url, **options)
 
 
 def renders_per_entry_ok(sb: Sandbox, expected: int) -> None:

@@ -19,11 +19,14 @@ import time
 from pathlib import Path
 
 import pypdf
+import pytest
 from support import renders_per_entry_ok, sandbox_env
 
 from outbox import Outbox, State
 from outbox.models import can_move
 from outbox.sandbox import Sandbox
+
+pytestmark = pytest.mark.e2e
 
 ENTRIES = 200
 KILLS = 30

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -30,14 +31,14 @@ RENDER = {
 }
 
 
-def _client(handler: Callable[[httpx.Request], httpx.Response], **kwargs: object) -> CraftkitClient:
+def _client(handler: Callable[[httpx.Request], httpx.Response], **kwargs: Any) -> CraftkitClient:
     return CraftkitClient(
         "https://api.craftkit.test",
         KEY,
         transport=httpx.MockTransport(handler),
         sleep=lambda _s: None,
         **kwargs,
-    )  # type: ignore[arg-type]
+    )
 
 
 def _envelope(code: str, message: str = "msg", **extra: object) -> dict[str, object]:

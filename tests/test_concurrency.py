@@ -10,7 +10,11 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from outbox import Outbox, State
+
+pytestmark = pytest.mark.e2e
 
 ENQUEUE_LOOP = textwrap.dedent(
     """
@@ -41,12 +45,12 @@ def _spawn(
 def test_enqueue_survives_sigkill_right_after_it_returns(db_path: Path) -> None:
     Outbox(db_path).close()
     proc = _spawn(db_path, 0, "killed", 1_000_000)
-    acknowledged = []
+    acknowledged: list[str] = []
     assert proc.stdout is not None
     while len(acknowledged) < 25:
         acknowledged.append(proc.stdout.readline().strip())
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc.communicate()  # reaps it and closes the pipes
     with Outbox(db_path) as ob:
         for entry_id in acknowledged:
             assert ob.get(entry_id).state is State.PENDING

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import pypdf
+import pytest
+
+pytestmark = pytest.mark.e2e
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

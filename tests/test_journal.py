@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 
 import pytest
-from support import API_KEY_IN_TESTS, run_cli
+from freezegun import freeze_time
+from support import API_KEY_IN_TESTS, run_cli_process
 
 from outbox import EntryBusy, EntryNotFound, IllegalTransition, LostRace, Outbox, State
-from outbox.clock import Clock
 from outbox.store import Journal
-
-
-class FakeClock(Clock):
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.t = start
-
-    def now(self) -> float:
-        return self.t
 
 
 def test_enqueue_is_durable_and_readable_after_reopen(db_path: Path) -> None:
@@ -89,39 +82,46 @@ def test_illegal_moves_raise_and_change_nothing(db_path: Path) -> None:
 
 
 def test_claims_lease_entries_once_until_the_lease_expires(db_path: Path) -> None:
-    clock = FakeClock()
-    journal = Journal(db_path, clock=clock)
-    with Outbox(db_path, clock=clock) as ob:
-        entries = [ob.enqueue("invoice", {"n": i}) for i in range(3)]
-    first = journal.claim_due(State.PENDING, owner="a", lease_seconds=30, limit=2, horizon=3600)
-    second = journal.claim_due(State.PENDING, owner="b", lease_seconds=30, limit=5, horizon=3600)
-    assert [e.id for e in first] == [entries[0].id, entries[1].id]
-    assert [e.id for e in second] == [entries[2].id]
-    # A leased entry cannot be cancelled while its request may be on the wire.
-    with pytest.raises(EntryBusy, match="being worked on right now"):
-        Outbox(db_path, clock=clock).cancel(entries[0].id)
-    # Owner "a" crashed: once its lease runs out, someone else takes the entry over.
-    clock.t += 31
-    third = journal.claim_due(State.PENDING, owner="c", lease_seconds=30, limit=5, horizon=3600)
-    assert {e.id for e in third} == {e.id for e in entries}
-    with pytest.raises(LostRace, match="no longer leased by this process"):
-        journal.transition(entries[0].id, State.PENDING, State.SUBMITTED, owner="a")
-    moved = journal.transition(
-        entries[0].id, State.PENDING, State.SUBMITTED, owner="c", render_id="r-1"
-    )
-    assert moved.render_id == "r-1" and journal.lease_holder(moved.id) is None
+    with freeze_time("2027-01-15 10:00:00") as frozen:
+        journal = Journal(db_path)
+        with Outbox(db_path) as ob:
+            entries = [ob.enqueue("invoice", {"n": i}) for i in range(3)]
+        first = journal.claim_due(State.PENDING, owner="a", lease_seconds=30, limit=2, horizon=3600)
+        second = journal.claim_due(
+            State.PENDING, owner="b", lease_seconds=30, limit=5, horizon=3600
+        )
+        assert [e.id for e in first] == [entries[0].id, entries[1].id]
+        assert [e.id for e in second] == [entries[2].id]
+        # A leased entry cannot be cancelled while its request may be on the wire.
+        with pytest.raises(EntryBusy, match="being worked on right now"):
+            Outbox(db_path).cancel(entries[0].id)
+        # Owner "a" crashed: once its lease runs out, someone else takes the entry over.
+        frozen.tick(31)
+        third = journal.claim_due(State.PENDING, owner="c", lease_seconds=30, limit=5, horizon=3600)
+        assert {e.id for e in third} == {e.id for e in entries}
+        with pytest.raises(LostRace, match="no longer leased by this process"):
+            journal.transition(entries[0].id, State.PENDING, State.SUBMITTED, owner="a")
+        moved = journal.transition(
+            entries[0].id, State.PENDING, State.SUBMITTED, owner="c", render_id="r-1"
+        )
+        assert moved.render_id == "r-1" and journal.lease_holder(moved.id) is None
 
 
 def test_due_at_far_in_the_future_counts_as_due_after_a_clock_jump(db_path: Path) -> None:
-    clock = FakeClock()
-    journal = Journal(db_path, clock=clock)
-    entry = Outbox(db_path, clock=clock).enqueue("invoice", {})
-    journal.reschedule(entry.id, State.PENDING, due_at=clock.t + 60)
-    assert journal.claim_due(State.PENDING, owner="a", lease_seconds=5, limit=9, horizon=3600) == []
-    # The device clock jumps back a year: the schedule is now absurdly far ahead.
-    clock.t -= 365 * 86400
-    claimed = journal.claim_due(State.PENDING, owner="a", lease_seconds=5, limit=9, horizon=3600)
-    assert [e.id for e in claimed] == [entry.id]
+    with freeze_time("2027-01-15 10:00:00") as frozen:
+        journal = Journal(db_path)
+        entry = Outbox(db_path).enqueue("invoice", {})
+        journal.reschedule(entry.id, State.PENDING, due_at=time.time() + 60)
+        claimed = journal.claim_due(
+            State.PENDING, owner="a", lease_seconds=5, limit=9, horizon=3600
+        )
+        assert claimed == []
+        # The device clock jumps back a year: the schedule is now absurdly far ahead.
+        frozen.move_to("2026-01-15 10:00:00")
+        claimed = journal.claim_due(
+            State.PENDING, owner="a", lease_seconds=5, limit=9, horizon=3600
+        )
+        assert [e.id for e in claimed] == [entry.id]
 
 
 def test_journal_file_is_private_and_never_holds_the_api_key(db_path: Path) -> None:
@@ -138,11 +138,12 @@ def test_journal_file_is_private_and_never_holds_the_api_key(db_path: Path) -> N
     assert API_KEY_IN_TESTS.encode() not in db_path.read_bytes()
 
 
-def test_status_facts_round_trip(ob: Outbox) -> None:
-    ob.journal.set_status("connectivity", {"online": False, "reason": "connection refused"})
+def test_status_facts_round_trip_with_the_time_they_were_learned(ob: Outbox) -> None:
+    with freeze_time("2027-01-15 10:00:00.250"):
+        ob.journal.set_status("connectivity", {"online": False, "reason": "connection refused"})
     facts = ob.status()
     assert facts["connectivity"] == {"online": False, "reason": "connection refused"}
-    assert facts["connectivity_at"].endswith("Z")
+    assert facts["connectivity_at"] == "2027-01-15T10:00:00.250Z"
 
 
 def test_on_change_reports_every_change_made_in_this_process(ob: Outbox) -> None:
@@ -157,11 +158,12 @@ def test_on_change_reports_every_change_made_in_this_process(ob: Outbox) -> None
     assert seen == [(entry.id, None, State.PENDING), (entry.id, State.PENDING, State.CANCELLED)]
 
 
+@pytest.mark.e2e
 def test_changes_yields_events_made_by_other_processes(db_path: Path) -> None:
     with Outbox(db_path) as ob:
         before = ob.enqueue("invoice", {"n": 0})
         feed = ob.changes(timeout=10, poll_interval=0.05)
-        other = run_cli("--db", str(db_path), "enqueue", "invoice", "--data", '{"n": 1}')
+        other = run_cli_process("--db", str(db_path), "enqueue", "invoice", "--data", '{"n": 1}')
         assert other.returncode == 0, other.stderr
         event = next(feed)
         assert event.entry_id == other.stdout.strip() != before.id

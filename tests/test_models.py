@@ -41,7 +41,7 @@ def test_invalid_requests_name_the_rule(kwargs: dict[str, object], message: str)
 def test_valid_request_gets_a_generated_key() -> None:
     one = RenderRequest("inspection-report", {"a": 1})
     two = RenderRequest("inspection-report", {"a": 1})
-    assert one.key.startswith("outbox-") and one.key != two.key
+    assert one.key is not None and one.key.startswith("outbox-") and one.key != two.key
     assert RenderRequest("invoice", {}, "k" * 200, "North 42.PDF", 3).key == "k" * 200
 
 

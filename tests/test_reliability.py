@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import connected, renders_per_entry_ok, run_cli
+from support import connected, process_env, renders_per_entry_ok, run_cli_process
 
 from outbox import InvalidArgument, JournalBusy, Outbox, State
 from outbox.sandbox import Sandbox
@@ -93,6 +94,7 @@ def _hold_write_lock(db: Path, seconds: float) -> subprocess.Popen[str]:
     return holder
 
 
+@pytest.mark.e2e
 def test_a_ten_second_write_lock_makes_commands_wait_not_fail(
     tmp_path: Path, sandbox: Sandbox
 ) -> None:
@@ -118,19 +120,19 @@ def test_a_ten_second_write_lock_makes_commands_wait_not_fail(
             "--key",
             "during-lock",
         ],
-        env={**env, "PATH": "/usr/bin:/bin"},
+        env=process_env({**env, "PATH": "/usr/bin:/bin"}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    flush = run_cli("flush", "--timeout", "60", env=env)
+    flush = run_cli_process("flush", "--timeout", "60", env=env)
     out, err = enqueue.communicate(timeout=60)
-    holder.wait(timeout=30)
+    holder.communicate(timeout=30)
     assert time.monotonic() - started >= 9.5, "the lock really was held"
     assert enqueue.returncode == 0, err
     assert flush.returncode in (0, 75), flush.stderr
     assert "Traceback" not in err + flush.stderr and "database is locked" not in err
-    result = run_cli("flush", env=env)
+    result = run_cli_process("flush", env=env)
     assert result.returncode == 0, result.stderr
     with Outbox(db) as ob:
         assert ob.counts()[State.DONE] == 2
@@ -140,14 +142,16 @@ def test_a_ten_second_write_lock_makes_commands_wait_not_fail(
 def test_a_command_that_gives_up_on_a_lock_says_so_clearly(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
     Outbox(db).close()
-    holder = _hold_write_lock(db, 1.5)
+    holder = sqlite3.connect(db, isolation_level=None)  # another connection, as another process
+    holder.execute("BEGIN IMMEDIATE")
     try:
         with Outbox(db, busy_timeout=0.5) as ob, pytest.raises(JournalBusy) as raised:
             ob.enqueue("inspection-report", INSPECTION)
         assert "locked by another process" in str(raised.value)
         assert "nothing was lost" in str(raised.value)
     finally:
-        holder.wait(timeout=30)
+        holder.execute("COMMIT")
+        holder.close()
     with Outbox(db) as ob:
         assert sum(ob.counts().values()) == 0
 
@@ -183,11 +187,11 @@ def test_every_enqueue_either_becomes_an_entry_or_gets_a_specific_error(
     try:
         entry = ob.enqueue(
             template,
-            data,
+            data,  # type: ignore[arg-type]
             key=key,
-            filename=filename,  # type: ignore[arg-type]
-            version=version,
-        )  # type: ignore[arg-type]
+            filename=filename,
+            version=version,  # type: ignore[arg-type]
+        )
     except InvalidArgument as exc:
         assert str(exc), "the error says what is wrong"
         assert sum(ob.counts().values()) == before, "a refused request writes nothing"

@@ -9,31 +9,29 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pypdf
 import pytest
-from support import connected, renders_per_entry_ok, run_cli, sandbox_env
+from freezegun import freeze_time
+from support import (
+    INSPECTION,
+    FakeClock,
+    connected,
+    fill,
+    process_env,
+    renders_per_entry_ok,
+    run_cli,
+    run_cli_process,
+    sandbox_env,
+    wait_until,
+)
 
 from outbox import EntryNotFound, Outbox, Schedule, Settings, State
-from outbox.clock import Clock
 from outbox.engine import Engine
 from outbox.sandbox import Sandbox
-
-INSPECTION = {"inspector": "Ada", "site": "North"}
-
-
-def _fill(db: Path, count: int, **extra: object) -> list[str]:
-    with Outbox(db) as ob:
-        return [
-            ob.enqueue(
-                "inspection-report", {**INSPECTION, "site": f"S{i}"}, key=f"job-{i}", **extra
-            ).id
-            for i in range(count)
-        ]
 
 
 def _assert_verified_pdf(path: str, size: int | None, sha256: str | None) -> None:
@@ -42,13 +40,6 @@ def _assert_verified_pdf(path: str, size: int | None, sha256: str | None) -> Non
     assert hashlib.sha256(data).hexdigest() == sha256
     reader = pypdf.PdfReader(io.BytesIO(data), strict=True)
     assert len(reader.pages) >= 1
-
-
-def _wait_for(condition, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def test_full_lifecycle_lands_verified_pdfs(tmp_path: Path, sandbox: Sandbox) -> None:
@@ -86,11 +77,12 @@ def test_full_lifecycle_lands_verified_pdfs(tmp_path: Path, sandbox: Sandbox) ->
     renders_per_entry_ok(sandbox, 2)
 
 
+@pytest.mark.e2e
 def test_killed_while_polling_the_restart_continues_without_resubmitting(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
-    _fill(db, 20)
+    fill(db, 20)
     with Sandbox(render_seconds=2.5, seed=5) as sb:
-        env = {**os.environ, **sandbox_env(sb, db)}
+        env = process_env(sandbox_env(sb, db))
         proc = subprocess.Popen(
             [sys.executable, "-m", "outbox", "flush", "--timeout", "60"],
             env=env,
@@ -98,12 +90,12 @@ def test_killed_while_polling_the_restart_continues_without_resubmitting(tmp_pat
             stderr=subprocess.DEVNULL,
         )
         with Outbox(db) as watcher:
-            _wait_for(lambda: watcher.counts()[State.SUBMITTED] == 20)
+            wait_until(lambda: watcher.counts()[State.SUBMITTED] == 20)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         with Outbox(db) as ob:
             assert ob.counts()[State.SUBMITTED] == 20  # mid-polling: nothing finished yet
-        result = run_cli("flush", "--timeout", "60", env=sandbox_env(sb, db))
+        result = run_cli_process("flush", "--timeout", "60", env=sandbox_env(sb, db))
         assert result.returncode == 0, result.stderr
         renders_per_entry_ok(sb, 20)
         posts = sb.stats()["requests"]["POST /v1/templates/:slug/render"]
@@ -116,7 +108,7 @@ def test_killed_while_polling_the_restart_continues_without_resubmitting(tmp_pat
 
 def test_no_public_bucket_uses_the_private_stream(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
-    _fill(db, 3)
+    fill(db, 3)
     with Sandbox(render_seconds=0.1, public_bucket=False) as sb, connected(db, sb) as ob:
         assert ob.flush(timeout=30).exit_code == 0
         for entry in ob.list():
@@ -128,7 +120,7 @@ def test_no_public_bucket_uses_the_private_stream(tmp_path: Path) -> None:
 
 def test_truncated_downloads_are_retried_and_never_kept(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
-    _fill(db, 20)
+    fill(db, 20)
     with Sandbox(render_seconds=0.1, seed=9, pdf_size=200_000) as sb, connected(db, sb) as ob:
         sb.set_faults(truncate_downloads=0.3)
         report = ob.flush(timeout=60)
@@ -165,7 +157,8 @@ def test_failed_render_then_retry_uses_a_new_key_and_keeps_the_lineage(
         again = ob.get(entry.id)
         assert again.key == "handover-7~2" and again.render_id != first_render
     shown = run_cli("show", entry.id, env=env).stdout
-    assert first_render and first_render in shown and again.render_id in shown
+    assert first_render and first_render in shown
+    assert again.render_id and again.render_id in shown
     assert "handover-7~2" in shown and "new key" in shown
     assert sandbox.stats()["renders_per_key"] == {"handover-7": 1, "handover-7~2": 1}
 
@@ -181,7 +174,7 @@ def test_rejected_entry_retries_with_the_same_key(tmp_path: Path, sandbox: Sandb
 
 def test_a_render_the_api_does_not_know_is_kept_and_explained(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
-    _fill(db, 2)
+    fill(db, 2)
     with Sandbox(render_seconds=1.5) as sb:
         with connected(db, sb) as ob:
             assert ob.flush(timeout=0.5).exit_code == 75
@@ -207,11 +200,12 @@ def test_a_render_the_api_does_not_know_is_kept_and_explained(tmp_path: Path) ->
             assert all(e.state is State.DONE and e.error is None for e in ob.list())
 
 
+@pytest.mark.e2e
 def test_run_stops_cleanly_on_sigterm_and_the_next_run_finishes(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
-    _fill(db, 15)
+    fill(db, 15)
     with Sandbox(render_seconds=3.0, seed=2) as sb:
-        env = {**os.environ, **sandbox_env(sb, db)}
+        env = process_env(sandbox_env(sb, db))
         proc = subprocess.Popen(
             [sys.executable, "-m", "outbox", "run"],
             env=env,
@@ -220,7 +214,7 @@ def test_run_stops_cleanly_on_sigterm_and_the_next_run_finishes(tmp_path: Path) 
             text=True,
         )
         with Outbox(db) as watcher:
-            _wait_for(lambda: watcher.counts()[State.SUBMITTED] >= 10)
+            wait_until(lambda: watcher.counts()[State.SUBMITTED] >= 10)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
@@ -233,10 +227,11 @@ def test_run_stops_cleanly_on_sigterm_and_the_next_run_finishes(tmp_path: Path) 
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            text=True,
         )
         try:
             with Outbox(db) as watcher:
-                _wait_for(lambda: watcher.counts()[State.DONE] == 15, timeout=60)
+                wait_until(lambda: watcher.counts()[State.DONE] == 15, timeout=60)
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=20)
@@ -282,7 +277,7 @@ def test_unknown_status_is_not_terminal_and_cancelled_is(tmp_path: Path) -> None
         return httpx.Response(200, json={**render, "status": next(statuses)})
 
     db = tmp_path / "j.db"
-    with Outbox(db) as ob:
+    with Outbox(db, clock=FakeClock()) as ob:  # polls are backed off in fake time
         entry = ob.enqueue("inspection-report", INSPECTION)
         engine = Engine(
             ob.journal,
@@ -304,44 +299,44 @@ def test_unknown_status_is_not_terminal_and_cancelled_is(tmp_path: Path) -> None
         assert report.exit_code == 65
 
 
-class MovableClock(Clock):
-    """The real clock, plus a jump forward the test controls."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return super().now() + self.offset
-
-
 def test_purge_deletes_only_old_finished_entries(tmp_path: Path, sandbox: Sandbox) -> None:
     db = tmp_path / "j.db"
-    clock = MovableClock()
-    with connected(db, sandbox, clock=clock) as ob:
+    with connected(db, sandbox) as ob:
         done = ob.enqueue("inspection-report", INSPECTION)
         ob.flush(timeout=30)
         waiting = ob.enqueue("inspection-report", {**INSPECTION, "site": "later"})
         cancelled = ob.enqueue("invoice", {})
         ob.cancel(cancelled.id)
         assert ob.purge(3600) == 0
-        clock.offset = 2 * 86400
-        assert ob.purge(timedelta(days=1)) == 2
-        assert [e.id for e in ob.list()] == [waiting.id]
-        with pytest.raises(EntryNotFound):
-            ob.history(done.id)
+        with freeze_time(timedelta(days=2)):  # two days later
+            assert ob.purge(timedelta(days=1)) == 2
+            assert [e.id for e in ob.list()] == [waiting.id]
+            with pytest.raises(EntryNotFound):
+                ob.history(done.id)
         assert Path(tmp_path / "renders" / f"{done.id}.pdf").exists(), "PDFs are never deleted"
     result = run_cli("purge", "--older-than", "30x", env={"OUTBOX_DB": str(db)})
     assert result.returncode == 65 and "not an age" in result.stderr
     result = run_cli("purge", "--older-than", "30d", env={"OUTBOX_DB": str(db)})
     assert result.returncode == 0 and "purged 0" in result.stdout
+    with freeze_time(timedelta(days=31)):
+        result = run_cli("purge", "--older-than", "30d", env={"OUTBOX_DB": str(db)})
+    assert result.returncode == 0 and "purged 0" in result.stdout  # pending is never purged
+    with Outbox(db) as ob:
+        ob.cancel(waiting.id)
+    result = run_cli("purge", "--older-than", "1h", env={"OUTBOX_DB": str(db)})
+    assert result.returncode == 0 and "purged 0" in result.stdout
+    with freeze_time(timedelta(hours=2)):
+        result = run_cli("purge", "--older-than", "1h", env={"OUTBOX_DB": str(db)})
+    assert result.returncode == 0 and "purged 1" in result.stdout
 
 
+@pytest.mark.e2e
 def test_run_with_a_drop_folder_takes_a_file_all_the_way_to_a_result(
     tmp_path: Path, sandbox: Sandbox
 ) -> None:
     db, drop = tmp_path / "j.db", tmp_path / "drop"
     drop.mkdir()
-    env = {**os.environ, **sandbox_env(sandbox, db)}
+    env = process_env(sandbox_env(sandbox, db))
     proc = subprocess.Popen(
         [sys.executable, "-m", "outbox", "run", "--watch", str(drop)],
         env=env,
@@ -357,7 +352,7 @@ def test_run_with_a_drop_folder_takes_a_file_all_the_way_to_a_result(
         )
         job.rename(drop / "north-42.json")
         result = drop / "results" / "north-42.result.json"
-        _wait_for(result.exists, timeout=60)
+        wait_until(result.exists, timeout=60)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

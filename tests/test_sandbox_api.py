@@ -9,23 +9,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sandbox_support import (
-    INSPECTION,
-    INVOICE,
-    FakeClock,
-    client,
-    clock,
-    error_code,
-    field_errors,
-    render,
-    sb,
-    timed,
-)
+from sandbox_support import INSPECTION, INVOICE, client, error_code, field_errors, render
+from support import FakeClock
 
 from outbox.sandbox import Sandbox
-
-__all__ = ["clock", "sb", "timed"]  # fixtures
-
 
 # --- health and auth ------------------------------------------------------------------------
 

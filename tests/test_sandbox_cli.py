@@ -1,8 +1,8 @@
-"""The ``sandbox`` command, run as a real process: banner, serving, clean stop on signals."""
+"""The ``sandbox`` command: banner, serving and a clean stop on signals as a real process
+(end to end); option checks in-process."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from support import process_env
 
 from outbox.sandbox.cli import parse_seconds_option, parse_size, sandbox
 
@@ -28,7 +29,7 @@ def running(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **(env or {})},
+        env=process_env(env),
     )
     try:
         assert process.stdout is not None
@@ -37,9 +38,10 @@ def running(
     finally:
         if process.poll() is None:
             process.kill()
-            process.wait()
+        process.communicate()  # reads what is left and closes the pipes
 
 
+@pytest.mark.e2e
 def test_command_prints_its_url_and_key_and_stops_cleanly(tmp_path: Path) -> None:
     with running("--port", "0", "--render-seconds", "0", cwd=tmp_path) as (process, lines):
         prefix = "Craftkit sandbox listening on "
@@ -70,6 +72,7 @@ def test_command_prints_its_url_and_key_and_stops_cleanly(tmp_path: Path) -> Non
         assert process.wait(10) == 0
 
 
+@pytest.mark.e2e
 def test_command_applies_fault_flags(tmp_path: Path) -> None:
     args = (
         "--port",

@@ -4,29 +4,16 @@ padding to a size, and streaming without holding the file in memory."""
 from __future__ import annotations
 
 import threading
-import time
 import tracemalloc
 import uuid
 
 import httpx
 import pytest
-from sandbox_support import (
-    INVOICE,
-    FakeClock,
-    client,
-    clock,
-    error_code,
-    pdf_text,
-    render,
-    sb,
-    timed,
-    wait_status,
-)
+from sandbox_support import INVOICE, client, error_code, pdf_text, render, wait_status
+from support import FakeClock, wait_until
 
 from outbox.sandbox import Sandbox
 from outbox.sandbox.pdf import PdfDocument, escape_text, render_pdf
-
-__all__ = ["clock", "sb", "timed"]
 
 
 def test_public_download_url_serves_a_real_pdf(sb: Sandbox) -> None:
@@ -213,25 +200,29 @@ def test_downloads_during_stop_do_not_hang() -> None:
     try:
         with client(sandbox) as http:
             url = wait_status(http, render(http).json()["id"], "succeeded")["downloadUrl"]
-            errors: list[BaseException] = []
+        reading, stopped = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
 
-            def slow_reader() -> None:
-                try:
-                    with httpx.stream("GET", url, timeout=5) as response:
-                        for _ in response.iter_raw(64 * 1024):
-                            threading.Event().wait(0.002)
-                except httpx.HTTPError as exc:
-                    errors.append(exc)
+        def stalled_reader() -> None:
+            try:
+                with httpx.stream("GET", url, timeout=30) as response:
+                    for _ in response.iter_raw(64 * 1024):
+                        reading.set()
+                        stopped.wait(30)  # reads nothing more until the sandbox has stopped
+            except httpx.HTTPError as exc:
+                errors.append(exc)
 
-            reader = threading.Thread(target=slow_reader)
-            reader.start()
-            threading.Event().wait(0.2)
-            started = time.monotonic()
-            sandbox.stop()
-            assert time.monotonic() - started < 2.0
-            reader.join(10)
-            assert not reader.is_alive()
-            assert errors
+        reader = threading.Thread(target=stalled_reader)
+        reader.start()
+        wait_until(reading.is_set, what="the download to start")
+        stopper = threading.Thread(target=sandbox.stop)
+        stopper.start()
+        stopper.join(30)  # a stop that waited for this download would never return
+        assert not stopper.is_alive()
+        stopped.set()
+        reader.join(30)
+        assert not reader.is_alive()
+        assert errors, "the download was cut, not completed"
     finally:
         sandbox.close()
 

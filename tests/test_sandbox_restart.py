@@ -8,12 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sandbox_support import FakeClock, client, clock, render
+from sandbox_support import client, render
+from support import FakeClock
 
 from outbox.sandbox import Sandbox
 from outbox.sandbox.state import DB_NAME
-
-__all__ = ["clock"]
 
 
 def test_stop_refuses_connections_and_start_comes_back_on_the_same_port(clock: FakeClock) -> None:

@@ -7,15 +7,13 @@ import json
 from typing import Any
 
 import pytest
-from sandbox_support import client, error_code, field_errors, pdf_text, render, sb, wait_status
+from sandbox_support import client, error_code, field_errors, pdf_text, render, wait_status
 
 from outbox import rules
 from outbox.sandbox import Sandbox
 from outbox.sandbox.manifest import Manifest, ManifestError
 from outbox.sandbox.schema import json_schema
 from outbox.sandbox.validation import check_value, validate_data
-
-__all__ = ["sb"]
 
 # (dataType, value, accepted?, coerced value or expected message)
 CASES: list[tuple[str, Any, bool, Any]] = [

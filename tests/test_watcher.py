@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,9 @@ from typing import Any
 
 import pytest
 from sandbox_support import INVOICE
-from support import connected
+from support import FakeClock, connected, wait_until
 
 from outbox import JournalBusy, Outbox, State
-from outbox.clock import Clock
 from outbox.models import Entry
 from outbox.sandbox import Sandbox
 from outbox.watcher import Accepted, DropFolder, Outcome, Rejected, ResultWritten, derive_key
@@ -32,18 +32,6 @@ JOB: dict[str, Any] = {
 
 
 # -- helpers shared with test_watcher_processes ---------------------------------------
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(0.02)
 
 
 def drop(folder: Path, name: str, content: Any) -> Path:
@@ -65,20 +53,6 @@ def listing(folder: Path) -> list[str]:
 def result(folder: Path, stem: str) -> dict[str, Any] | None:
     path = folder / "results" / f"{stem}.result.json"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-class FakeClock(Clock):
-    """Monotonic time that only moves when told to (or when the watcher waits)."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wait(self, event: threading.Event, seconds: float) -> bool:
-        self.t += seconds
-        return event.is_set()
 
 
 @dataclass
@@ -399,7 +373,7 @@ def test_a_file_written_in_chunks_is_read_only_once_complete(ob: Outbox, folder:
             handle.flush()
             report = watcher.scan()
             assert report.waiting == ["slow.json"] and not report.accepted and not report.rejected
-            clock.t += 1.5  # a slow writer, but never quiet for the whole settle time
+            clock.advance(1.5)  # a slow writer, but never quiet for the whole settle time
             os.utime(path, ns=(time.time_ns(), time.time_ns() + len(chunk)))
         handle.write(chunks[-1])
     report = watcher.scan()
@@ -415,9 +389,9 @@ def test_a_file_that_stops_half_way_is_rejected_once_quiet_for_settle(
     watcher = DropFolder(ob, folder, settle=2.0, clock=clock)
     (folder / "stuck.json").write_text('{"template": "invoice", "da')
     assert watcher.scan().waiting == ["stuck.json"]
-    clock.t += 1.9
+    clock.advance(1.9)
     assert watcher.scan().waiting == ["stuck.json"]
-    clock.t += 0.2
+    clock.advance(0.2)
     report = watcher.scan()
     assert [r.file for r in report.rejected] == ["stuck.json"]
     assert "is not valid JSON" in report.rejected[0].reason
@@ -425,7 +399,9 @@ def test_a_file_that_stops_half_way_is_rejected_once_quiet_for_settle(
 
 def test_a_slow_writer_process_is_never_read_half_way(ob: Outbox, folder: Path) -> None:
     text = json.dumps({**JOB, "data": {"notes": "n" * 2000}}, indent=2)
-    with running(ob, folder, settle=0.6) as watcher:
+    # Pauses of 0.1 s against a settle time of 3 s: a loaded machine cannot stretch one pause
+    # past the settle time, and a complete file is taken without waiting for it.
+    with running(ob, folder, settle=3.0) as watcher:
         with (folder / "slow.json").open("w", encoding="utf-8") as handle:
             for i in range(0, len(text), 150):
                 handle.write(text[i : i + 150])
@@ -605,14 +581,20 @@ def test_the_running_watcher_writes_results_as_entries_finish(ob: Outbox, folder
 
 
 def test_the_watcher_survives_its_folder_being_removed_and_made_again(
-    ob: Outbox, folder: Path
+    ob: Outbox, folder: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="outbox.watcher")
+
+    def noticed_it_gone() -> bool:
+        messages = [record.getMessage() for record in list(caplog.records)]
+        return any("cannot watch" in m or "was replaced" in m for m in messages)
+
     # No periodic rescan here: only a fresh watch on the new folder can see the second file.
     with running(ob, folder, rescan_interval=3600) as watcher:
         drop(folder, "before.json", JOB)
         wait_until(lambda: "before.json" in watcher.accepted(), what="the first file")
         shutil.rmtree(folder)
-        time.sleep(0.5)
+        wait_until(noticed_it_gone, what="the watcher to notice that its folder is gone")
         folder.mkdir()
         drop(folder, "after.json", {**JOB, "key": "after"})
         wait_until(lambda: "after.json" in watcher.accepted(), what="a file in the new folder")
@@ -632,9 +614,8 @@ def test_results_keep_coming_after_a_purge_deletes_the_newest_events(
         finish(ob, accepted.entry.id, State.DONE)
     assert len(watcher.write_results()) == 3
     read_up_to = ob.journal.last_event_id()
-    # Everything is finished and old: a purge empties the journal, newest events included.
-    time.sleep(0.01)
-    assert ob.journal.purge(time.time()) == 3
+    # Everything is finished: a purge empties the journal, newest events included.
+    assert ob.journal.purge(ob.clock.now() + 1) == 3
     for n in range(5):  # more new events than the watcher had read before the purge
         drop(folder, f"new-{n}.json", {**JOB, "data": {"new": n}})
     for accepted in watcher.scan().accepted:

@@ -13,15 +13,15 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
-from test_watcher import JOB, drop, finish, listing, result, wait_until
+from support import process_env, wait_until
+from test_watcher import JOB, drop, finish, listing, result
 
 from outbox import Outbox, State
 
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "CRAFTKIT_"))}
+pytestmark = pytest.mark.e2e
 
 
 class Watcher:
@@ -33,7 +33,7 @@ class Watcher:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=process_env(),
         )
         self.lines: list[str] = []
         self.errors: list[str] = []
@@ -45,9 +45,10 @@ class Watcher:
             reader.start()
 
     @staticmethod
-    def _collect(stream: object, into: list[str]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            into.append(line.rstrip("\n"))
+    def _collect(stream: IO[str], into: list[str]) -> None:
+        with stream:
+            for line in stream:
+                into.append(line.rstrip("\n"))
 
     def ready(self) -> bool:
         """Whether the command has started watching (and handles SIGINT/SIGTERM)."""
@@ -130,12 +131,12 @@ def test_sigkill_between_enqueue_and_move_then_restart_makes_no_second_entry(
         [sys.executable, "-c", HOLD_AFTER_ENQUEUE, str(db_path), str(folder)],
         stdout=subprocess.PIPE,
         text=True,
-        env=_env(),
+        env=process_env(),
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "enqueued 60"
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc.communicate(timeout=30)  # reaps it and closes the pipe
     with Outbox(db_path) as ob:
         assert len(ob.list()) == 60  # committed...
     assert _jobs_left(folder) == names  # ...but not one file moved
