@@ -48,7 +48,7 @@ jobs = st.fixed_dictionaries(
 )
 #: File names as a file system hands them out: no slash, no NUL, not empty.
 file_names = st.text(
-    st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
+    st.characters(blacklist_characters="/\x00", blacklist_categories=["Cs"]),
     min_size=1,
     max_size=60,
 )

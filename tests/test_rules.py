@@ -6,13 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from sandbox_support import client, error_code, sb
+from sandbox_support import client, error_code
 
 from outbox import InvalidArgument, RenderRequest, rules
 from outbox.sandbox import Sandbox
 from outbox.sandbox.templates import TemplateFileError, load_templates
-
-__all__ = ["sb"]  # fixtures
 
 MANIFEST = {
     "variables": [{"key": "title", "label": "Title", "dataType": "text", "required": False}],

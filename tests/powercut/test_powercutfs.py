@@ -181,7 +181,7 @@ def test_sqlite_in_wal_mode_keeps_every_committed_row_across_cuts(disk: PowerCut
         while acknowledged < target:
             acknowledged = int(writer.stdout.readline())
         writer.send_signal(signal.SIGKILL)
-        writer.wait()
+        writer.communicate()  # reaps it and closes the pipe
         db = reboot(disk) / "journal.db"
         with sqlite3.connect(db) as check:
             assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
