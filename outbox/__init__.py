@@ -34,6 +34,7 @@ from .outbox import Outbox
 from .schedule import Schedule
 from .templates import CachedTemplate
 from .validation import CheckOutcome, DataCheck, ValidationMode
+from .watcher import DropFolder
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "DataCheck",
     "DataInvalid",
     "DownloadError",
+    "DropFolder",
     "Entry",
     "EntryBusy",
     "EntryNotFound",

@@ -1,6 +1,7 @@
 """The ``outbox`` command: thin glue between click and the :class:`~outbox.Outbox` facade.
 
 Errors from the library become one line on stderr and an :class:`~outbox.exit_codes.ExitCode`.
+What the commands print is formatted in :mod:`outbox.cli_output`.
 """
 
 from __future__ import annotations
@@ -10,22 +11,21 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from . import cli_output as output
 from . import errors
 from .config import ENV_API_KEY, Config, load_config
-from .engine import FlushReport
 from .exit_codes import exit_code_for
-from .models import Entry, Event, RenderRequest, State
+from .models import State
 from .outbox import Outbox
 from .sandbox.cli import sandbox as sandbox_command
-from .templates import CachedTemplate
-from .validation import VALIDATION_MODES, DataCheck, ValidationMode
+from .validation import VALIDATION_MODES, ValidationMode
 from .watcher import DropFolder
 
 
@@ -136,17 +136,17 @@ def enqueue(
     """Add a render request to the journal and print its id. Works offline."""
     data = _read_data(data_arg)
     with state.outbox() as ob:
-        existing = ob.journal.find_by_key(key) if key else None
+        existing = ob.find_by_key(key) if key else None
         request = ob.prepare(
             template, data, key=key, filename=filename, version=version, validation="off"
         )
-        check = _check_data(ob, request, validate) if existing is None else None
+        check = ob.check_request(request, validation=validate)
         entry = ob.enqueue_many([request])[0]
-    if check is not None and check.message():
+    if existing is None and check is not None and check.message():
         click.echo(f"{'note' if check.passed else 'warning'}: {check.message()}", err=True)
     if existing is not None:
         click.echo(f"note: key {key!r} was already enqueued as entry {entry.id}", err=True)
-    click.echo(_dumps(entry.to_public()) if as_json else entry.id)
+    click.echo(output.dumps(entry.to_public()) if as_json else entry.id)
 
 
 @cli.command()
@@ -157,27 +157,17 @@ def status(state: _State, as_json: bool) -> None:
     with state.outbox() as ob:
         counts = ob.counts()
         facts = ob.status()
-        schema = ob.journal.schema_version
+        schema = ob.schema_version
     config = state.config
+    where = {
+        "journal": str(config.db),
+        "downloads": str(config.downloads),
+        "base_url": config.base_url,
+    }
     if as_json:
-        click.echo(
-            _dumps(
-                {
-                    "journal": str(config.db),
-                    "downloads": str(config.downloads),
-                    "base_url": config.base_url,
-                    "counts": {s.value: n for s, n in counts.items()},
-                    "status": facts,
-                }
-            )
-        )
+        click.echo(output.status_json(**where, counts=counts, facts=facts))
         return
-    click.echo(f"journal    {config.db} (schema {schema})")
-    click.echo(f"downloads  {config.downloads}")
-    click.echo(f"api        {config.base_url}")
-    click.echo("  ".join(f"{s.value} {n}" for s, n in counts.items()))
-    for line in _network_lines(facts):
-        click.echo(line)
+    _echo_lines(output.status_lines(**where, schema=schema, counts=counts, facts=facts))
 
 
 @cli.command(name="list")
@@ -190,14 +180,9 @@ def list_(state: _State, state_filter: str | None, limit: int | None, as_json: b
     with state.outbox() as ob:
         entries = ob.list(state=state_filter, limit=limit)
     if as_json:
-        click.echo(_dumps([entry.to_public() for entry in entries]))
+        click.echo(output.dumps([entry.to_public() for entry in entries]))
         return
-    rows = [("ID", "STATE", "TEMPLATE", "KEY", "UPDATED", "DETAIL")]
-    rows += [
-        (e.id, e.state.value, e.template, _clip(e.key, 32), e.updated_at, _detail(e))
-        for e in entries
-    ]
-    _table(rows)
+    _echo_lines(output.entries_table(entries))
 
 
 @cli.command()
@@ -210,9 +195,9 @@ def show(state: _State, entry_id: str, as_json: bool) -> None:
         entry = ob.get(entry_id)
         events = ob.history(entry.id)
     if as_json:
-        click.echo(_dumps({**entry.to_dict(), "events": [e.to_dict() for e in events]}))
+        click.echo(output.entry_json(entry, events))
         return
-    _show_entry(entry, events)
+    _echo_lines(output.entry_lines(entry, events))
 
 
 @cli.command()
@@ -245,15 +230,14 @@ def flush(state: _State, timeout: float, as_json: bool) -> None:
     _require_api_key(state.config)
     with state.outbox() as ob, _on_signals(lambda: ob.stop(timeout=0)):
         live = sys.stderr.isatty() and not as_json
-        report = ob.flush(timeout, progress=_progress_line if live else None)
+        report = ob.flush(timeout, progress=_show_progress if live else None)
     if live:
         click.echo("", err=True)
     if as_json:
-        click.echo(_dumps(_report_json(report)))
+        click.echo(output.report_json(report))
     else:
-        click.echo(_counts_line(report.counts))
-        for line in report.problems:
-            click.echo(line.replace("fix the API key", f"fix {ENV_API_KEY}"), err=True)
+        click.echo(output.counts_line(report.counts))
+        _echo_lines(report.problems, err=True)
     raise SystemExit(report.exit_code)
 
 
@@ -332,7 +316,7 @@ def watch(state: _State, folder: Path) -> None:
     stop = threading.Event()
     with _on_signals(stop.set), state.outbox() as ob:
         drop = DropFolder(ob, folder, on_outcome=lambda outcome: click.echo(outcome.describe()))
-        click.echo(f"watching {drop.folder} (journal {ob.journal.path}); Ctrl-C stops", err=True)
+        click.echo(f"watching {drop.folder} (journal {ob.path}); Ctrl-C stops", err=True)
         drop.run(stop)
 
 
@@ -369,23 +353,15 @@ def templates_sync(state: _State, timeout: float, as_json: bool) -> None:
             fix = f"fix {ENV_API_KEY}" if isinstance(exc, errors.AuthError) else "try again online"
             click.echo(f"outbox: {exc}; the template cache was left as it was ({fix})", err=True)
             raise SystemExit(exit_code_for(exc)) from None
-    changes = {cached.slug: _template_change(before.get(cached.slug), cached) for cached in after}
+    changes = {
+        cached.slug: output.template_change(before.get(cached.slug), cached) for cached in after
+    }
     removed = sorted(set(before) - set(changes))
     if as_json:
-        click.echo(
-            _dumps(
-                {
-                    "templates": [
-                        {**cached.to_public(), "change": changes[cached.slug]} for cached in after
-                    ],
-                    "removed": removed,
-                }
-            )
-        )
+        click.echo(output.sync_json(after, changes, removed))
         return
-    _templates_table(after, changes)
-    counted = [f"{sum(1 for c in changes.values() if c == kind)} {kind}" for kind in _CHANGES]
-    click.echo(f"synced {len(after)} templates ({', '.join(counted)}, {len(removed)} removed)")
+    _echo_lines(output.templates_table(after, changes))
+    click.echo(output.sync_summary(len(after), changes, len(removed)))
     for slug in removed:
         click.echo(f"removed {slug}: it no longer exists at Craftkit", err=True)
 
@@ -398,58 +374,24 @@ def templates_list(state: _State, as_json: bool) -> None:
     with state.outbox() as ob:
         cached = ob.templates()
     if as_json:
-        click.echo(_dumps([template.to_public() for template in cached]))
+        click.echo(output.dumps([template.to_public() for template in cached]))
         return
     if not cached:
         click.echo("no templates cached; run `outbox templates sync` while online", err=True)
         return
-    _templates_table(cached, {})
+    _echo_lines(output.templates_table(cached, {}))
 
 
 # -- helpers ---------------------------------------------------------------------------
 
 
-_CHANGES = ("new", "updated", "unchanged")
+def _echo_lines(lines: Iterable[str], *, err: bool = False) -> None:
+    for line in lines:
+        click.echo(line, err=err)
 
 
-def _check_data(ob: Outbox, request: RenderRequest, mode: ValidationMode) -> DataCheck | None:
-    """Check the request's data against the cached template; raise in ``reject`` mode."""
-    if mode == "off":
-        return None
-    check = ob.check(request.template, request.data, version=request.version)
-    check.enforce(mode)
-    return check
-
-
-def _template_change(old: CachedTemplate | None, new: CachedTemplate) -> str:
-    if old is None:
-        return "new"
-    same = (old.version, old.published, old.json_schema) == (
-        new.version,
-        new.published,
-        new.json_schema,
-    )
-    return "unchanged" if same else "updated"
-
-
-def _templates_table(cached: Sequence[CachedTemplate], changes: dict[str, str]) -> None:
-    rows = [("SLUG", "VERSION", "VARIABLES", "LOOPS", "SYNCED", "CHANGE")]
-    for template in cached:
-        variables, loops = template.field_count()
-        change = changes.get(template.slug, "")
-        if not change and template.previous_version is not None:
-            change = f"was version {template.previous_version} until {template.changed_at}"
-        rows.append(
-            (
-                template.slug,
-                str(template.version) if template.has_published_version else "unpublished",
-                str(variables),
-                str(loops),
-                template.synced_at,
-                change,
-            )
-        )
-    _table(rows)
+def _show_progress(counts: dict[State, int]) -> None:
+    click.echo(output.progress_line(counts), nl=False, err=True)
 
 
 def _require_api_key(config: Config) -> None:
@@ -472,51 +414,6 @@ def _on_signals(stop: Callable[[], None]) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _network_lines(facts: dict[str, Any]) -> list[str]:
-    """The last known connectivity, key, server and rate-limit facts, for a person."""
-    lines = []
-    labels = {
-        "connectivity": ("network", "online", "offline"),
-        "auth": ("api key", "accepted", f"refused — fix {ENV_API_KEY}"),
-        "server": ("server", "ok", "trouble"),
-        "rate_limit": ("rate limit", "not limited", "limited — requests were slowed down"),
-    }
-    for name, (label, good, bad) in labels.items():
-        fact = facts.get(name)
-        if not isinstance(fact, dict):
-            continue
-        ok = fact.get("online", fact.get("ok", not fact.get("limited", False)))
-        text = good if ok else bad
-        if fact.get("reason") and not ok:
-            text += f": {fact['reason']}"
-        lines.append(f"{label.ljust(10)} {text} (as of {facts.get(name + '_at')})")
-    return lines
-
-
-def _progress_line(counts: dict[State, int]) -> None:
-    click.echo("\r" + _counts_line(counts) + "   ", nl=False, err=True)
-
-
-def _counts_line(counts: dict[State, int]) -> str:
-    return "  ".join(f"{s.value} {counts.get(s, 0)}" for s in State)
-
-
-def _report_json(report: FlushReport) -> dict[str, Any]:
-    return {
-        "exit_code": int(report.exit_code),
-        "drained": report.drained,
-        "counts": {s.value: n for s, n in report.counts.items()},
-        "moved": {s.value: n for s, n in report.moved.items()},
-        "failed": [e.to_public() for e in report.failed],
-        "rejected": [e.to_public() for e in report.rejected],
-        "offline": report.offline,
-        "auth_error": report.auth_error,
-        "rate_limited": report.rate_limited,
-        "timed_out": report.timed_out,
-        "problems": report.problems,
-    }
 
 
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -546,60 +443,6 @@ def _read_data(arg: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise errors.InvalidArgument(f"{origin} is not valid JSON: {exc}") from exc
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False)
-
-
-def _clip(text: str | None, width: int) -> str:
-    if text is None:
-        return ""
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _detail(entry: Entry) -> str:
-    if entry.error:
-        return _clip(entry.error, 60)
-    if entry.pdf_path:
-        return entry.pdf_path
-    return entry.remote_status or ""
-
-
-def _table(rows: Sequence[Sequence[str]], echo: Callable[[str], None] = click.echo) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def _show_entry(entry: Entry, events: list[Event]) -> None:
-    fields = entry.to_dict()
-    fields.pop("data")
-    width = max(len(name) for name in fields)
-    for name, value in fields.items():
-        if value is None:
-            continue
-        if name == "field_errors":
-            for field_name, messages in value.items():
-                click.echo(f"{'field error'.ljust(width)}  {field_name}: {'; '.join(messages)}")
-            continue
-        click.echo(f"{name.ljust(width)}  {value}")
-    click.echo(f"{'data'.ljust(width)}  {json.dumps(entry.data, ensure_ascii=False)}")
-    click.echo("")
-    rows = [("AT", "FROM", "TO", "ATTEMPT", "HTTP", "CODE", "DETAIL")]
-    rows += [
-        (
-            e.at,
-            e.from_state.value if e.from_state else "-",
-            e.to_state.value,
-            str(e.attempt),
-            str(e.http_status or ""),
-            e.error_code or "",
-            e.detail or "",
-        )
-        for e in events
-    ]
-    _table(rows)
 
 
 def main() -> NoReturn:

@@ -21,7 +21,7 @@ import httpx
 
 from .client import CraftkitClient
 from .clock import Clock
-from .config import Settings
+from .config import ENV_API_KEY, Settings
 from .dispatcher import Dispatcher
 from .exit_codes import ExitCode
 from .gate import Gate
@@ -75,7 +75,10 @@ class FlushReport:
         """One line per problem, each saying what to do about it."""
         lines: list[str] = []
         if self.auth_error:
-            lines.append(f"{self.auth_error}: fix the API key; nothing was consumed")
+            lines.append(
+                f"{self.auth_error}: fix the API key (the CLI reads it from {ENV_API_KEY}); "
+                "nothing was consumed"
+            )
         if self.offline:
             lines.append(f"offline: {self.offline}; the work waits for the next flush")
         if self.journal_trouble:

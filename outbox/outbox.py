@@ -186,8 +186,26 @@ class Outbox:
     ) -> RenderRequest:
         request = RenderRequest(template, _as_dict(data), key, filename, version, source)
         mode = self.validation if validation is None else validation
-        self._apply_check(request, key, mode, cached)
+        check = self._apply_check(request, key, mode, cached)
+        if check is not None and not check.passed:
+            log.warning("%s; queued anyway (validation=warn)", check.message())
+        elif check is not None and check.message():
+            log.info("%s", check.message())
         return request
+
+    def check_request(
+        self, request: RenderRequest, *, validation: ValidationMode | None = None
+    ) -> DataCheck | None:
+        """Apply the data check to a prepared request, as ``enqueue`` does, and return it.
+
+        For callers that show the outcome themselves (the ``enqueue`` command prints the
+        note or warning): in ``"reject"`` mode bad data raises
+        :class:`~outbox.errors.DataInvalid`; otherwise the :class:`DataCheck` comes back, or
+        None when nothing was checked (``validation="off"``, or bad data under a key that is
+        already in the journal: enqueueing returns that entry, whatever the data). Logs nothing.
+        """
+        mode = self.validation if validation is None else validation
+        return self._apply_check(request, request.key, mode, self.journal.cached_template)
 
     def _apply_check(
         self,
@@ -195,20 +213,21 @@ class Outbox:
         key: str | None,
         mode: ValidationMode,
         cached: Callable[[str], CachedTemplate | None],
-    ) -> None:
-        """Check a prepared request's data as ``mode`` says (see :meth:`prepare`)."""
+    ) -> DataCheck | None:
+        """Check a prepared request's data as ``mode`` says (see :meth:`check_request`).
+
+        ``key`` is the key the caller gave (None when outbox generated one, which no entry
+        can have yet: no need to look it up).
+        """
         if validation_mode(mode) == "off":
-            return
+            return None
         check = self._checker.check(
             cached(request.template), request.template, request.data, version=request.version
         )
         if not check.passed and key is not None and self.journal.find_by_key(key) is not None:
-            return
+            return None
         check.enforce(mode)
-        if not check.passed:
-            log.warning("%s; queued anyway (validation=warn)", check.message())
-        elif check.message():
-            log.info("%s", check.message())
+        return check
 
     def _prepare_mapping(
         self, item: Mapping[str, Any], cached: Callable[[str], CachedTemplate | None]

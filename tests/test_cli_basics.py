@@ -29,7 +29,9 @@ def test_enqueue_list_show_status_cancel(tmp_path: Path) -> None:
     again = run_cli(
         "--db", db, "enqueue", "inspection-report", "--data", "{}", "--key", "inspection-42"
     )
-    assert again.stdout.strip() == entry_id and "already enqueued" in again.stderr
+    assert again.stdout.strip() == entry_id
+    assert f"note: key 'inspection-42' was already enqueued as entry {entry_id}" in again.stderr
+    assert "is not cached" in first.stderr and "is not cached" not in again.stderr  # not re-noted
 
     (tmp_path / "job.json").write_text('{"customer": {"name": "Bo"}}')
     from_file = run_cli("--db", db, "enqueue", "invoice", "--data", f"@{tmp_path / 'job.json'}")

@@ -59,7 +59,9 @@ def test_refused_key_exits_77_names_the_variable_and_consumes_nothing(
     bad_key = "ck_test_wrong_key_123456"
     result = run_cli("flush", env=sandbox_env(sandbox, db, CRAFTKIT_API_KEY=bad_key))
     assert result.returncode == 77, result.stderr
-    assert "CRAFTKIT_API_KEY" in result.stderr
+    assert "fix the API key (the CLI reads it from CRAFTKIT_API_KEY); nothing was consumed" in (
+        result.stderr
+    )
     assert bad_key not in result.stderr + result.stdout
     with Outbox(db) as ob:
         assert all(e.state is State.PENDING and e.attempts == 0 for e in ob.list())

@@ -282,6 +282,27 @@ def test_enqueueing_a_known_key_again_returns_its_entry_whatever_the_cache_says(
             ob.enqueue("invoice", {"amount": 1}, key="inv-8")
 
 
+def test_check_request_applies_the_mode_and_returns_the_check_without_logging(
+    tmp_path: Path, sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = {"site": "North"}
+    with connected(tmp_path / "j.db", sandbox) as ob:
+        uncached = ob.check_request(ob.prepare("inspection-report", bad, validation="off"))
+        assert uncached is not None and uncached.passed
+        assert "is not cached" in (uncached.message() or "")
+        ob.sync_templates()
+        request = ob.prepare("inspection-report", bad, key="site-1", validation="off")
+        with pytest.raises(DataInvalid, match="inspector: Required"):
+            ob.check_request(request)
+        with caplog.at_level(logging.DEBUG, logger="outbox"):
+            warned = ob.check_request(request, validation="warn")
+        assert warned is not None and not warned.passed
+        assert "inspector" in (warned.message() or "") and "inspector" not in caplog.text
+        assert ob.check_request(request, validation="off") is None
+        ob.enqueue_many([request])  # the key is in the journal now: nothing left to check
+        assert ob.check_request(request) is None
+
+
 # -- when Craftkit disagrees ---------------------------------------------------------------
 
 

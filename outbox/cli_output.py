@@ -1,0 +1,244 @@
+"""What ``outbox`` commands print: tables, entry details, status and report lines, JSON.
+
+Pure formatting: each function turns library values into text (lines without newlines, or one
+JSON document) and prints nothing, so :mod:`outbox.cli` stays glue and the wording is in one
+place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .config import ENV_API_KEY
+from .engine import FlushReport
+from .models import Entry, Event, State
+from .templates import CachedTemplate
+
+#: How a sync changed each cached template, in the order the summary counts them.
+TEMPLATE_CHANGES = ("new", "updated", "unchanged")
+
+
+def dumps(value: Any) -> str:
+    """``--json`` output: indented, non-ASCII kept as it is."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns padded to the widest cell; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+# -- entries ---------------------------------------------------------------------------
+
+
+def entries_table(entries: Sequence[Entry]) -> list[str]:
+    """``outbox list``: one row per entry."""
+    rows = [("ID", "STATE", "TEMPLATE", "KEY", "UPDATED", "DETAIL")]
+    rows += [
+        (e.id, e.state.value, e.template, clip(e.key, 32), e.updated_at, _detail(e))
+        for e in entries
+    ]
+    return table(rows)
+
+
+def entry_lines(entry: Entry, events: Sequence[Event]) -> list[str]:
+    """``outbox show``: every field that is set, the data, then the event journal."""
+    lines: list[str] = []
+    fields = entry.to_dict()
+    fields.pop("data")
+    width = max(len(name) for name in fields)
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if name == "field_errors":
+            for field_name, messages in value.items():
+                lines.append(f"{'field error'.ljust(width)}  {field_name}: {'; '.join(messages)}")
+            continue
+        lines.append(f"{name.ljust(width)}  {value}")
+    lines.append(f"{'data'.ljust(width)}  {json.dumps(entry.data, ensure_ascii=False)}")
+    lines.append("")
+    rows = [("AT", "FROM", "TO", "ATTEMPT", "HTTP", "CODE", "DETAIL")]
+    rows += [
+        (
+            e.at,
+            e.from_state.value if e.from_state else "-",
+            e.to_state.value,
+            str(e.attempt),
+            str(e.http_status or ""),
+            e.error_code or "",
+            e.detail or "",
+        )
+        for e in events
+    ]
+    return lines + table(rows)
+
+
+def entry_json(entry: Entry, events: Sequence[Event]) -> str:
+    return dumps({**entry.to_dict(), "events": [e.to_dict() for e in events]})
+
+
+def clip(text: str | None, width: int) -> str:
+    if text is None:
+        return ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _detail(entry: Entry) -> str:
+    if entry.error:
+        return clip(entry.error, 60)
+    if entry.pdf_path:
+        return entry.pdf_path
+    return entry.remote_status or ""
+
+
+# -- status and flush ------------------------------------------------------------------
+
+
+def status_lines(
+    *,
+    journal: str,
+    schema: int,
+    downloads: str,
+    base_url: str,
+    counts: Mapping[State, int],
+    facts: Mapping[str, Any],
+) -> list[str]:
+    """``outbox status``: where things are, the counts, and the last network facts."""
+    return [
+        f"journal    {journal} (schema {schema})",
+        f"downloads  {downloads}",
+        f"api        {base_url}",
+        "  ".join(f"{s.value} {n}" for s, n in counts.items()),
+        *network_lines(facts),
+    ]
+
+
+def status_json(
+    *,
+    journal: str,
+    downloads: str,
+    base_url: str,
+    counts: Mapping[State, int],
+    facts: Mapping[str, Any],
+) -> str:
+    return dumps(
+        {
+            "journal": journal,
+            "downloads": downloads,
+            "base_url": base_url,
+            "counts": {s.value: n for s, n in counts.items()},
+            "status": dict(facts),
+        }
+    )
+
+
+def network_lines(facts: Mapping[str, Any]) -> list[str]:
+    """The last known connectivity, key, server and rate-limit facts, for a person."""
+    lines = []
+    labels = {
+        "connectivity": ("network", "online", "offline"),
+        "auth": ("api key", "accepted", f"refused — fix {ENV_API_KEY}"),
+        "server": ("server", "ok", "trouble"),
+        "rate_limit": ("rate limit", "not limited", "limited — requests were slowed down"),
+    }
+    for name, (label, good, bad) in labels.items():
+        fact = facts.get(name)
+        if not isinstance(fact, dict):
+            continue
+        ok = fact.get("online", fact.get("ok", not fact.get("limited", False)))
+        text = good if ok else bad
+        if fact.get("reason") and not ok:
+            text += f": {fact['reason']}"
+        lines.append(f"{label.ljust(10)} {text} (as of {facts.get(name + '_at')})")
+    return lines
+
+
+def counts_line(counts: Mapping[State, int]) -> str:
+    """Every state with its count, in the order of the states."""
+    return "  ".join(f"{s.value} {counts.get(s, 0)}" for s in State)
+
+
+def progress_line(counts: Mapping[State, int]) -> str:
+    """The live line ``flush`` rewrites in place on a terminal."""
+    return "\r" + counts_line(counts) + "   "
+
+
+def report_json(report: FlushReport) -> str:
+    """``outbox flush --json``."""
+    return dumps(
+        {
+            "exit_code": report.exit_code,
+            "drained": report.drained,
+            "counts": {s.value: n for s, n in report.counts.items()},
+            "moved": {s.value: n for s, n in report.moved.items()},
+            "failed": [e.to_public() for e in report.failed],
+            "rejected": [e.to_public() for e in report.rejected],
+            "offline": report.offline,
+            "auth_error": report.auth_error,
+            "rate_limited": report.rate_limited,
+            "timed_out": report.timed_out,
+            "problems": report.problems,
+        }
+    )
+
+
+# -- templates -------------------------------------------------------------------------
+
+
+def template_change(old: CachedTemplate | None, new: CachedTemplate) -> str:
+    """What a sync did to one template: one of :data:`TEMPLATE_CHANGES`."""
+    if old is None:
+        return "new"
+    same = (old.version, old.published, old.json_schema) == (
+        new.version,
+        new.published,
+        new.json_schema,
+    )
+    return "unchanged" if same else "updated"
+
+
+def templates_table(cached: Sequence[CachedTemplate], changes: Mapping[str, str]) -> list[str]:
+    """``outbox templates list`` and ``sync``: one row per cached template."""
+    rows = [("SLUG", "VERSION", "VARIABLES", "LOOPS", "SYNCED", "CHANGE")]
+    for template in cached:
+        variables, loops = template.field_count()
+        change = changes.get(template.slug, "")
+        if not change and template.previous_version is not None:
+            change = f"was version {template.previous_version} until {template.changed_at}"
+        rows.append(
+            (
+                template.slug,
+                str(template.version) if template.has_published_version else "unpublished",
+                str(variables),
+                str(loops),
+                template.synced_at,
+                change,
+            )
+        )
+    return table(rows)
+
+
+def sync_summary(synced: int, changes: Mapping[str, str], removed: int) -> str:
+    counted = [
+        f"{sum(1 for c in changes.values() if c == kind)} {kind}" for kind in TEMPLATE_CHANGES
+    ]
+    return f"synced {synced} templates ({', '.join(counted)}, {removed} removed)"
+
+
+def sync_json(
+    after: Sequence[CachedTemplate], changes: Mapping[str, str], removed: Sequence[str]
+) -> str:
+    return dumps(
+        {
+            "templates": [
+                {**cached.to_public(), "change": changes[cached.slug]} for cached in after
+            ],
+            "removed": list(removed),
+        }
+    )
