@@ -1,9 +1,10 @@
 """The Craftkit HTTP client: the only module that knows httpx, URLs and status codes.
 
-Every answer is classified here, as the README's "what happens on each answer" table says:
-success comes back as a :class:`Render`; everything else raises one of the
-:class:`~outbox.errors.RemoteError` subclasses, which the dispatcher and the replay loop act on
-without looking at HTTP details. Short in-call retries (a dropped connection, one 5xx) use
+Every answer is classified here: success comes back as a :class:`Render` (its ``status`` as
+Craftkit sent it, documented or not: see :class:`~outbox.models.RemoteStatus`); everything else
+raises one of the :class:`~outbox.errors.RemoteError` subclasses. :mod:`outbox.outcomes` decides
+what each means for the entry (the README's "What happens on each answer" table), without
+looking at HTTP details. Short in-call retries (a dropped connection, one 5xx) use
 tenacity; anything longer is scheduled in the journal by the caller.
 """
 
@@ -39,10 +40,6 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = f"outbox/{importlib.metadata.version('outbox')}"
 
-#: Statuses Craftkit documents. Others are treated as "not finished yet" and logged once.
-KNOWN_STATUSES = frozenset({"queued", "rendering", "succeeded", "failed", "cancelled"})
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-
 
 @dataclass(frozen=True)
 class Render:
@@ -55,10 +52,6 @@ class Render:
     duration_ms: int | None = None
     created_at: str | None = None
     completed_at: str | None = None
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
 
 
 class NotReady(TransientError):

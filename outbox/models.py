@@ -10,7 +10,7 @@ import enum
 import json
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from . import rules
 from .errors import InvalidArgument
@@ -61,6 +61,59 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 def can_move(source: State, target: State) -> bool:
     """Whether the journal allows ``source`` -> ``target``."""
     return target in TRANSITIONS[source]
+
+
+class RemoteStatus(enum.StrEnum):
+    """A render's status as Craftkit documents it (``GET /v1/renders/:id``).
+
+    Craftkit may one day answer a status outside this list; :meth:`of` gives None for it, and
+    such a render counts as unfinished (it is polled on), never as terminal.
+    """
+
+    QUEUED = "queued"
+    RENDERING = "rendering"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: Documented, but Craftkit has no way to cancel a render; treated like ``failed``.
+    CANCELLED = "cancelled"
+
+    @classmethod
+    def of(cls, text: str) -> RemoteStatus | None:
+        """The documented status ``text`` names, or None for one Craftkit does not document."""
+        try:
+            return cls(text)
+        except ValueError:
+            return None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the render will not change any more."""
+        return self in (RemoteStatus.SUCCEEDED, RemoteStatus.FAILED, RemoteStatus.CANCELLED)
+
+
+class Changes(TypedDict, total=False):
+    """The fields of an entry that a move may change, with their types.
+
+    :meth:`~outbox.store.Journal.transition` and :meth:`~outbox.store.Journal.reschedule` take
+    them as keyword arguments typed by this dict, so a misspelled field is a type error.
+    """
+
+    key: str
+    generation: int
+    remote_status: str | None
+    render_id: str | None
+    download_url: str | None
+    attempts: int
+    polls: int
+    error: str | None
+    error_code: str | None
+    field_errors: dict[str, list[str]] | None
+    due_at: float
+    pdf_path: str | None
+    pdf_bytes: int | None
+    pdf_sha256: str | None
+    submitted_at: float | None
+    finished_at: float | None
 
 
 #: The fields of an entry that the CLI's ``--json`` output promises to keep stable.

@@ -16,13 +16,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import template_sync
+import httpx
+
+from . import outcomes, template_sync
 from .clock import Clock
 from .config import DEFAULT_BASE_URL, Settings, default_downloads
 from .engine import Engine, FlushReport
-from .errors import ConfigError, IllegalTransition, InvalidArgument
+from .errors import ConfigError, InvalidArgument
 from .models import Entry, Event, RenderRequest, State
-from .rules import derived_key
 from .store import Durability, Journal
 from .templates import CachedTemplate
 from .validation import Checker, DataCheck, ValidationMode, validation_mode
@@ -38,6 +39,10 @@ class Outbox:
     ``validation`` says what :meth:`prepare` (so every enqueue) does with data that the cached
     template refuses: ``"reject"`` it (raise :class:`~outbox.errors.DataInvalid`), ``"warn"``
     (log it and queue anyway) or ``"off"`` (do not check). See :meth:`check`.
+
+    ``transport`` replaces the network under every request to Craftkit, as httpx's own
+    ``Client(transport=...)`` does: pass an ``httpx.MockTransport(handler)`` to answer requests
+    in-process (tests, demos), or a tuned ``httpx.HTTPTransport``.
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class Outbox:
         settings: Settings | None = None,
         clock: Clock | None = None,
         validation: ValidationMode = "reject",
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.clock = clock or Clock()
         self.validation = validation_mode(validation)
@@ -67,6 +73,7 @@ class Outbox:
         self.downloads = Path(downloads) if downloads is not None else default_downloads(db)
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
+        self._transport = transport
 
     def __repr__(self) -> str:
         return f"<Outbox {str(self.journal.path)!r} base_url={self.base_url!r}>"
@@ -251,19 +258,11 @@ class Outbox:
         )
 
     def cancel(self, entry_id: str) -> Entry:
-        """Cancel a ``pending`` entry. Entries Craftkit already accepted cannot be cancelled."""
+        """Cancel a ``pending`` entry. Entries Craftkit already accepted cannot be cancelled
+        (:class:`~outbox.errors.IllegalTransition`); one whose request is on the wire right
+        now raises :class:`~outbox.errors.EntryBusy`."""
         entry = self.journal.get(entry_id)
-        if entry.state is not State.PENDING:
-            raise IllegalTransition(
-                f"entry {entry.id} is {entry.state}; only pending entries can be cancelled"
-                + (f" (Craftkit already has render {entry.render_id})" if entry.render_id else "")
-            )
-        detail = "cancelled by the user"
-        if entry.attempts:
-            detail += "; an earlier submission's outcome was unknown, so Craftkit may hold a render"
-        return self.journal.transition(
-            entry.id, State.PENDING, State.CANCELLED, unleased=True, detail=detail
-        )
+        return self._apply(entry, outcomes.cancel_requested(entry))
 
     def retry(self, entry_id: str) -> Entry:
         """Put a ``failed`` or ``rejected`` entry back to ``pending``.
@@ -273,39 +272,14 @@ class Outbox:
         history records the old key and render.
         """
         entry = self.journal.get(entry_id)
-        if entry.state is State.FAILED:
-            generation = entry.generation + 1
-            key = derived_key(entry.base_key, generation)
-            detail = (
-                f"retry with new key {key}: render {entry.render_id} failed under key {entry.key} "
-                "and stays failed there"
-            )
-        elif entry.state is State.REJECTED:
-            generation, key = entry.generation, entry.key
-            detail = f"retry with the same key {key}: Craftkit created nothing for it"
-        else:
-            raise IllegalTransition(
-                f"entry {entry.id} is {entry.state}; only failed or rejected entries can be retried"
-            )
+        return self._apply(entry, outcomes.retry_requested(entry, now=self.clock.now()))
+
+    def _apply(self, entry: Entry, move: outcomes.Move) -> Entry:
+        """Record a person's move, decided on ``entry`` as read; if a worker holds the entry
+        right now (:class:`~outbox.errors.EntryBusy`) or moved it since
+        (:class:`~outbox.errors.LostRace`), nothing changes."""
         return self.journal.transition(
-            entry.id,
-            entry.state,
-            State.PENDING,
-            unleased=True,
-            detail=detail,
-            key=key,
-            generation=generation,
-            attempts=0,
-            polls=0,
-            render_id=None,
-            remote_status=None,
-            download_url=None,
-            error=None,
-            error_code=None,
-            field_errors=None,
-            submitted_at=None,
-            finished_at=None,
-            due_at=self.clock.now(),
+            entry.id, entry.state, move.target, unleased=True, detail=move.detail, **move.changes
         )
 
     def purge(self, older_than: float | timedelta) -> int:
@@ -379,6 +353,7 @@ class Outbox:
                     downloads=self.downloads,
                     settings=self.settings,
                     clock=self.clock,
+                    transport=self._transport,
                 )
             return self._engine
 

@@ -3,7 +3,8 @@
 The dispatcher and the replay loop share this: claim what is due (compare-and-set leases, so
 other processes on the same journal never get the same entry), hand each entry to a worker
 thread, claim more as workers free up, and stop when nothing is due, the gate blocks, the
-deadline passes or a stop is requested.
+deadline passes or a stop is requested. :meth:`Crew.apply` carries out what
+:mod:`outbox.outcomes` decided about each answer.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 
 from .clock import Clock
-from .errors import AuthError, JournalBusy, JournalFull, LostRace, Offline, RateLimited, RemoteError
+from .errors import JournalBusy, JournalFull, LostRace, RemoteError
 from .gate import Gate
-from .models import Entry, State
+from .models import Entry, RemoteStatus, State
+from .outcomes import GiveBack, Network, Outcome
 from .schedule import Schedule
 from .store import Journal
 
@@ -38,6 +40,7 @@ class Crew:
     schedule: Schedule = field(default_factory=Schedule)
     unexpected: list[str] = field(default_factory=list)
     journal_trouble: str | None = None
+    _unknown_statuses: set[str] = field(default_factory=set, repr=False)
 
     def run(
         self,
@@ -71,23 +74,42 @@ class Crew:
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             handled += len(done)
 
-    def put_off(self, entry: Entry, exc: RemoteError) -> bool:
-        """Handle an error that concerns every request, not this entry; True if it was one.
+    def apply(self, entry: Entry, outcome: Outcome, error: Exception | None = None) -> None:
+        """Carry out what :mod:`outbox.outcomes` decided for a leased entry.
 
-        Offline or a refused key: the gate stops everyone and the entry is given back as it
-        was (no attempt used). A 429: everyone pauses, and the entry waits out the pause.
+        The gate hears what the outcome says about the network first (``error`` is the error
+        it acts on for :attr:`Network.TROUBLE`); then the journal records the move, or the
+        lease is given back untouched.
         """
-        if isinstance(exc, Offline | AuthError):
-            self.gate.note(exc)
+        if outcome.network is Network.TROUBLE:
+            assert isinstance(error, RemoteError), "only a remote error is network trouble"
+            self.gate.note(error)
+        elif outcome.network is not Network.NOTHING:
+            self.gate.answered()
+            if outcome.network is Network.KEY_ACCEPTED:
+                self.gate.key_accepted()
+        if isinstance(outcome, GiveBack):
             self.journal.release(entry.id, self.owner)
-            return True
-        if isinstance(exc, RateLimited):
-            pause = self.gate.rate_limited(exc)
-            self.journal.reschedule(
-                entry.id, entry.state, owner=self.owner, due_at=self.clock.now() + pause
+        elif outcome.detail is None:
+            self.journal.reschedule(entry.id, entry.state, owner=self.owner, **outcome.changes)
+        else:
+            self.journal.transition(
+                entry.id,
+                entry.state,
+                outcome.target,
+                owner=self.owner,
+                http_status=outcome.http_status,
+                detail=outcome.detail,
+                **outcome.changes,
             )
-            return True
-        return False
+
+    def notice_status(self, status: str) -> None:
+        """Log, once per status, that Craftkit answered a render status it does not document."""
+        if RemoteStatus.of(status) is None and status not in self._unknown_statuses:
+            self._unknown_statuses.add(status)
+            log.warning(
+                "Craftkit reported an unknown render status %r; treating it as unfinished", status
+            )
 
     def _may_claim(self, deadline: float | None, stop: threading.Event | None) -> bool:
         if self.gate.blocked or (stop is not None and stop.is_set()):

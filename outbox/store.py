@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import sqlite_utils
 
@@ -37,7 +37,7 @@ from .errors import (
     LostRace,
     NotAJournal,
 )
-from .models import Entry, Event, RenderRequest, State, can_move
+from .models import Changes, Entry, Event, RenderRequest, State, can_move
 from .templates import CachedTemplate
 
 log = logging.getLogger(__name__)
@@ -50,26 +50,7 @@ Durability = Literal["full", "fast"]
 _SYNCHRONOUS: dict[str, str] = {"full": "FULL", "fast": "NORMAL"}
 
 #: Columns that :meth:`Journal.transition` and :meth:`Journal.reschedule` may set.
-_UPDATABLE = frozenset(
-    {
-        "key",
-        "generation",
-        "remote_status",
-        "render_id",
-        "download_url",
-        "attempts",
-        "polls",
-        "error",
-        "error_code",
-        "field_errors",
-        "due_at",
-        "pdf_path",
-        "pdf_bytes",
-        "pdf_sha256",
-        "submitted_at",
-        "finished_at",
-    }
-)
+_UPDATABLE = frozenset(Changes.__optional_keys__)
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -585,7 +566,7 @@ class Journal:
         http_status: int | None = None,
         detail: str | None = None,
         event_code: str | None = None,
-        **changes: Any,
+        **changes: Unpack[Changes],
     ) -> Entry:
         """Move an entry from ``source`` to ``target`` and record the event, atomically.
 
@@ -624,7 +605,12 @@ class Journal:
         return _entry(row)
 
     def reschedule(
-        self, entry_id: str, source: State, *, owner: str | None = None, **changes: Any
+        self,
+        entry_id: str,
+        source: State,
+        *,
+        owner: str | None = None,
+        **changes: Unpack[Changes],
     ) -> Entry:
         """Update bookkeeping (``due_at``, poll count...) without a state change or event.
 
@@ -870,7 +856,7 @@ def _append_event(
     return _event(row)
 
 
-def _assignments(changes: dict[str, Any]) -> tuple[str, list[Any]]:
+def _assignments(changes: Changes) -> tuple[str, list[Any]]:
     unknown = set(changes) - _UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")

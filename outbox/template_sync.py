@@ -24,9 +24,6 @@ from .templates import CachedTemplate
 
 log = logging.getLogger(__name__)
 
-#: The error code Craftkit answers when data does not match the template.
-INVALID_INPUT_DATA = "invalid_input_data"
-
 
 @dataclass
 class _Refreshes:

@@ -1,0 +1,496 @@
+"""What each answer means: the outcome of a request (or a person's action) -> the entry's move.
+
+This is the table the README's "What happens on each answer" section shows, row for row and in
+the same order (:class:`Rule`). Every function here is pure: it takes the entry as it was read,
+the outcome (a submit answer, a poll answer, a saved PDF, an error) and the time, and returns
+what to do — a :class:`Move` (the target state, the typed field changes, the history line and
+the HTTP status) or a :class:`GiveBack` — together with what the outcome tells the gate about
+the network as a whole (:class:`Network`). The dispatcher and the replay loop only do the I/O
+and apply the result (:meth:`outbox.pool.Crew.apply`); ``Outbox.cancel`` and ``retry`` do the
+same for a person's action. Which moves are legal at all is :data:`outbox.models.TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .client import NotReady, Render
+from .downloads import SavedPdf
+from .errors import (
+    AuthError,
+    IllegalTransition,
+    NotFound,
+    Offline,
+    OutcomeUnknown,
+    PermanentError,
+    RateLimited,
+    RemoteError,
+    ServerError,
+    StorageFull,
+    TransientError,
+)
+from .models import Changes, Entry, RemoteStatus, State
+from .rules import derived_key
+from .schedule import Schedule
+
+#: The error code Craftkit answers when data does not match the template.
+INVALID_INPUT_DATA = "invalid_input_data"
+
+
+class Rule(enum.Enum):
+    """Every row of the README's "What happens on each answer" tables, in their order.
+
+    The value is the row's first cell, word for word.
+    """
+
+    # -- any request --
+    OFFLINE = (
+        "connection refused, DNS failure, connect timeout; a 2xx that is not Craftkit's answer, "
+        "or a redirect (a captive portal, a proxy)"
+    )
+    KEY_REFUSED = "401, 403"
+    RATE_LIMITED = "429 or `rate_limited`"
+    # -- submitting --
+    ACCEPTED = "202, or 200 (a replay of a known key), with `queued`, `rendering` or an undocumented status"
+    ACCEPTED_SUCCEEDED = "202 or 200 with `succeeded` (a replay of a finished render)"
+    ACCEPTED_FAILED = "202 or 200 with `failed` or `cancelled`"
+    SUBMIT_OUTCOME_UNKNOWN = "read timeout, connection reset after sending"
+    SUBMIT_SERVER_ERROR = "500, 502, 503 `queue_unavailable`, 504"
+    SUBMIT_REFUSED = (
+        "other 4xx (`invalid_input_data`, `template_not_found`, `no_published_version`, ...)"
+    )
+    # -- polling --
+    POLL_UNFINISHED = "`queued`, `rendering` or an undocumented status"
+    POLL_SUCCEEDED = "`succeeded`"
+    POLL_FAILED = "`failed` or `cancelled`"
+    POLL_NOT_FOUND = "404 `not_found`: Craftkit does not know the render"
+    POLL_ERROR = "read timeout, 5xx, other 4xx"
+    # -- downloading --
+    SAVED = "the whole PDF (`Content-Length`, `%PDF-` header, `%%EOF` trailer)"
+    NOT_READY = "404 from the private stream: no PDF yet"
+    DOWNLOAD_BROKEN = "a truncated or foreign body, read timeout, 5xx, other 4xx"
+    DISK_FULL = "no space left on the downloads folder's disk"
+    FOLDER_UNWRITABLE = "the downloads folder cannot be written"
+    # -- by hand --
+    CANCEL = "`cancel` a `pending` entry"
+    RETRY_FAILED = "`retry` a `failed` entry"
+    RETRY_REJECTED = "`retry` a `rejected` entry"
+    NOT_ALLOWED = "`cancel` or `retry` an entry in any other state"
+
+
+class Network(enum.Enum):
+    """What an outcome tells the gate about the network as a whole (see :mod:`outbox.gate`)."""
+
+    #: Nothing to learn (no answer came back, or the problem is local).
+    NOTHING = "nothing"
+    #: The API answered: online, and the pace may rise again.
+    ANSWERED = "answered"
+    #: The API answered and accepted the key.
+    KEY_ACCEPTED = "key accepted"
+    #: Offline, key refused, 429 or 5xx: the gate acts on the error itself.
+    TROUBLE = "trouble"
+
+
+@dataclass(frozen=True)
+class Move:
+    """Move the entry to ``target`` (its current state for "stay"), changing ``changes``.
+
+    With a ``detail``, the move is one journal transition and adds that line to the entry's
+    history; without one it only updates bookkeeping (``due_at``, counters), so routine
+    outcomes such as "still rendering" do not flood the history.
+    """
+
+    rule: Rule
+    target: State
+    changes: Changes = field(default_factory=lambda: Changes())
+    detail: str | None = None
+    http_status: int | None = None
+    network: Network = Network.NOTHING
+
+
+@dataclass(frozen=True)
+class GiveBack:
+    """Leave the entry exactly as it was and give its lease back: the problem concerns every
+    request (offline, key refused), so no attempt is used up."""
+
+    rule: Rule
+    network: Network = Network.TROUBLE
+
+
+Outcome = Move | GiveBack
+
+
+# -- any request -----------------------------------------------------------------------------
+
+
+def _everyone(entry: Entry, error: RemoteError, now: float, schedule: Schedule) -> Outcome | None:
+    """The outcome of an error that concerns every request, not this entry; None if not one."""
+    if isinstance(error, Offline):
+        return GiveBack(Rule.OFFLINE)
+    if isinstance(error, AuthError):
+        return GiveBack(Rule.KEY_REFUSED)
+    if isinstance(error, RateLimited):
+        pause = schedule.pacing.pause_after(error.retry_after)
+        return Move(
+            Rule.RATE_LIMITED, entry.state, Changes(due_at=now + pause), network=Network.TROUBLE
+        )
+    return None
+
+
+# -- submitting ------------------------------------------------------------------------------
+
+
+def submit_answered(
+    entry: Entry, render: Render, *, replayed: bool, now: float, first_poll: float
+) -> Move:
+    """Craftkit accepted the request (202), or knew its key already (200, ``replayed``).
+
+    ``first_poll`` is how long after now to poll first (see ``RenderTimes.first_poll_delay``).
+    """
+    _expect(entry, State.PENDING, "a submit answer")
+    status = RemoteStatus.of(render.status)
+    changes = Changes(
+        render_id=render.id,
+        remote_status=render.status,
+        attempts=entry.attempts + 1,
+        error=None,
+        error_code=None,
+        field_errors=None,
+        submitted_at=now,
+        polls=0,
+    )
+    how = "replayed (key already known)" if replayed else "accepted"
+    detail = f"{how}: render {render.id} is {render.status}"
+    http_status = 200 if replayed else 202
+    if status is RemoteStatus.SUCCEEDED:
+        changes.update(Changes(download_url=render.download_url, due_at=now, finished_at=now))
+        return Move(
+            Rule.ACCEPTED_SUCCEEDED,
+            State.DOWNLOADING,
+            changes,
+            detail,
+            http_status,
+            Network.KEY_ACCEPTED,
+        )
+    if status is not None and status.is_terminal:
+        message = render.error_message or f"the render was {render.status}"
+        changes.update(
+            Changes(error=message, error_code=f"render_{render.status}", finished_at=now)
+        )
+        return Move(
+            Rule.ACCEPTED_FAILED,
+            State.FAILED,
+            changes,
+            f"{detail}: {message}",
+            http_status,
+            Network.KEY_ACCEPTED,
+        )
+    changes["due_at"] = now + first_poll
+    return Move(Rule.ACCEPTED, State.SUBMITTED, changes, detail, http_status, Network.KEY_ACCEPTED)
+
+
+def needs_template_refresh(error: RemoteError) -> bool:
+    """Whether Craftkit refused the data, so the cached template should be re-read first."""
+    return isinstance(error, PermanentError) and error.code == INVALID_INPUT_DATA
+
+
+def submit_failed(
+    entry: Entry,
+    error: RemoteError,
+    *,
+    now: float,
+    schedule: Schedule,
+    note: str | None = None,
+) -> Outcome:
+    """The submission got no usable answer, or a refusal.
+
+    ``note`` is what re-reading the cached template found after ``invalid_input_data`` (see
+    :func:`needs_template_refresh`); it is added to the error.
+    """
+    _expect(entry, State.PENDING, "a submit error")
+    shared = _everyone(entry, error, now, schedule)
+    if shared is not None:
+        return shared
+    attempts = entry.attempts + 1
+    if isinstance(error, TransientError):
+        unknown = isinstance(error, OutcomeUnknown)
+        delay = schedule.submit_retry.delay(attempts)
+        return Move(
+            Rule.SUBMIT_OUTCOME_UNKNOWN if unknown else Rule.SUBMIT_SERVER_ERROR,
+            State.PENDING,
+            Changes(
+                attempts=attempts,
+                error=error.message,
+                error_code=error.code or ("outcome_unknown" if unknown else "server"),
+                due_at=now + delay,
+            ),
+            f"submit failed, retrying in {delay:.1f} s with the same key",
+            error.status,
+            Network.NOTHING if unknown else Network.TROUBLE,
+        )
+    if isinstance(error, PermanentError):
+        detail = f"{error.message.rstrip('.')}; {note}" if note else error.message
+        return Move(
+            Rule.SUBMIT_REFUSED,
+            State.REJECTED,
+            Changes(
+                attempts=attempts,
+                error=detail,
+                error_code=error.code,
+                field_errors=error.field_errors,
+                finished_at=now,
+            ),
+            detail,
+            error.status,
+            Network.KEY_ACCEPTED,
+        )
+    raise error  # every kind of RemoteError is handled above
+
+
+# -- polling ---------------------------------------------------------------------------------
+
+
+def poll_answered(entry: Entry, render: Render, *, now: float, schedule: Schedule) -> Move:
+    """Craftkit told the render's current state."""
+    _expect(entry, State.SUBMITTED, "a poll answer")
+    polls = entry.polls + 1
+    status = RemoteStatus.of(render.status)
+    if status is RemoteStatus.SUCCEEDED:
+        return Move(
+            Rule.POLL_SUCCEEDED,
+            State.DOWNLOADING,
+            Changes(
+                remote_status=render.status,
+                download_url=render.download_url,
+                polls=polls,
+                error=None,
+                error_code=None,
+                due_at=now,
+                finished_at=now,
+            ),
+            f"render {render.id} succeeded",
+            200,
+            Network.KEY_ACCEPTED,
+        )
+    if status is not None and status.is_terminal:
+        message = render.error_message or f"the render was {render.status}"
+        return Move(
+            Rule.POLL_FAILED,
+            State.FAILED,
+            Changes(
+                remote_status=render.status,
+                polls=polls,
+                error=message,
+                error_code=f"render_{render.status}",
+                finished_at=now,
+            ),
+            f"render {render.id} {render.status}: {message}",
+            200,
+            Network.KEY_ACCEPTED,
+        )
+    due_at = now + schedule.polling.delay(polls, _age(entry, now))
+    if render.status == entry.remote_status and not entry.error:
+        return Move(
+            Rule.POLL_UNFINISHED,
+            State.SUBMITTED,
+            Changes(polls=polls, due_at=due_at),
+            network=Network.KEY_ACCEPTED,
+        )
+    return Move(
+        Rule.POLL_UNFINISHED,
+        State.SUBMITTED,
+        Changes(
+            remote_status=render.status, polls=polls, error=None, error_code=None, due_at=due_at
+        ),
+        f"render {render.id} is {render.status}",
+        200,
+        Network.KEY_ACCEPTED,
+    )
+
+
+def poll_failed(entry: Entry, error: RemoteError, *, now: float, schedule: Schedule) -> Outcome:
+    """Asking about the render failed. Nothing ever gives up on a submitted render."""
+    _expect(entry, State.SUBMITTED, "a poll error")
+    shared = _everyone(entry, error, now, schedule)
+    if shared is not None:
+        return shared
+    polls = entry.polls + 1
+    age = _age(entry, now)
+    if isinstance(error, NotFound):
+        # Never drop it: the render exists somewhere, most likely under another project.
+        message = (
+            f"Craftkit does not know render {entry.render_id} ({error.message}); is the API key "
+            "one of the project that created it? Still checking."
+        )
+        delay = schedule.polling.delay(polls, max(age, schedule.unknown_render_age))
+        return _problem(
+            Rule.POLL_NOT_FOUND, entry, error, message, polls, now + delay, Network.ANSWERED
+        )
+    delay = min(
+        schedule.poll_retry.delay(polls),
+        schedule.polling.delay(polls, age) * schedule.poll_retry_factor,
+    )
+    return _problem(
+        Rule.POLL_ERROR,
+        entry,
+        error,
+        f"checking render {entry.render_id} failed: {error.message}",
+        polls,
+        now + delay,
+        Network.TROUBLE if isinstance(error, ServerError) else Network.ANSWERED,
+    )
+
+
+# -- downloading -----------------------------------------------------------------------------
+
+
+def download_saved(entry: Entry, saved: SavedPdf, *, now: float) -> Move:
+    """The PDF is on disk, complete and verified."""
+    _expect(entry, State.DOWNLOADING, "a saved PDF")
+    return Move(
+        Rule.SAVED,
+        State.DONE,
+        Changes(
+            pdf_path=str(saved.path),
+            pdf_bytes=saved.size,
+            pdf_sha256=saved.sha256,
+            error=None,
+            error_code=None,
+            finished_at=now,
+        ),
+        f"saved {saved.path.name} ({saved.size} bytes, sha256 {saved.sha256[:12]}…)",
+        200,
+        Network.ANSWERED,
+    )
+
+
+def download_failed(
+    entry: Entry, error: Exception, *, now: float, schedule: Schedule, folder: str
+) -> Outcome:
+    """The PDF could not be fetched or written into ``folder``; it is tried again, never kept
+    half-done. Raises ``error`` itself when it is not a download problem."""
+    _expect(entry, State.DOWNLOADING, "a download error")
+    tries = entry.polls + 1
+    retry_at = now + schedule.download_retry.delay(tries)
+    if isinstance(error, NotReady):
+        return Move(Rule.NOT_READY, State.DOWNLOADING, Changes(polls=tries, due_at=retry_at))
+    if isinstance(error, StorageFull):
+        return _problem(
+            Rule.DISK_FULL, entry, error, str(error), tries, now + schedule.storage_retry
+        )
+    if isinstance(error, RemoteError):
+        shared = _everyone(entry, error, now, schedule)
+        if shared is not None:
+            return shared
+        message = f"download failed, will retry: {error.message}"
+        return _problem(Rule.DOWNLOAD_BROKEN, entry, error, message, tries, retry_at)
+    if isinstance(error, OSError):
+        message = f"cannot write the PDF into {folder}: {error.strerror or error}"
+        return _problem(
+            Rule.FOLDER_UNWRITABLE, entry, error, message, tries, now + schedule.storage_retry
+        )
+    raise error
+
+
+# -- by hand ---------------------------------------------------------------------------------
+
+
+def cancel_requested(entry: Entry) -> Move:
+    """A person cancels the entry. Only what Craftkit has not accepted can be cancelled."""
+    if entry.state is not State.PENDING:
+        raise IllegalTransition(
+            f"entry {entry.id} is {entry.state}; only pending entries can be cancelled"
+            + (f" (Craftkit already has render {entry.render_id})" if entry.render_id else "")
+        )
+    detail = "cancelled by the user"
+    if entry.attempts:
+        detail += "; an earlier submission's outcome was unknown, so Craftkit may hold a render"
+    return Move(Rule.CANCEL, State.CANCELLED, Changes(), detail)
+
+
+def retry_requested(entry: Entry, *, now: float) -> Move:
+    """A person asks for a ``failed`` or ``rejected`` entry to be rendered again.
+
+    A failed render sticks to its idempotency key at Craftkit, so a failed entry gets a new
+    derived key (``KEY~2``); a rejected one keeps its key, since nothing was created.
+    """
+    if entry.state is State.FAILED:
+        rule, generation = Rule.RETRY_FAILED, entry.generation + 1
+        key = derived_key(entry.base_key, generation)
+        detail = (
+            f"retry with new key {key}: render {entry.render_id} failed under key {entry.key} "
+            "and stays failed there"
+        )
+    elif entry.state is State.REJECTED:
+        rule, generation, key = Rule.RETRY_REJECTED, entry.generation, entry.key
+        detail = f"retry with the same key {key}: Craftkit created nothing for it"
+    else:
+        raise IllegalTransition(
+            f"entry {entry.id} is {entry.state}; only failed or rejected entries can be retried"
+        )
+    return Move(
+        rule,
+        State.PENDING,
+        Changes(
+            key=key,
+            generation=generation,
+            attempts=0,
+            polls=0,
+            render_id=None,
+            remote_status=None,
+            download_url=None,
+            error=None,
+            error_code=None,
+            field_errors=None,
+            submitted_at=None,
+            finished_at=None,
+            due_at=now,
+        ),
+        detail,
+    )
+
+
+# -- shared ----------------------------------------------------------------------------------
+
+
+def _problem(
+    rule: Rule,
+    entry: Entry,
+    error: Exception,
+    message: str,
+    polls: int,
+    due_at: float,
+    network: Network = Network.NOTHING,
+) -> Move:
+    """Keep the entry where it is, show the problem, and try again at ``due_at``.
+
+    The history gets a line only when the problem is new, so a long outage does not flood it
+    with identical lines.
+    """
+    if message == entry.error:
+        return Move(rule, entry.state, Changes(polls=polls, due_at=due_at), network=network)
+    return Move(
+        rule,
+        entry.state,
+        Changes(
+            error=message,
+            error_code=getattr(error, "code", None) or type(error).__name__,
+            polls=polls,
+            due_at=due_at,
+        ),
+        message,
+        getattr(error, "status", None),
+        network,
+    )
+
+
+def _age(entry: Entry, now: float) -> float:
+    """Seconds since the entry's render was accepted."""
+    submitted_at = entry.submitted_at if entry.submitted_at is not None else now
+    return max(0.0, now - submitted_at)
+
+
+def _expect(entry: Entry, state: State, what: str) -> None:
+    if entry.state is not state:
+        raise IllegalTransition(f"{what} for entry {entry.id}, which is {entry.state}, not {state}")
