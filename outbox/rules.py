@@ -186,3 +186,18 @@ def string_too_short(minimum: int) -> str:
 def string_too_long(maximum: int) -> str:
     """The message for a string longer than ``maximum``."""
     return MSG_STRING_TOO_LONG.format(maximum=maximum)
+
+
+# --- Shares and emails (craftkit-api.md section 2.4) ----------------------------------------
+
+#: Longest ``message`` of a share or an email.
+SHARE_MESSAGE_MAX: Final = 2000
+
+#: Longest ``recipientName`` of an email.
+RECIPIENT_NAME_MAX: Final = 200
+
+#: The ``channel`` values of a share.
+SHARE_CHANNELS: Final = ("link", "email")
+
+#: What an ``expiresAt`` that is not after the present moment is told.
+MSG_NOT_IN_FUTURE: Final = "Must be in the future"

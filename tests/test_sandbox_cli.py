@@ -103,6 +103,74 @@ def test_command_applies_fault_flags(tmp_path: Path) -> None:
         assert process.wait(10) == 0
 
 
+@pytest.mark.e2e
+def test_command_applies_hostile_and_per_key_fault_flags(tmp_path: Path) -> None:
+    args = (
+        "--port",
+        "0",
+        "--render-seconds",
+        "0",
+        "--state",
+        str(tmp_path / "s"),
+        "--retry-after",
+        "nan",
+        "--download-url",
+        "refused",
+        "--slow-pdf",
+        "1000",
+        "--huge-errors",
+        "64k",
+        "--redirect-post",
+        "307",
+        "--email-send-failed",
+        "0.5",
+        "--key-fault",
+        "healthy",
+        "redirect_post=",
+        "--key-fault",
+        "bad",
+        "poll_answer=garbage_json",
+        "--key-fault",
+        "bad",
+        "huge_pdf=2MB",
+        "--key-fault",
+        "other",
+        "pdf_no_length=true",
+    )
+    with running(*args, cwd=tmp_path) as (process, lines):
+        base_url = lines[0].split(" on ")[1]
+        faults = httpx.get(f"{base_url}/_sandbox/faults").json()
+        assert faults["retry_after"] == "nan" and faults["download_url"] == "refused"
+        assert faults["slow_pdf"] == 1000 and faults["huge_errors"] == 65536
+        assert faults["redirect_post"] == 307 and faults["email_send_failed"] == 0.5
+        assert faults["keys"] == {
+            "healthy": {"redirect_post": None},
+            "bad": {"poll_answer": "garbage_json", "huge_pdf": 2_000_000},
+            "other": {"pdf_no_length": True},
+        }
+        key = lines[1].split("API key: ")[1]
+        url = f"{base_url}/v1/templates/invoice/render"
+        body = {"data": {"customer": {"name": "A"}, "amount": 1}}
+        moved = httpx.post(url, headers={"Authorization": f"Bearer {key}"}, json=body)
+        assert moved.status_code == 307
+        healthy = httpx.post(
+            url, headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "healthy"}, json=body
+        )
+        assert healthy.status_code == 202
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+
+
+def test_command_lists_fault_names_in_its_help() -> None:
+    result = CliRunner().invoke(sandbox, ["--help"])
+    assert result.exit_code == 0
+    for name in ("poll_answer", "download_url", "slow_body", "huge_poll", "email_send_failed"):
+        assert name in result.output
+    for flag in ("--key-fault", "--slow-pdf", "--retry-after", "--duration-ms", "--render-id"):
+        assert flag in result.output
+    assert "/_sandbox/faults" in result.output
+
+
 def test_command_refuses_bad_options(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(sandbox, ["--pdf-size", "huge"])
@@ -111,6 +179,16 @@ def test_command_refuses_bad_options(tmp_path: Path) -> None:
     assert result.exit_code == 2
     result = runner.invoke(sandbox, ["--drop-after", "2"])
     assert result.exit_code == 2
+    result = runner.invoke(sandbox, ["--key-fault", "k", "explode=1"])
+    assert result.exit_code == 2 and "unknown fault" in result.output
+    result = runner.invoke(sandbox, ["--key-fault", "k", "latency=1"])
+    assert result.exit_code == 2 and "cannot be set for one key" in result.output
+    result = runner.invoke(sandbox, ["--key-fault", "k", "poll_answer"])
+    assert result.exit_code == 2 and "NAME=VALUE" in result.output
+    result = runner.invoke(sandbox, ["--render-id", "../../x"])
+    assert result.exit_code == 2 and "{id}" in result.output
+    result = runner.invoke(sandbox, ["--huge-poll", "lots"])
+    assert result.exit_code == 2 and "huge_poll" in result.output
     bad = tmp_path / "bad.json"
     bad.write_text("{")
     result = runner.invoke(sandbox, ["--templates", str(bad), "--state", str(tmp_path / "s")])

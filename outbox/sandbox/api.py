@@ -2,9 +2,10 @@
 
 This module knows what each endpoint answers, not how bytes reach a socket: a handler takes a
 :class:`Request` and returns a :class:`Response`, which :mod:`outbox.sandbox.server` writes
-(or, for injected faults, drops or cuts short). Faults that belong to one endpoint (errors
-around render creation, truncated downloads) are decided here; faults that hit every request
-(latency, hangs, rate limits, captive portal) are applied by the server.
+(or, for injected faults, drops, cuts short or drips). Faults that belong to one endpoint
+or one render (errors around creation, hostile poll answers, broken public URLs, padded
+bodies) are decided here, with the faults in force for the render's idempotency key; faults
+that hit every request (latency, hangs, rate limits, captive portal) are applied by the server.
 """
 
 from __future__ import annotations
@@ -16,15 +17,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 from outbox import rules
+from outbox.sandbox import hostile
 from outbox.sandbox.counters import RequestCounters
-from outbox.sandbox.faults import FaultInjector
+from outbox.sandbox.faults import FaultInjector, Faults
+from outbox.sandbox.hostile import Body
 from outbox.sandbox.manifest import Manifest, ManifestError
-from outbox.sandbox.models import FAILED, SUCCEEDED, RenderRecord, TemplateRecord, iso_ms
+from outbox.sandbox.models import (
+    FAILED,
+    SUCCEEDED,
+    RenderRecord,
+    TemplateRecord,
+    iso_ms,
+)
 from outbox.sandbox.pdf import PdfDocument, render_pdf
 from outbox.sandbox.schema import json_schema
-from outbox.sandbox.state import NewRender, SandboxState
+from outbox.sandbox.shares import ShareRequest, ShareRequestError, check_email, check_share
+from outbox.sandbox.state import NewRender, NewShare, SandboxState
 from outbox.sandbox.templates import RenderSeconds
 from outbox.sandbox.validation import validate_data
 
@@ -53,16 +64,22 @@ class Request:
 
 @dataclass
 class Response:
-    """What to answer. ``drop`` closes the connection with no answer at all; ``truncate``
-    sends a download's full ``Content-Length`` but only part of its body."""
+    """What to answer. ``stream`` replaces ``body`` for big bodies sent in chunks. ``drop``
+    closes the connection with no answer at all; ``truncate`` announces the full length but
+    sends only part of the body; ``chunked`` sends the body without ``Content-Length``;
+    ``drip`` sends the body at that many bytes per second. ``faults`` are those of the
+    render the answer concerns (None: those for every render)."""
 
     status: int
     body: bytes = b""
     content_type: str | None = JSON_TYPE
     headers: list[tuple[str, str]] = field(default_factory=list)
-    stream: PdfDocument | None = None
+    stream: Body | None = None
     drop: bool = False
     truncate: bool = False
+    chunked: bool = False
+    drip: float | None = None
+    faults: Faults | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,8 @@ class ApiConfig:
     public_bucket: bool = True
     pdf_size: int | None = None
     clock: Callable[[], float] = time.time
+    #: A port on the sandbox's host where nothing listens (``download_url: refused``).
+    refused_port: int = 9
 
 
 def dumps(body: object) -> bytes:
@@ -157,14 +176,33 @@ class CraftkitAPI:
         parts = path.split("/")
         n = len(parts)
         if n > 2 and parts[1] == "v1":
-            if parts[2] == "renders" and n in (4, 5) and parts[3]:
+            if parts[2] == "renders" and 4 <= n <= 6 and parts[3]:
+                render_id = (parts[3],)
                 if n == 4:
                     return self._pick(
-                        method, "/v1/renders/:id", {"GET": self.get_render}, (parts[3],)
+                        method, "/v1/renders/:id", {"GET": self.get_render}, render_id
                     )
-                if parts[4] == "download":
+                if n == 5 and parts[4] == "download":
                     return self._pick(
-                        method, "/v1/renders/:id/download", {"GET": self.download_old}, (parts[3],)
+                        method, "/v1/renders/:id/download", {"GET": self.download_old}, render_id
+                    )
+                if n == 5 and parts[4] == "shares":
+                    return self._pick(
+                        method,
+                        "/v1/renders/:id/shares",
+                        {"GET": self.list_shares, "POST": self.create_share},
+                        render_id,
+                    )
+                if n == 5 and parts[4] == "email":
+                    return self._pick(
+                        method, "/v1/renders/:id/email", {"POST": self.email_render}, render_id
+                    )
+                if n == 6 and parts[4] == "shares" and parts[5]:
+                    return self._pick(
+                        method,
+                        "/v1/renders/:id/shares/:shareId",
+                        {"DELETE": self.revoke_share},
+                        (parts[3], parts[5]),
                     )
             if parts[2] == "templates":
                 if n == 3:
@@ -196,6 +234,8 @@ class CraftkitAPI:
             return Route(f"{method} /v1/*", self.unknown_v1)
         if path == "/health":
             return self._pick(method, "/health", {"GET": self.health})
+        if n == 3 and parts[1] == "share" and parts[2]:
+            return self._pick(method, "/share/:token", {"GET": self.open_share}, (parts[2],))
         if n == 4 and parts[1] == "public" and parts[2] == "renders" and parts[3].endswith(".pdf"):
             return self._pick(
                 method, "/public/renders/:id.pdf", {"GET": self.download_public}, (parts[3][:-4],)
@@ -203,6 +243,7 @@ class CraftkitAPI:
         if n == 3 and parts[1] == "_sandbox":
             handlers: dict[str, dict[str, Callable[..., Response]]] = {
                 "stats": {"GET": self.control_stats},
+                "emails": {"GET": self.control_emails},
                 "faults": {"GET": self.control_get_faults, "POST": self.control_set_faults},
                 "revoke": {"POST": self.control_revoke},
             }
@@ -220,6 +261,7 @@ class CraftkitAPI:
     ) -> Route:
         lookup = "GET" if method == "HEAD" else method
         handler = handlers.get(lookup)
+        params = tuple(unquote(p) if "%" in p else p for p in params)
         return Route(f"{method} {pattern}", handler, params, allowed=tuple(handlers))
 
     def dispatch(self, route: Route, request: Request) -> Response:
@@ -231,12 +273,25 @@ class CraftkitAPI:
             response.headers.append(("Allow", ", ".join(route.allowed)))
             return response
         try:
-            return route.handler(request, *route.params)
+            response = route.handler(request, *route.params)
         except _Refused as refused:
-            return refused.response
+            response = refused.response
         except Exception:
             logger.exception("sandbox handler failed for %s %s", request.method, request.path)
-            return error(500, "internal", "Internal server error.")
+            response = error(500, "internal", "Internal server error.")
+        return response if route.control else self.shape(response)
+
+    def shape(self, response: Response) -> Response:
+        """Apply the body faults of the answer's render: padded error bodies and drips."""
+        faults = response.faults or self.injector.faults
+        if faults.huge_errors and response.status >= 400 and response.stream is None:
+            response.stream = hostile.padded(response.body, faults.huge_errors)
+            response.body = b""
+        if response.content_type == PDF_TYPE and faults.slow_pdf is not None:
+            response.drip = faults.slow_pdf
+        elif faults.slow_body is not None:
+            response.drip = faults.slow_body
+        return response
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -258,24 +313,107 @@ class CraftkitAPI:
             raise _Refused(error(401, code, "Invalid or revoked API key."))
         return project
 
-    def _public_url(self, request: Request, render: RenderRecord) -> str | None:
+    def _public_url(self, request: Request, render: RenderRecord, faults: Faults) -> str | None:
         if not self.config.public_bucket:
             return None
-        return f"{request.base_url}/public/renders/{render.id}.pdf"
+        path = f"/public/renders/{render.id}.pdf"
+        if faults.download_url == "file":
+            return hostile.FILE_URL
+        if faults.download_url == "refused":
+            host = urlsplit(request.base_url).hostname or "127.0.0.1"
+            host = f"[{host}]" if ":" in host else host
+            return f"http://{host}:{self.config.refused_port}{path}"
+        return request.base_url + path
 
     def _render_body(
-        self, request: Request, render: RenderRecord, *, detail: bool, new: bool = False
+        self,
+        request: Request,
+        render: RenderRecord,
+        faults: Faults,
+        *,
+        detail: bool,
+        new: bool = False,
     ) -> dict[str, Any]:
         now = render.created_ms - 1 if new else self.now_ms()
-        return render.to_json(
-            now, request.base_url, self._public_url(request, render), detail=detail
+        body = render.to_json(
+            now, request.base_url, self._public_url(request, render, faults), detail=detail
         )
+        if faults.render_id is not None:
+            shown = hostile.shown_id(faults, render.id)
+            body["id"] = shown
+            body["pollUrl"] = f"{request.base_url}/v1/renders/{shown}"
+        return body
+
+    def _render_of(self, project: str, render_id: str) -> RenderRecord | None:
+        """The project's render with this id, or with this hostile id (``render_id``)."""
+        render = self.state.get_render(render_id)
+        if render is None:
+            render = self._render_by_shown_id(project, render_id)
+        if render is None or render.project_id != project:
+            return None
+        return render
+
+    def _render_by_shown_id(self, project: str, shown: str) -> RenderRecord | None:
+        for pattern, key in self.injector.shown_ids():
+            if key is not None and pattern == shown:
+                return self.state.render_by_key(project, key)
+            real = hostile.real_id(pattern, shown)
+            render = self.state.get_render(real) if real else None
+            if render is not None and self.faults_of(render).render_id == pattern:
+                return render
+        return None
+
+    def faults_of(self, render: RenderRecord) -> Faults:
+        """The faults in force for a render (those of its idempotency key)."""
+        return self.injector.for_key(render.idempotency_key)
+
+    def _before_create(self, request: Request, faults: Faults) -> Response | None:
+        """Faults that answer a create (render, share, email) before anything is made."""
+        if faults.redirect_post is not None:
+            self.injector.note("redirect_post")
+            location = request.base_url + request.path
+            return Response(
+                faults.redirect_post, content_type=None, headers=[("Location", location)]
+            )
+        if self.injector.chance("error_429_before", faults):
+            return self._with_retry_after(
+                error(429, "rate_limited", "Too many requests; slow down."), faults, "1"
+            )
+        if self.injector.chance("error_500_before", faults):
+            return error(500, "internal", "Internal server error.")
+        if self.injector.chance("error_503_before", faults):
+            return self._with_retry_after(
+                error(503, "queue_unavailable", "The render queue is temporarily unavailable."),
+                faults,
+            )
+        return None
+
+    def _after_create(self, faults: Faults) -> Response | None:
+        """Faults that lose the answer once something was made (the client cannot know)."""
+        if self.injector.chance("drop_after", faults):
+            return Response(0, drop=True)
+        if self.injector.chance("error_500_after", faults):
+            return error(500, "internal", "Internal server error.")
+        return None
 
     @staticmethod
-    def _parse_json(request: Request) -> Any:
+    def _with_retry_after(
+        response: Response, faults: Faults, default: str | None = None
+    ) -> Response:
+        value = faults.retry_after or default
+        if value is not None:
+            response.headers.append(("Retry-After", value))
+        return response
+
+    @staticmethod
+    def _parse_json(request: Request, empty: Any = None) -> Any:
+        """The request's JSON body; ``empty``, when not None, stands for an empty body."""
+
         def refuse_constant(name: str) -> Any:
             raise ValueError(f"{name} is not JSON")
 
+        if empty is not None and not request.body.strip():
+            return empty
         try:
             return json.loads(request.body.decode("utf-8"), parse_constant=refuse_constant)
         except (UnicodeDecodeError, ValueError) as exc:
@@ -353,17 +491,18 @@ class CraftkitAPI:
     def render(self, request: Request, slug: str) -> Response:
         """``POST /v1/templates/:slug/render``: validate, then create or replay a render."""
         project = self._project(request)
-        if self.injector.chance("error_500_before"):
-            return error(500, "internal", "Internal server error.")
-        if self.injector.chance("error_503_before"):
-            return error(503, "queue_unavailable", "The render queue is temporarily unavailable.")
         body = self._parse_json(request)
         envelope = _check_envelope(body, request.headers.get("Idempotency-Key"))
         key, data, options = envelope
+        faults = self.injector.for_key(key)
+        refused = self._before_create(request, faults)
+        if refused is not None:
+            refused.faults = faults
+            return refused
         if key is not None:
             existing = self.state.render_by_key(project, key)
             if existing is not None:
-                return json_response(200, self._render_body(request, existing, detail=False))
+                return self._render_answer(200, request, existing, faults)
         template = self.state.get_template(project, slug)
         if template is None:
             return error(404, "template_not_found", f"Template '{slug}' not found.")
@@ -393,12 +532,25 @@ class CraftkitAPI:
             self._new_render(project, template, version, key, cleaned, options)
         )
         if not created:
-            return json_response(200, self._render_body(request, render, detail=False))
-        if self.injector.chance("drop_after"):
-            return Response(0, drop=True)
-        if self.injector.chance("error_500_after"):
-            return error(500, "internal", "Internal server error.")
-        return json_response(202, self._render_body(request, render, detail=False, new=True))
+            return self._render_answer(200, request, render, faults)
+        lost = self._after_create(faults)
+        if lost is not None:
+            lost.faults = faults
+            return lost
+        return self._render_answer(202, request, render, faults, new=True)
+
+    def _render_answer(
+        self,
+        status: int,
+        request: Request,
+        render: RenderRecord,
+        faults: Faults,
+        *,
+        new: bool = False,
+    ) -> Response:
+        """The answer of a render POST."""
+        body = self._render_body(request, render, faults, detail=False, new=new)
+        return Response(status, dumps(body), faults=faults)
 
     def _new_render(
         self,
@@ -437,47 +589,62 @@ class CraftkitAPI:
     def get_render(self, request: Request, render_id: str) -> Response:
         """``GET /v1/renders/:id``: the render's current state."""
         project = self._project(request)
-        render = self.state.get_render(render_id)
-        if render is None or render.project_id != project:
+        render = self._render_of(project, render_id)
+        if render is None:
             return error(404, "not_found", "Render not found.")
-        return json_response(200, self._render_body(request, render, detail=True))
+        faults = self.faults_of(render)
+        body = self._render_body(request, render, faults, detail=True)
+        if faults.poll_answer is None and faults.duration_ms is None:
+            encoded = dumps(body)
+        else:
+            encoded = hostile.poll_answer(body, faults)
+        if faults.huge_poll is None:
+            return Response(200, encoded, faults=faults)
+        return Response(200, stream=hostile.padded(encoded, faults.huge_poll), faults=faults)
 
     # --- downloads ------------------------------------------------------------------------
 
     def _finished_render(self, render_id: str, project: str | None) -> RenderRecord | None:
-        """A render of ``project`` (any project when None) that has succeeded, or None."""
-        render = self.state.get_render(render_id)
-        if render is None or (project is not None and render.project_id != project):
-            return None
-        if render.status_at(self.now_ms()) != SUCCEEDED:
+        """A render of ``project`` (any project, real ids only, when None) that has
+        succeeded, or None."""
+        if project is None:
+            render = self.state.get_render(render_id)
+        else:
+            render = self._render_of(project, render_id)
+        if render is None or render.status_at(self.now_ms()) != SUCCEEDED:
             return None
         return render
 
-    def _pdf(self, render: RenderRecord) -> PdfDocument:
+    def _pdf(self, render: RenderRecord, faults: Faults) -> PdfDocument:
         return render_pdf(
             template=render.template_slug,
             version=render.version_number,
             render_id=render.id,
             created_at=iso_ms(render.created_ms),
             data=self.state.render_data(render.id),
-            pad_to=self.config.pdf_size,
+            pad_to=faults.huge_pdf or self.config.pdf_size,
         )
 
     def _pdf_response(self, render: RenderRecord, headers: list[tuple[str, str]]) -> Response:
+        faults = self.faults_of(render)
         return Response(
             200,
             content_type=PDF_TYPE,
             headers=headers,
-            stream=self._pdf(render),
-            truncate=self.injector.chance("truncate_downloads"),
+            stream=self._pdf(render, faults),
+            truncate=self.injector.chance("truncate_downloads", faults),
+            chunked=faults.pdf_no_length,
+            faults=faults,
         )
 
     def download_private(self, request: Request, render_id: str) -> Response:
         """``GET /v1/embed/renders/:id/download``: the private stream (404 until ready)."""
         project = self._project(request, code="invalid_credentials")
-        render = self._finished_render(render_id, project)
-        if render is None:
-            return error(404, None, "Render not found or no asset yet.")
+        render = self._render_of(project, render_id)
+        if render is None or render.status_at(self.now_ms()) != SUCCEEDED:
+            response = error(404, None, "Render not found or no asset yet.")
+            response.faults = self.faults_of(render) if render is not None else None
+            return response
         name = render.filename or f"{render.id}.pdf"
         return self._pdf_response(
             render,
@@ -490,11 +657,11 @@ class CraftkitAPI:
     def download_old(self, request: Request, render_id: str) -> Response:
         """``GET /v1/renders/:id/download``: the older private download (attachment)."""
         project = self._project(request)
-        render = self.state.get_render(render_id)
-        if render is None or render.project_id != project:
+        render = self._render_of(project, render_id)
+        if render is None:
             return error(404, "not_found", "Render not found.")
         if render.status_at(self.now_ms()) != SUCCEEDED:
-            return error(409, "not_ready", "The render has not succeeded.")
+            return self._not_ready(render)
         return self._pdf_response(
             render,
             [
@@ -507,6 +674,12 @@ class CraftkitAPI:
         render = self._finished_render(render_id, None) if self.config.public_bucket else None
         if render is None:
             return Response(404, b"Not Found\n", content_type="text/plain; charset=utf-8")
+        faults = self.faults_of(render)
+        broken = self._broken_bucket(request, faults.download_url)
+        if broken is not None:
+            self.injector.note("download_url")
+            broken.faults = faults
+            return broken
         return self._pdf_response(
             render,
             [
@@ -514,13 +687,152 @@ class CraftkitAPI:
             ],
         )
 
+    @staticmethod
+    def _broken_bucket(request: Request, mode: str | None) -> Response | None:
+        """What the public bucket answers when ``download_url`` breaks it, or None."""
+        if mode == "redirect":
+            location = request.base_url + request.path
+            return Response(302, content_type=None, headers=[("Location", location)])
+        if mode == "unauthorized":
+            return error(401, "unauthorized", "Missing or invalid credentials.")
+        if mode == "wrong_body":
+            return Response(200, hostile.WRONG_BODY, content_type=PDF_TYPE)
+        if mode == "not_found":
+            return Response(404, b"Not Found\n", content_type="text/plain; charset=utf-8")
+        return None
+
+    def _not_ready(self, render: RenderRecord) -> Response:
+        response = error(409, "not_ready", "The render has not succeeded.")
+        response.faults = self.faults_of(render)
+        return response
+
+    # --- shares and emails ---------------------------------------------------------------
+
+    def _share_render(self, request: Request, render_id: str) -> tuple[RenderRecord, Faults]:
+        """The project's render named in a share route (or 404), and its faults."""
+        project = self._project(request)
+        render = self._render_of(project, render_id)
+        if render is None:
+            raise _Refused(error(404, "not_found", "Render not found."))
+        return render, self.faults_of(render)
+
+    def _share_request(
+        self, request: Request, check: Callable[[Any, int], ShareRequest], faults: Faults
+    ) -> ShareRequest:
+        body = self._parse_json(request, empty={})
+        try:
+            return check(body, self.now_ms())
+        except ShareRequestError as exc:
+            response = error(
+                400,
+                "invalid_request",
+                "The request is not valid.",
+                flat_issues(exc.field_errors, exc.form_errors),
+            )
+            response.faults = faults
+            raise _Refused(response) from exc
+
+    def create_share(self, request: Request, render_id: str) -> Response:
+        """``POST /v1/renders/:id/shares``: a durable, revokable guest link (201)."""
+        return self._create_share(request, render_id, email=False)
+
+    def email_render(self, request: Request, render_id: str) -> Response:
+        """``POST /v1/renders/:id/email``: an email-channel share, sent to ``to`` (201)."""
+        return self._create_share(request, render_id, email=True)
+
+    def _create_share(self, request: Request, render_id: str, *, email: bool) -> Response:
+        """Both creates: checks, faults around creation, then the new share (201)."""
+        render, faults = self._share_render(request, render_id)
+        wanted = self._share_request(request, check_email if email else check_share, faults)
+        refusal = self._before_create(request, faults)
+        if refusal is None and render.status_at(self.now_ms()) != SUCCEEDED:
+            refusal = self._not_ready(render)
+        if refusal is None and email and faults.email_not_configured:
+            self.injector.note("email_not_configured")
+            refusal = self._with_retry_after(
+                error(
+                    503,
+                    "email_not_configured",
+                    "Email is not configured for this project.",
+                ),
+                faults,
+            )
+        if refusal is None and email and self.injector.chance("email_send_failed", faults):
+            refusal = error(502, "email_send_failed", "The email could not be sent.")
+        if refusal is not None:
+            refusal.faults = faults
+            return refusal
+        share = self.state.create_share(
+            NewShare(
+                render_id=render.id,
+                channel=wanted.channel,
+                recipient_email=wanted.recipient_email,
+                recipient_name=wanted.recipient_name,
+                message=wanted.message,
+                expires_ms=wanted.expires_ms,
+                created_ms=self.now_ms(),
+                sent=email,
+            )
+        )
+        lost = self._after_create(faults)
+        if lost is not None:
+            lost.faults = faults
+            return lost
+        body = share.email_json(request.base_url) if email else share.to_json(request.base_url)
+        return Response(201, dumps(body), faults=faults)
+
+    def list_shares(self, request: Request, render_id: str) -> Response:
+        """``GET /v1/renders/:id/shares``: newest first, revoked included, with clicks."""
+        render, faults = self._share_render(request, render_id)
+        rows = [
+            share.to_json(request.base_url, clicks=True)
+            for share in self.state.list_shares(render.id)
+        ]
+        return Response(200, dumps({"shares": rows}), faults=faults)
+
+    def revoke_share(self, request: Request, render_id: str, share_id: str) -> Response:
+        """``DELETE /v1/renders/:id/shares/:shareId``: 200 ``{id, revokedAt}``, then 404."""
+        render, faults = self._share_render(request, render_id)
+        share = self.state.revoke_share(render.id, share_id, self.now_ms())
+        if share is None or share.revoked_ms is None:
+            response = error(404, "not_found", "Share not found or already revoked.")
+            response.faults = faults
+            return response
+        body = {"id": share.id, "revokedAt": iso_ms(share.revoked_ms)}
+        return Response(200, dumps(body), faults=faults)
+
+    def open_share(self, request: Request, token: str) -> Response:
+        """``GET /share/:token``: the guest link serves the PDF and counts the click; a
+        revoked or expired link answers 410, an unknown one 404."""
+        share = self.state.share_by_token(token)
+        if share is None:
+            return _page(404, "This link does not exist.")
+        if not share.resolves_at(self.now_ms()):
+            gone = "revoked" if share.revoked_ms is not None else "expired"
+            return _page(410, f"This link has been {gone}.")
+        render = self.state.get_render(share.render_id)
+        if render is None:
+            return _page(404, "This link does not exist.")
+        if request.method == "GET":
+            self.state.count_click(share.id)
+        name = render.filename or f"{render.id}.pdf"
+        return self._pdf_response(
+            render,
+            [
+                ("Content-Disposition", f'inline; filename="{_header_safe(name)}"'),
+                ("Cache-Control", "private, no-store"),
+            ],
+        )
+
     # --- control endpoints ----------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Render counts (persisted), request counts and injected faults (in memory)."""
+        """Render and share counts (persisted), request counts and injected faults (in
+        memory)."""
         injected = self.injector.injected()
         return {
             **self.state.render_counts(),
+            **self.state.share_counts(),
             "requests": self.counters.snapshot(),
             "rate_limited": injected.get("rate_limit", 0),
             "faults_injected": injected,
@@ -529,6 +841,19 @@ class CraftkitAPI:
     def control_stats(self, request: Request) -> Response:
         """``GET /_sandbox/stats``."""
         return json_response(200, self.stats())
+
+    def control_emails(self, request: Request) -> Response:
+        """``GET /_sandbox/emails``: every email sent, oldest first."""
+        return json_response(200, {"emails": self.sent_emails()})
+
+    def sent_emails(self) -> list[dict[str, Any]]:
+        """Every email sent, oldest first (render, key, recipient, message, times)."""
+        emails = self.state.sent_emails()
+        for email in emails:
+            expires_ms, sent_ms = email.pop("expiresMs"), email.pop("sentMs")
+            email["expiresAt"] = iso_ms(expires_ms) if expires_ms is not None else None
+            email["sentAt"] = iso_ms(sent_ms)
+        return emails
 
     def control_get_faults(self, request: Request) -> Response:
         """``GET /_sandbox/faults``: the faults in force."""
@@ -653,6 +978,11 @@ def _key_problem(key: object) -> str | None:
     if len(key) > rules.IDEMPOTENCY_KEY_MAX:
         return rules.string_too_long(rules.IDEMPOTENCY_KEY_MAX)
     return None
+
+
+def _page(status: int, text: str) -> Response:
+    """A small plain-text page for people who open a share link."""
+    return Response(status, text.encode() + b"\n", content_type="text/plain; charset=utf-8")
 
 
 def _header_safe(text: str) -> str:

@@ -11,41 +11,29 @@ import os
 import re
 import signal
 import sys
+import textwrap
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
-from outbox.sandbox.faults import Faults
+from outbox.sandbox.faults import (
+    DOWNLOAD_URL_MODES,
+    POLL_ANSWER_MODES,
+    REDIRECT_STATUSES,
+    Faults,
+    parse_fault_value,
+    parse_size,
+)
 from outbox.sandbox.runner import Sandbox
 from outbox.sandbox.templates import RenderSeconds, TemplateFileError, parse_render_seconds
 
+__all__ = ["main", "parse_seconds_option", "parse_size", "sandbox"]
+
 #: Environment variable that fixes the main project's key (never a flag: `ps` shows flags).
 SANDBOX_KEY_ENV = "OUTBOX_SANDBOX_API_KEY"
-
-_SIZE = re.compile(r"(?i)\s*([0-9]+(?:\.[0-9]+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*")
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1024,
-    "kb": 1000,
-    "kib": 1024,
-    "m": 1024**2,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gb": 1000**3,
-    "gib": 1024**3,
-}
-
-
-def parse_size(text: str) -> int:
-    """``"5000"``, ``"64k"``, ``"100MB"``, ``"1.5MiB"`` -> bytes."""
-    match = _SIZE.fullmatch(text)
-    if not match:
-        raise ValueError(f"not a size: {text!r}")
-    return int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
 
 
 def parse_seconds_option(text: str) -> RenderSeconds:
@@ -74,10 +62,39 @@ def _seconds_option(ctx: click.Context, param: click.Parameter, value: str) -> R
         raise click.BadParameter(str(exc)) from exc
 
 
+def _key_faults_option(
+    ctx: click.Context, param: click.Parameter, value: tuple[tuple[str, str], ...]
+) -> dict[str, dict[str, Any]]:
+    """``--key-fault KEY NAME=VALUE`` (repeated) -> ``{KEY: {NAME: VALUE}}``."""
+    keys: dict[str, dict[str, Any]] = {}
+    for key, setting in value:
+        name, equals, text = setting.partition("=")
+        if not equals:
+            raise click.BadParameter(f"{setting!r} is not NAME=VALUE")
+        try:
+            keys.setdefault(key, {})[name.strip()] = parse_fault_value(name.strip(), text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    return keys
+
+
 _PROBABILITY = click.FloatRange(0.0, 1.0)
+_RATE = click.FloatRange(min=0.0, min_open=True)
+
+_EPILOG = f"""\b
+Faults can also be changed while the sandbox runs: POST /_sandbox/faults
+with a JSON object of fault names (the options above with _ for -), e.g.
+  {{"slow_body": 20, "keys": {{"entry-3": {{"poll_answer": "garbage_json"}}}}}}
+GET /_sandbox/faults shows them; GET /_sandbox/stats counts what happened.
+
+\b
+--key-fault KEY NAME=VALUE poisons only the render made with idempotency
+key KEY (its POST, polls, downloads, shares and emails); NAME is one of:
+{textwrap.fill(", ".join(Faults.per_key_names()), 72, initial_indent="  ", subsequent_indent="  ")}
+"""
 
 
-@click.command("sandbox")
+@click.command("sandbox", epilog=_EPILOG)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option(
     "--port",
@@ -92,7 +109,7 @@ _PROBABILITY = click.FloatRange(0.0, 1.0)
     default="./sandbox-state",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder holding renders, keys and templates across restarts.",
+    help="Folder holding renders, keys, templates and shares across restarts.",
 )
 @click.option(
     "--templates",
@@ -115,6 +132,7 @@ _PROBABILITY = click.FloatRange(0.0, 1.0)
     is_flag=True,
     help="downloadUrl is always null; only the private stream serves PDFs.",
 )
+@click.option("--seed", type=int, help="Seed for reproducible fault randomness.")
 @click.option(
     "--latency", default=0.0, type=click.FloatRange(min=0.0), help="Seconds added to every request."
 )
@@ -122,25 +140,31 @@ _PROBABILITY = click.FloatRange(0.0, 1.0)
     "--error-500-before",
     default=0.0,
     type=_PROBABILITY,
-    help="Probability of 500 on a render POST before creating.",
+    help="Probability of 500 on a render, share or email POST before creating.",
 )
 @click.option(
     "--error-503-before",
     default=0.0,
     type=_PROBABILITY,
-    help="Probability of 503 queue_unavailable on a render POST before creating.",
+    help="Probability of 503 queue_unavailable on a create POST before creating.",
+)
+@click.option(
+    "--error-429-before",
+    default=0.0,
+    type=_PROBABILITY,
+    help="Probability of 429 rate_limited on a create POST before creating.",
 )
 @click.option(
     "--error-500-after",
     default=0.0,
     type=_PROBABILITY,
-    help="Probability of 500 after a render was created.",
+    help="Probability of 500 after a render, share or email was created.",
 )
 @click.option(
     "--drop-after",
     default=0.0,
     type=_PROBABILITY,
-    help="Probability of closing the connection after a render was created.",
+    help="Probability of closing the connection after a render, share or email was created.",
 )
 @click.option(
     "--truncate-downloads",
@@ -163,13 +187,69 @@ _PROBABILITY = click.FloatRange(0.0, 1.0)
 )
 @click.option(
     "--rate-limit",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=_RATE,
     help="Requests per second allowed on /v1 (429 with Retry-After above it).",
 )
 @click.option(
     "--captive-portal", is_flag=True, help="Answer every request with a Wi-Fi login page."
 )
-@click.option("--seed", type=int, help="Seed for reproducible fault randomness.")
+@click.option(
+    "--redirect-post",
+    type=click.Choice([str(s) for s in REDIRECT_STATUSES]),
+    callback=lambda ctx, param, value: int(value) if value else None,
+    help="Answer every /v1 POST with this redirect to itself (nothing is created).",
+)
+@click.option(
+    "--retry-after",
+    metavar="TEXT",
+    help="Raw Retry-After header of every 429 and 503 (e.g. nan, inf, -5, 1e12).",
+)
+@click.option(
+    "--duration-ms",
+    metavar="LITERAL",
+    help="Raw durationMs of finished renders (NaN, Infinity, -1, 1e308).",
+)
+@click.option(
+    "--poll-answer",
+    type=click.Choice(POLL_ANSWER_MODES),
+    help="Poison GET /v1/renders/:id answers.",
+)
+@click.option(
+    "--render-id",
+    metavar="PATTERN",
+    help="Show render ids as PATTERN, {id} being the real id (e.g. '../../{id}').",
+)
+@click.option(
+    "--slow-body", type=_RATE, metavar="BYTES/S", help="Drip every response body at this rate."
+)
+@click.option("--slow-pdf", type=_RATE, metavar="BYTES/S", help="Drip PDF bodies at this rate.")
+@click.option("--huge-poll", metavar="SIZE", help="Pad poll answers to SIZE (e.g. 300MB).")
+@click.option("--huge-errors", metavar="SIZE", help="Pad error bodies to SIZE.")
+@click.option("--huge-pdf", metavar="SIZE", help="Pad PDFs to SIZE.")
+@click.option("--pdf-no-length", is_flag=True, help="Send PDFs chunked, without Content-Length.")
+@click.option(
+    "--download-url",
+    type=click.Choice(DOWNLOAD_URL_MODES),
+    help="Break the public downloadUrl (the private stream keeps working).",
+)
+@click.option(
+    "--email-not-configured", is_flag=True, help="Emails answer 503 email_not_configured."
+)
+@click.option(
+    "--email-send-failed",
+    default=0.0,
+    type=_PROBABILITY,
+    help="Probability that an email answers 502 email_send_failed.",
+)
+@click.option(
+    "--key-fault",
+    "keys",
+    nargs=2,
+    multiple=True,
+    metavar="KEY NAME=VALUE",
+    callback=_key_faults_option,
+    help="Set a fault for the render of one idempotency key only (repeatable).",
+)
 def sandbox(
     host: str,
     port: int,
@@ -178,17 +258,8 @@ def sandbox(
     render_seconds: RenderSeconds,
     pdf_size: int | None,
     no_public_bucket: bool,
-    latency: float,
-    error_500_before: float,
-    error_503_before: float,
-    error_500_after: float,
-    drop_after: float,
-    truncate_downloads: float,
-    hang: float,
-    hang_seconds: float,
-    rate_limit: float | None,
-    captive_portal: bool,
     seed: int | None,
+    **fault_options: Any,
 ) -> None:
     """Run a local Craftkit-compatible sandbox server until Ctrl-C.
 
@@ -196,18 +267,6 @@ def sandbox(
     OUTBOX_SANDBOX_API_KEY (keys are never taken from the command line, where `ps` shows them).
     """
     api_key = os.environ.get(SANDBOX_KEY_ENV) or None
-    faults = Faults(
-        latency=latency,
-        error_500_before=error_500_before,
-        error_503_before=error_503_before,
-        error_500_after=error_500_after,
-        drop_after=drop_after,
-        rate_limit=rate_limit,
-        truncate_downloads=truncate_downloads,
-        hang=hang,
-        hang_seconds=hang_seconds,
-        captive_portal=captive_portal,
-    )
     try:
         sb = Sandbox(
             state_dir=state_dir,
@@ -217,11 +276,11 @@ def sandbox(
             render_seconds=render_seconds,
             public_bucket=not no_public_bucket,
             pdf_size=pdf_size,
-            faults=faults,
+            faults=Faults(**fault_options),
             seed=seed,
             api_key=api_key,
         )
-    except (TemplateFileError, ValueError) as exc:
+    except (TemplateFileError, ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from exc
     stop = threading.Event()
 

@@ -107,3 +107,61 @@ class TemplateRecord:
             "createdAt": iso_ms(self.created_ms),
             "updatedAt": iso_ms(self.updated_ms),
         }
+
+
+#: Share channels (``POST /v1/renders/:id/email`` makes ``email`` ones).
+LINK, EMAIL = "link", "email"
+
+
+@dataclass(frozen=True, slots=True)
+class ShareRecord:
+    """One share link of a render as persisted; an email share also records its sending."""
+
+    id: str
+    render_id: str
+    token: str
+    channel: str
+    recipient_email: str | None
+    recipient_name: str | None
+    message: str | None
+    expires_ms: int | None
+    revoked_ms: int | None
+    created_ms: int
+    click_count: int
+    email_message_id: str | None
+    sent_ms: int | None
+
+    def url(self, base_url: str) -> str:
+        """The guest-facing address, ``{base}/share/{token}``."""
+        return f"{base_url}/share/{self.token}"
+
+    def resolves_at(self, now_ms: int) -> bool:
+        """Whether the link still opens: neither revoked nor expired."""
+        return self.revoked_ms is None and (self.expires_ms is None or now_ms < self.expires_ms)
+
+    def to_json(self, base_url: str, *, clicks: bool = False) -> dict[str, Any]:
+        """The create-share answer; with ``clicks``, a row of the share list."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "shareToken": self.token,
+            "shareUrl": self.url(base_url),
+            "channel": self.channel,
+            "recipientEmail": self.recipient_email,
+            "message": self.message,
+            "expiresAt": iso_ms(self.expires_ms) if self.expires_ms is not None else None,
+            "revokedAt": iso_ms(self.revoked_ms) if self.revoked_ms is not None else None,
+            "createdAt": iso_ms(self.created_ms),
+        }
+        if clicks:
+            body["clickCount"] = self.click_count
+        return body
+
+    def email_json(self, base_url: str) -> dict[str, Any]:
+        """The answer of ``POST /v1/renders/:id/email``."""
+        return {
+            "id": self.id,
+            "shareToken": self.token,
+            "shareUrl": self.url(base_url),
+            "emailMessageId": self.email_message_id,
+            "sentAt": iso_ms(self.sent_ms) if self.sent_ms is not None else None,
+        }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import logging
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -99,6 +100,7 @@ class Sandbox:
         self._state: SandboxState | None = None
         self._api: CraftkitAPI | None = None
         self._server: SandboxHTTPServer | None = None
+        self._refused: socket.socket | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -110,15 +112,21 @@ class Sandbox:
             if self._state_dir is None:
                 self._state_dir = Path(tempfile.mkdtemp(prefix="craftkit-sandbox-"))
             state = SandboxState(self._state_dir)
+            refused: socket.socket | None = None
             try:
                 self._prepare(state)
+                refused = self._refused_socket()
+                self._config.refused_port = int(refused.getsockname()[1])
                 api = CraftkitAPI(state, self._injector, self._counters, self._config)
                 server = SandboxHTTPServer(
                     (self.host, self._port), api, self._injector, self._counters, ""
                 )
             except BaseException:
                 state.close()
+                if refused is not None:
+                    refused.close()
                 raise
+            self._refused = refused
             self._port = server.port
             server.base_url = self.base_url_for(self._port)
             server.start()
@@ -139,15 +147,29 @@ class Sandbox:
                 state.sync_template(project, spec, now)
         self._keys = (main_key, other_key)
 
+    def _refused_socket(self) -> socket.socket:
+        """A socket bound on the sandbox's host that never listens: connections to its port
+        are refused (what ``download_url: refused`` points at)."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.bind((self.host, 0))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     def stop(self) -> None:
         """Go offline: stop listening and cut every connection. State and port are kept."""
         with self._lock:
-            server, state = self._server, self._state
-            self._server = self._api = self._state = None
+            server, state, refused = self._server, self._state, self._refused
+            self._server = self._api = self._state = self._refused = None
         if server is not None:
             server.close()
         if state is not None:
             state.close()
+        if refused is not None:
+            refused.close()
 
     def close(self) -> None:
         """Stop, and remove the state folder if it was a private temporary one."""
@@ -224,8 +246,19 @@ class Sandbox:
 
     def set_faults(self, **changes: Any) -> Faults:
         """Change some faults at runtime (``sb.set_faults(drop_after=1.0)``); unknown names
-        raise :class:`TypeError`, bad values :class:`ValueError`."""
+        raise :class:`TypeError`, bad values :class:`ValueError`.
+
+        ``keys`` poisons single renders by idempotency key and replaces every earlier
+        per-key setting: ``sb.set_faults(keys={"entry-3": {"poll_answer": "garbage_json"}})``.
+        """
         return self._injector.update(changes)
+
+    def sent_emails(self) -> list[dict[str, Any]]:
+        """Every email the sandbox sent, oldest first: ``renderId``, ``idempotencyKey``,
+        ``shareId``, ``to``, ``recipientName``, ``message``, ``expiresAt``,
+        ``emailMessageId``, ``sentAt``."""
+        with self._api_context() as api:
+            return api.sent_emails()
 
     def revoke_key(self, key: str) -> bool:
         """Revoke a key: its next call gets 401. Returns whether it was live."""
@@ -247,8 +280,9 @@ class Sandbox:
             return template_json(template)
 
     def stats(self) -> dict[str, Any]:
-        """Renders created (also per idempotency key and per payload), requests by route and
-        status, 429s and other injected faults."""
+        """Renders created (also per idempotency key and per payload), shares and emails (in
+        total, per render and per key), requests by route and status, 429s and other
+        injected faults."""
         with self._api_context() as api:
             return api.stats()
 

@@ -3,8 +3,9 @@
 Built on :class:`http.server.ThreadingHTTPServer` (one daemon thread per connection, HTTP/1.1
 keep-alive, Nagle off). Every connection is tracked, so :meth:`SandboxHTTPServer.close` can
 cut them all at once, the way a network going away would, and wait for their threads to end.
-Each response is written with as few ``send`` calls as possible, and a PDF is streamed in
-chunks of at most 64 KiB, never held in memory whole.
+Each response is written with as few ``send`` calls as possible, and a PDF (or any padded
+body) is streamed in chunks of at most 64 KiB, never held in memory whole. A body can also be
+sent chunked (no ``Content-Length``) or dripped at a fixed number of bytes per second.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Iterator
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +35,9 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 
 #: Seconds an idle keep-alive connection is kept open.
 IDLE_TIMEOUT = 120.0
+
+#: Writes per second of a dripped body (each carries rate / this many bytes, at least one).
+DRIP_STEPS_PER_SECOND = 20
 
 CAPTIVE_PORTAL_PAGE = b"""<!DOCTYPE html>
 <html><head><title>Welcome to Harbour Hotel Wi-Fi</title></head>
@@ -234,14 +239,13 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         if faults.captive_portal:
             server.injector.note("captive_portal")
             server.counters.record(pattern, 200)
-            self._send(
-                Response(
-                    200,
-                    CAPTIVE_PORTAL_PAGE,
-                    "text/html; charset=utf-8",
-                    [("Cache-Control", "no-store")],
-                )
+            page = Response(
+                200,
+                CAPTIVE_PORTAL_PAGE,
+                "text/html; charset=utf-8",
+                [("Cache-Control", "no-store")],
             )
+            self._send(server.api.shape(page))
             return False
         if faults.latency > 0 and server.stopping.wait(faults.latency):
             self._drop(pattern)
@@ -254,8 +258,8 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
             if retry_after is not None:
                 server.counters.record(pattern, 429)
                 response = error(429, "rate_limited", "Too many requests; slow down.")
-                response.headers.append(("Retry-After", str(retry_after)))
-                self._send(response)
+                response.headers.append(("Retry-After", faults.retry_after or str(retry_after)))
+                self._send(server.api.shape(response))
                 return False
         return True
 
@@ -318,7 +322,7 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _send(self, response: Response) -> None:
-        """Write a response: headers and small bodies in one ``send``, PDFs in chunks."""
+        """Write a response: headers and small bodies in one ``send``, big ones in chunks."""
         stream = response.stream
         length = stream.size if stream is not None else len(response.body)
         closing = self.close_connection or response.truncate
@@ -329,7 +333,10 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         ]
         if response.content_type:
             head.append(f"Content-Type: {response.content_type}\r\n")
-        head.append(f"Content-Length: {length}\r\n")
+        if response.chunked:
+            head.append("Transfer-Encoding: chunked\r\n")
+        else:
+            head.append(f"Content-Length: {length}\r\n")
         for name, value in response.headers:
             head.append(f"{name}: {value}\r\n")
         if closing:
@@ -337,23 +344,59 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         head.append("\r\n")
         header_bytes = "".join(head).encode("latin-1")
-        head_only = self.command == "HEAD"
         try:
-            if stream is None:
-                self.wfile.write(header_bytes if head_only else header_bytes + response.body)
+            if self.command == "HEAD":
+                self.wfile.write(header_bytes)
+                return
+            if stream is None and not response.chunked and response.drip is None:
+                self.wfile.write(header_bytes + response.body)
                 return
             self.wfile.write(header_bytes)
-            if head_only:
-                return
-            limit = length // 2 if response.truncate else length
-            sent = 0
-            for chunk in stream.chunks():
-                if sent + len(chunk) > limit:
-                    chunk = chunk[: limit - sent]
-                if chunk:
-                    self.wfile.write(chunk)
-                sent += len(chunk)
-                if sent >= limit:
-                    break
+            pieces = self._pieces(response, length)
+            if response.chunked:
+                pieces = _chunked(pieces, end=not response.truncate)
+            if response.drip is None:
+                for piece in pieces:
+                    self.wfile.write(piece)
+            elif not self._drip(pieces, response.drip):
+                self.close_connection = True
         except OSError:  # the client went away, or the sandbox is stopping
             self.close_connection = True
+
+    @staticmethod
+    def _pieces(response: Response, length: int) -> Iterator[bytes]:
+        """The body's bytes, cut at half when the download is to be truncated."""
+        source = response.stream.chunks() if response.stream is not None else [response.body]
+        limit = length // 2 if response.truncate else length
+        sent = 0
+        for chunk in source:
+            if sent + len(chunk) > limit:
+                chunk = chunk[: limit - sent]
+            if chunk:
+                yield chunk
+            sent += len(chunk)
+            if sent >= limit:
+                return
+
+    def _drip(self, pieces: Iterator[bytes], rate: float) -> bool:
+        """Write ``pieces`` at ``rate`` bytes per second; False if the sandbox stopped."""
+        step = max(1, int(rate / DRIP_STEPS_PER_SECOND))
+        started = time.monotonic()
+        sent = 0
+        for piece in pieces:
+            for start in range(0, len(piece), step):
+                delay = started + sent / rate - time.monotonic()
+                if delay > 0 and self.server.stopping.wait(delay):
+                    return False
+                bit = piece[start : start + step]
+                self.wfile.write(bit)
+                sent += len(bit)
+        return True
+
+
+def _chunked(pieces: Iterator[bytes], *, end: bool) -> Iterator[bytes]:
+    """HTTP/1.1 chunked framing; ``end`` False leaves the body unfinished (a cut download)."""
+    for piece in pieces:
+        yield b"%x\r\n" % len(piece) + piece + b"\r\n"
+    if end:
+        yield b"0\r\n\r\n"

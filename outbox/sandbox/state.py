@@ -1,4 +1,4 @@
-"""The sandbox's persisted state: projects, key hashes, templates and renders, in SQLite.
+"""The sandbox's persisted state: projects, key hashes, templates, renders and shares, in SQLite.
 
 Everything lives in one SQLite file inside the state folder, so stopping a sandbox and
 starting it again on the same folder (the way tests simulate going offline) keeps every
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from outbox.sandbox.manifest import Manifest
-from outbox.sandbox.models import RenderRecord, TemplateRecord
+from outbox.sandbox.models import EMAIL, LINK, RenderRecord, ShareRecord, TemplateRecord
 from outbox.sandbox.templates import RenderSeconds, TemplateSpec
 
 #: The database file inside the state folder.
@@ -88,7 +88,28 @@ CREATE TABLE IF NOT EXISTS renders (
     error_message TEXT,
     UNIQUE (project_id, idempotency_key)
 );
+CREATE TABLE IF NOT EXISTS shares (
+    id TEXT PRIMARY KEY,
+    render_id TEXT NOT NULL REFERENCES renders(id),
+    token TEXT NOT NULL UNIQUE,
+    channel TEXT NOT NULL,
+    recipient_email TEXT,
+    recipient_name TEXT,
+    message TEXT,
+    expires_ms INTEGER,
+    revoked_ms INTEGER,
+    created_ms INTEGER NOT NULL,
+    click_count INTEGER NOT NULL DEFAULT 0,
+    email_message_id TEXT,
+    sent_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS shares_by_render ON shares (render_id, created_ms);
 """
+
+_SHARE_COLUMNS = (
+    "id, render_id, token, channel, recipient_email, recipient_name, message, expires_ms,"
+    " revoked_ms, created_ms, click_count, email_message_id, sent_ms"
+)
 
 _RENDER_COLUMNS = (
     "id, project_id, template_id, template_slug, version_number, idempotency_key,"
@@ -118,6 +139,20 @@ class NewRender:
     finished_ms: int
     outcome: str
     error_message: str | None
+
+
+@dataclass(frozen=True)
+class NewShare:
+    """A share to create (an email share carries its sending time)."""
+
+    render_id: str
+    channel: str
+    recipient_email: str | None
+    recipient_name: str | None
+    message: str | None
+    expires_ms: int | None
+    created_ms: int
+    sent: bool = False
 
 
 class SandboxState:
@@ -541,6 +576,156 @@ class SandboxState:
             "renders_without_key": int(without),
             "renders_per_payload": per_payload,
             "renders_per_template": per_template,
+        }
+
+    # --- shares ---------------------------------------------------------------------------
+
+    def create_share(self, new: NewShare) -> ShareRecord:
+        """Store a new share (and, for a sent email, its message id and time)."""
+        record = ShareRecord(
+            id=str(uuid.uuid4()),
+            render_id=new.render_id,
+            token="cks_" + secrets.token_urlsafe(24),
+            channel=new.channel,
+            recipient_email=new.recipient_email,
+            recipient_name=new.recipient_name,
+            message=new.message,
+            expires_ms=new.expires_ms,
+            revoked_ms=None,
+            created_ms=new.created_ms,
+            click_count=0,
+            email_message_id=str(uuid.uuid4()) if new.sent else None,
+            sent_ms=new.created_ms if new.sent else None,
+        )
+        with self._lock:
+            self._db.execute(
+                f"INSERT INTO shares ({_SHARE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.render_id,
+                    record.token,
+                    record.channel,
+                    record.recipient_email,
+                    record.recipient_name,
+                    record.message,
+                    record.expires_ms,
+                    record.revoked_ms,
+                    record.created_ms,
+                    record.click_count,
+                    record.email_message_id,
+                    record.sent_ms,
+                ),
+            )
+        return record
+
+    def list_shares(self, render_id: str) -> list[ShareRecord]:
+        """A render's shares, newest first, revoked ones included."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_SHARE_COLUMNS} FROM shares WHERE render_id = ?"
+                " ORDER BY created_ms DESC, rowid DESC",
+                (render_id,),
+            ).fetchall()
+        return [ShareRecord(*row) for row in rows]
+
+    def revoke_share(self, render_id: str, share_id: str, now_ms: int) -> ShareRecord | None:
+        """Revoke a live share of a render; None when there is no such live share."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE shares SET revoked_ms = ? WHERE id = ? AND render_id = ?"
+                " AND revoked_ms IS NULL",
+                (now_ms, share_id, render_id),
+            )
+            if cursor.rowcount == 0:
+                return None
+            row = self._db.execute(
+                f"SELECT {_SHARE_COLUMNS} FROM shares WHERE id = ?", (share_id,)
+            ).fetchone()
+        return ShareRecord(*row)
+
+    def share_by_token(self, token: str) -> ShareRecord | None:
+        """The share a guest link's token names, or None."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_SHARE_COLUMNS} FROM shares WHERE token = ?", (token,)
+            ).fetchone()
+        return ShareRecord(*row) if row else None
+
+    def count_click(self, share_id: str) -> None:
+        """Count one opening of a share link."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE shares SET click_count = click_count + 1 WHERE id = ?", (share_id,)
+            )
+
+    def sent_emails(self) -> list[dict[str, Any]]:
+        """Every email sent, oldest first, with the render and key it belongs to."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.render_id, r.idempotency_key, s.id, s.recipient_email,"
+                " s.recipient_name, s.message, s.expires_ms, s.email_message_id, s.sent_ms"
+                " FROM shares s JOIN renders r ON r.id = s.render_id"
+                " WHERE s.email_message_id IS NOT NULL ORDER BY s.sent_ms, s.rowid"
+            ).fetchall()
+        return [
+            {
+                "renderId": render_id,
+                "idempotencyKey": key,
+                "shareId": share_id,
+                "to": to,
+                "recipientName": name,
+                "message": message,
+                "expiresMs": expires_ms,
+                "emailMessageId": message_id,
+                "sentMs": sent_ms,
+            }
+            for (
+                render_id,
+                key,
+                share_id,
+                to,
+                name,
+                message,
+                expires_ms,
+                message_id,
+                sent_ms,
+            ) in rows
+        ]
+
+    def share_counts(self) -> dict[str, Any]:
+        """Shares and emails, in total, per render and per idempotency key."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.render_id, r.idempotency_key, s.channel,"
+                " s.email_message_id IS NOT NULL, s.revoked_ms IS NOT NULL, s.click_count"
+                " FROM shares s JOIN renders r ON r.id = s.render_id"
+            ).fetchall()
+        per_render: dict[str, dict[str, int]] = {}
+        per_key: dict[str, dict[str, int]] = {}
+        emails_per_render: dict[str, int] = {}
+        emails_per_key: dict[str, int] = {}
+        revoked = clicks = emails = 0
+        for render_id, key, channel, sent, is_revoked, click_count in rows:
+            for table, name in ((per_render, render_id), (per_key, key)):
+                if name is not None:
+                    counts = table.setdefault(name, {LINK: 0, EMAIL: 0})
+                    counts[channel] = counts.get(channel, 0) + 1
+            if sent:
+                emails += 1
+                emails_per_render[render_id] = emails_per_render.get(render_id, 0) + 1
+                if key is not None:
+                    emails_per_key[key] = emails_per_key.get(key, 0) + 1
+            revoked += bool(is_revoked)
+            clicks += click_count
+        return {
+            "shares_created": len(rows),
+            "shares_revoked": revoked,
+            "share_clicks": clicks,
+            "shares_per_render": per_render,
+            "shares_per_key": per_key,
+            "emails_sent": emails,
+            "emails_per_render": emails_per_render,
+            "emails_per_key": emails_per_key,
         }
 
 
