@@ -41,6 +41,7 @@ from outbox.sandbox.templates import (
     load_templates,
     parse_render_seconds,
 )
+from outbox.sandbox.transport import SandboxTransport
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class Sandbox:
         pdf_size: int | None = None,
         faults: Faults | None = None,
         seed: int | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         api_key: str | None = None,
     ) -> None:
         """Configure a sandbox; nothing listens until :meth:`start` (or ``with``).
@@ -76,6 +77,8 @@ class Sandbox:
         ``port`` 0 picks a free port at first start and keeps it across stop/start.
         ``render_seconds`` is the time from creation to the terminal status, fixed or a
         ``(min, max)`` range sampled per render. ``api_key`` fixes the main project's key.
+        ``clock`` (wall seconds) replaces real time for the render lifecycle and the rate
+        limit's window, so a test can move the sandbox's time together with the client's.
         """
         if pdf_size is not None and pdf_size < 0:
             raise ValueError("pdf_size must be >= 0")
@@ -90,9 +93,9 @@ class Sandbox:
             render_seconds=parse_render_seconds(render_seconds),
             public_bucket=public_bucket,
             pdf_size=pdf_size or None,
-            clock=clock,
+            clock=clock or time.time,
         )
-        self._injector = FaultInjector(faults, seed)
+        self._injector = FaultInjector(faults, seed, monotonic=clock or time.monotonic)
         self._counters = RequestCounters()
         self._fixed_key = api_key
         self._keys: tuple[str, str] | None = None
@@ -241,6 +244,19 @@ class Sandbox:
     def faults(self) -> Faults:
         """The faults in force."""
         return self._injector.faults
+
+    def transport(self) -> SandboxTransport:
+        """An httpx transport to this sandbox in this process, with no socket: same API, state,
+        faults and counters (see :mod:`outbox.sandbox.transport`). Pass it as ``transport=`` to
+        an ``httpx.Client`` or an ``Outbox``; while the sandbox is stopped, requests fail the
+        way a refused connection does."""
+        return SandboxTransport(self._live)
+
+    def _live(self) -> tuple[CraftkitAPI, threading.Event] | None:
+        with self._lock:
+            if self._api is None or self._server is None:
+                return None
+            return self._api, self._server.stopping
 
     # --- control --------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +50,34 @@ CAPTIVE_PORTAL_PAGE = b"""<!DOCTYPE html>
 
 _HOST_HEADER = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+
+def request_faults(api: CraftkitAPI, path: str, wait: Callable[[float], bool]) -> Response | None:
+    """The faults that hit every request (control endpoints excepted), decided for one request.
+
+    None lets the request through to its handler; otherwise the answer to give instead: a
+    captive portal's page, a 429, or a ``drop`` when the sandbox stopped during an injected
+    delay. ``wait(seconds)`` spends a delay and returns True if the sandbox stopped meanwhile.
+    """
+    injector = api.injector
+    faults = injector.faults
+    if faults.captive_portal:
+        injector.note("captive_portal")
+        page = Response(
+            200, CAPTIVE_PORTAL_PAGE, "text/html; charset=utf-8", [("Cache-Control", "no-store")]
+        )
+        return api.shape(page)
+    if faults.latency > 0 and wait(faults.latency):
+        return Response(0, drop=True)
+    if path.startswith("/v1/"):
+        if injector.chance("hang") and wait(faults.hang_seconds):
+            return Response(0, drop=True)
+        retry_after = injector.rate_limited()
+        if retry_after is not None:
+            response = error(429, "rate_limited", "Too many requests; slow down.")
+            response.headers.append(("Retry-After", faults.retry_after or str(retry_after)))
+            return api.shape(response)
+    return None
 
 
 class _DateCache:
@@ -222,46 +250,15 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         if body is None:
             server.counters.record(route.pattern, 400)
             return
-        if not route.control and not self._request_faults(route.pattern, path):
-            return
-        request = Request(self.command, path, self.headers, body, self._base_url())
-        response = server.api.dispatch(route, request)
+        response = None if route.control else request_faults(server.api, path, server.stopping.wait)
+        if response is None:
+            request = Request(self.command, path, self.headers, body, self._base_url())
+            response = server.api.dispatch(route, request)
         if response.drop:
             self._drop(route.pattern)
             return
         server.counters.record(route.pattern, response.status)
         self._send(response)
-
-    def _request_faults(self, pattern: str, path: str) -> bool:
-        """Apply the faults that hit every request; False when the request was answered."""
-        server = self.server
-        faults = server.injector.faults
-        if faults.captive_portal:
-            server.injector.note("captive_portal")
-            server.counters.record(pattern, 200)
-            page = Response(
-                200,
-                CAPTIVE_PORTAL_PAGE,
-                "text/html; charset=utf-8",
-                [("Cache-Control", "no-store")],
-            )
-            self._send(server.api.shape(page))
-            return False
-        if faults.latency > 0 and server.stopping.wait(faults.latency):
-            self._drop(pattern)
-            return False
-        if path.startswith("/v1/"):
-            if server.injector.chance("hang") and server.stopping.wait(faults.hang_seconds):
-                self._drop(pattern)
-                return False
-            retry_after = server.injector.rate_limited()
-            if retry_after is not None:
-                server.counters.record(pattern, 429)
-                response = error(429, "rate_limited", "Too many requests; slow down.")
-                response.headers.append(("Retry-After", faults.retry_after or str(retry_after)))
-                self._send(server.api.shape(response))
-                return False
-        return True
 
     def _base_url(self) -> str:
         """Where the client reached us: the ``Host`` header, else the configured base URL."""
