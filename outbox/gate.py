@@ -53,7 +53,8 @@ class Gate:
         self._recent: list[float] = []  # monotonic start times of recent requests
         self._answered_before = False
         self._key_accepted_before = False
-        self._server_trouble = False
+        self._server_trouble: str | None = None  # the last 5xx while in trouble
+        self._server_record_lock = threading.Lock()
 
     # -- conditions ----------------------------------------------------------------------
 
@@ -100,11 +101,11 @@ class Gate:
         """Craftkit answered 5xx: it is reachable, but in trouble."""
         self.answered(healthy=False)
         with self._lock:
-            first = not self._server_trouble
-            self._server_trouble = True
+            first = self._server_trouble is None
+            self._server_trouble = exc.message
         if first:
             log.warning("Craftkit server trouble: %s", exc.message)
-            self._record("server", {"ok": False, "reason": exc.message})
+            self._record_server()
 
     def answered(self, *, healthy: bool = True) -> None:
         """A request got a real answer from the API: online, and the pace may rise."""
@@ -113,9 +114,9 @@ class Gate:
             first = not self._answered_before
             self._answered_before = True
             self.offline_reason = None
-            recovered = healthy and self._server_trouble
+            recovered = healthy and self._server_trouble is not None
             if recovered:
-                self._server_trouble = False
+                self._server_trouble = None
             if self._rate is not None and healthy:
                 self._rate += self.pacing.increase
         if was_offline:
@@ -123,7 +124,7 @@ class Gate:
         if was_offline or first:
             self._record("connectivity", {"online": True, "reason": None})
         if recovered or (first and healthy):
-            self._record("server", {"ok": True, "reason": None})
+            self._record_server()
 
     def key_accepted(self) -> None:
         """An authenticated request succeeded: clear a recorded authentication failure."""
@@ -198,6 +199,15 @@ class Gate:
             if self.clock.wait(stop or self._wake, delay) and stop is not None:
                 return False
         return True
+
+    def _record_server(self) -> None:
+        """Record the server's health as it is now. Threads that see trouble start and end at
+        the same moment record one after the other, each reading the state afresh, so the
+        last record is the latest state (not whichever thread happened to write last)."""
+        with self._server_record_lock:
+            with self._lock:
+                trouble = self._server_trouble
+            self._record("server", {"ok": trouble is None, "reason": trouble})
 
     def _record(self, name: str, value: object) -> None:
         try:
