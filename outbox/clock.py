@@ -22,6 +22,10 @@ class Clock:
         """Seconds from an arbitrary point; only differences mean anything."""
         return time.monotonic()
 
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` (the client's quick in-call retries)."""
+        time.sleep(max(0.0, seconds))
+
     def wait(self, event: threading.Event, seconds: float) -> bool:
         """Sleep up to ``seconds`` or until ``event`` is set; returns whether it was set."""
         return event.wait(max(0.0, seconds))

@@ -128,6 +128,7 @@ class Engine:
             retries=settings.retries,
             transport=transport,
             monotonic=clock.monotonic,
+            sleep=clock.sleep,
             schedule=schedule,
         )
         self.gate = Gate(self.client, journal, clock=clock, schedule=schedule)

@@ -88,9 +88,9 @@ def sandbox_env(sb: Sandbox, db: Path, **extra: str) -> dict[str, str]:
 class FakeClock(Clock):
     """The injected :class:`~outbox.clock.Clock`, moved by the test instead of by time passing.
 
-    ``advance`` moves the wall clock and the monotonic clock together; ``wait`` returns at once,
-    as if ``seconds`` had passed (so code that waits out a delay runs without sleeping), unless
-    the event is already set. Calling the clock gives the wall time, which is what the sandbox
+    ``advance`` moves the wall clock and the monotonic clock together; ``sleep`` and ``wait``
+    return at once, as if ``seconds`` had passed (so code that waits out a delay runs without
+    sleeping), ``wait`` only when its event is not set already. Calling the clock gives the wall time, which is what the sandbox
     takes as its clock. Wall-clock jumps of the device are freezegun's job, not this clock's.
     """
 
@@ -112,6 +112,9 @@ class FakeClock(Clock):
         with self._lock:
             self._wall += seconds
             self._monotonic += seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(max(0.0, seconds))
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         if event.is_set():
@@ -160,6 +163,13 @@ def connected(db: Path, sb: Sandbox, **kwargs: Any) -> Outbox:
     """An Outbox on ``db`` that talks to the sandbox ``sb``."""
     options: dict[str, Any] = {"settings": FAST, **kwargs}
     return Outbox(db, api_key=sb.api_key, base_url=sb.base_url, **options)
+
+
+def simulated(db: Path, sb: Sandbox, clock: FakeClock, **kwargs: Any) -> Outbox:
+    """An Outbox on ``db`` that talks to ``sb``, both on the fake ``clock``: renders finish,
+    backoffs pass and pauses end in fake time, so a whole flush runs without waiting."""
+    options: dict[str, Any] = {"settings": FAST, **kwargs}
+    return Outbox(db, api_key=sb.api_key, base_url=sb.base_url, clock=clock, **options)
 
 
 def renders_per_entry_ok(sb: Sandbox, expected: int) -> None:

@@ -13,13 +13,14 @@ import pytest
 from support import (
     FAST,
     INSPECTION,
-    connected,
+    FakeClock,
     fill,
     process_env,
     renders_per_entry_ok,
     run_cli,
     run_cli_process,
     sandbox_env,
+    simulated,
 )
 
 from outbox import Outbox, State
@@ -108,12 +109,13 @@ def test_rejections_keep_code_message_and_field_errors(tmp_path: Path, sandbox: 
 
 
 def test_lost_answers_and_500s_after_create_never_render_twice(
-    tmp_path: Path, sandbox: Sandbox
+    tmp_path: Path, timed: Sandbox, clock: FakeClock
 ) -> None:
+    sandbox = timed
     db = tmp_path / "j.db"
     fill(db, 40)
     sandbox.set_faults(drop_after=0.3, error_500_after=0.2)
-    with connected(db, sandbox) as ob:
+    with simulated(db, sandbox, clock) as ob:
         report = ob.flush(timeout=60)
         assert report.exit_code == 0, report.problems
         entries = ob.list()
@@ -153,11 +155,14 @@ def test_two_flush_processes_on_one_journal_render_each_entry_once(
         assert ob.counts()[State.DONE] == 200
 
 
-def test_rate_limit_slows_the_dispatcher_down(tmp_path: Path, sandbox: Sandbox) -> None:
+def test_rate_limit_slows_the_dispatcher_down(
+    tmp_path: Path, timed: Sandbox, clock: FakeClock
+) -> None:
+    sandbox = timed  # its rate limit counts requests per second of the fake clock
     db = tmp_path / "j.db"
     fill(db, 60)
     sandbox.set_faults(rate_limit=30)
-    with connected(db, sandbox) as ob:
+    with simulated(db, sandbox, clock) as ob:
         report = ob.flush(timeout=120)
         assert report.exit_code == 0, report.problems
     stats = sandbox.stats()
@@ -168,17 +173,18 @@ def test_rate_limit_slows_the_dispatcher_down(tmp_path: Path, sandbox: Sandbox) 
     assert "rate limit limited" in status and "network    online" in status
 
 
-def test_captive_portal_is_not_success(tmp_path: Path, sandbox: Sandbox) -> None:
+def test_captive_portal_is_not_success(tmp_path: Path, timed: Sandbox, clock: FakeClock) -> None:
+    sandbox = timed
     db = tmp_path / "j.db"
     fill(db, 3)
     sandbox.set_faults(captive_portal=True)
-    with connected(db, sandbox) as ob:
+    with simulated(db, sandbox, clock) as ob:
         report = ob.flush(timeout=10)
         assert report.exit_code == 75
         assert report.offline and "captive portal" in report.offline
         assert all(e.state is State.PENDING and e.attempts == 0 for e in ob.list())
     sandbox.set_faults(captive_portal=False)
-    with connected(db, sandbox) as ob:
+    with simulated(db, sandbox, clock) as ob:
         assert ob.flush(timeout=30).exit_code == 0
     renders_per_entry_ok(sandbox, 3)
 
@@ -197,16 +203,16 @@ def test_hanging_server_never_holds_flush_beyond_its_timeout(
         assert all(e.state is State.PENDING for e in ob.list())
 
 
-def test_coming_back_online_resumes_submission(tmp_path: Path) -> None:
+def test_coming_back_online_resumes_submission(tmp_path: Path, clock: FakeClock) -> None:
     db = tmp_path / "j.db"
     fill(db, 5)
-    with Sandbox(render_seconds=0.1, seed=3) as sb:
+    with Sandbox(render_seconds=0.1, seed=3, clock=clock) as sb:
         sb.stop()
-        with connected(db, sb) as ob:
+        with simulated(db, sb, clock) as ob:
             assert ob.flush(timeout=5).exit_code == 75
             assert ob.counts()[State.PENDING] == 5
         sb.start()
-        with connected(db, sb) as ob:
+        with simulated(db, sb, clock) as ob:
             report = ob.flush(timeout=30)
             assert report.exit_code == 0, report.problems
             assert ob.status()["connectivity"]["online"] is True
@@ -215,14 +221,15 @@ def test_coming_back_online_resumes_submission(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fault", ["error_503_before", "error_500_before"])
 def test_server_errors_before_create_are_retried_with_backoff(
-    tmp_path: Path, sandbox: Sandbox, fault: str
+    tmp_path: Path, timed: Sandbox, clock: FakeClock, fault: str
 ) -> None:
+    sandbox = timed
     db = tmp_path / "j.db"
     fill(db, 10)
     sandbox.set_faults(**{fault: 0.5})
     # No quick in-call retries: every 5xx then reaches the journal. With them, a 5xx was
     # recorded only when all three tries of one call failed, which missed in about 1 run in 4.
-    with connected(db, sandbox, settings=replace(FAST, retries=0)) as ob:
+    with simulated(db, sandbox, clock, settings=replace(FAST, retries=0)) as ob:
         report = ob.flush(timeout=60)
         assert report.exit_code == 0, report.problems
         # Trouble was recorded while it lasted, and cleared by the answers that followed.

@@ -26,6 +26,7 @@ from support import (
     run_cli,
     run_cli_process,
     sandbox_env,
+    simulated,
     wait_until,
 )
 
@@ -118,10 +119,13 @@ def test_no_public_bucket_uses_the_private_stream(tmp_path: Path) -> None:
         assert not any("public" in route for route in requests)
 
 
-def test_truncated_downloads_are_retried_and_never_kept(tmp_path: Path) -> None:
+def test_truncated_downloads_are_retried_and_never_kept(tmp_path: Path, clock: FakeClock) -> None:
     db = tmp_path / "j.db"
     fill(db, 20)
-    with Sandbox(render_seconds=0.1, seed=9, pdf_size=200_000) as sb, connected(db, sb) as ob:
+    with (
+        Sandbox(render_seconds=0.1, seed=9, pdf_size=200_000, clock=clock) as sb,
+        simulated(db, sb, clock) as ob,
+    ):
         sb.set_faults(truncate_downloads=0.3)
         report = ob.flush(timeout=60)
         assert report.exit_code == 0, report.problems
@@ -172,11 +176,13 @@ def test_rejected_entry_retries_with_the_same_key(tmp_path: Path, sandbox: Sandb
         assert ob.get(entry.id).state is State.PENDING
 
 
-def test_a_render_the_api_does_not_know_is_kept_and_explained(tmp_path: Path) -> None:
+def test_a_render_the_api_does_not_know_is_kept_and_explained(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     db = tmp_path / "j.db"
     fill(db, 2)
-    with Sandbox(render_seconds=1.5) as sb:
-        with connected(db, sb) as ob:
+    with Sandbox(render_seconds=1.5, clock=clock) as sb:
+        with simulated(db, sb, clock) as ob:
             assert ob.flush(timeout=0.5).exit_code == 75
             assert ob.counts()[State.SUBMITTED] == 2
         wrong = Outbox(
@@ -184,6 +190,7 @@ def test_a_render_the_api_does_not_know_is_kept_and_explained(tmp_path: Path) ->
             api_key=sb.other_project_key,
             base_url=sb.base_url,
             settings=Settings(schedule=Schedule(offline_grace=0.5)),
+            clock=clock,
         )
         with wrong:
             report = wrong.flush(timeout=3)
@@ -195,7 +202,7 @@ def test_a_render_the_api_does_not_know_is_kept_and_explained(tmp_path: Path) ->
             assert any("does not know render" in line for line in report.problems)
             for entry in wrong.list():  # time passes: the next poll, backed off, is due
                 wrong.journal.reschedule(entry.id, State.SUBMITTED, due_at=0)
-        with connected(db, sb) as ob:
+        with simulated(db, sb, clock) as ob:
             assert ob.flush(timeout=30).exit_code == 0
             assert all(e.state is State.DONE and e.error is None for e in ob.list())
 
