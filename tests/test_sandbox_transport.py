@@ -156,3 +156,22 @@ def test_a_huge_body_is_refused_as_over_the_socket(sb: Sandbox) -> None:
         refused = http.post("/v1/templates/inspection-report/render", content=body)
     assert refused.status_code == 413
     assert refused.json()["error"]["code"] == "payload_too_large"
+
+
+def test_a_pdf_without_length_and_a_dripped_body_arrive_as_over_the_socket(
+    timed: Sandbox, clock: FakeClock, both: tuple[httpx.Client, httpx.Client]
+) -> None:
+    over_socket, direct = both
+    render_id = render(direct).json()["id"]
+    clock.advance(11)
+    timed.set_faults(pdf_no_length=True)
+    path = f"/v1/embed/renders/{render_id}/download"
+    chunked, expected = direct.get(path), over_socket.get(path)
+    assert "content-length" not in chunked.headers
+    assert chunked.headers["transfer-encoding"] == "chunked"
+    assert chunked.content == expected.content and pdf_text(chunked.content)
+    timed.set_faults(pdf_no_length=False, slow_body=2000.0)  # 2,000 bytes per second
+    with direct.stream("GET", "/v1/templates") as dripped:
+        pieces = list(dripped.iter_raw())
+    assert len(pieces) > 1 and max(len(p) for p in pieces) <= 100  # 2,000 / 20 steps
+    assert json.loads(b"".join(pieces)) == over_socket.get("/v1/templates").json()
