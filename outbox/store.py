@@ -1,12 +1,15 @@
-"""The SQLite journal: schema and migrations, enqueue, leased claims, and state changes.
+"""The SQLite journal: enqueue, leased claims, state changes, the change feed and the caches.
 
 Every state change is a compare-and-set ``UPDATE`` plus its event row in one ``BEGIN IMMEDIATE``
 transaction, so a crash leaves either both or neither. Writers take the write lock up front
 (``IMMEDIATE``), which makes SQLite's busy timeout apply and keeps ``database is locked`` from
 reaching callers while other processes write to the same journal.
 
-The journal is identified by SQLite's ``application_id`` header field; its schema version is
-``user_version``. Files that are not outbox journals are refused before anything is written.
+What makes a file a journal, and the schema with its migrations, is in :mod:`outbox.migrations`.
+
+The statements here are plain :mod:`sqlite3`, on purpose: every write is a few statements in
+one ``BEGIN IMMEDIATE`` transaction (a compare-and-set ``UPDATE ... RETURNING`` plus its event
+row), which sqlite-utils' table methods would neither shorten nor keep as cheap.
 """
 
 from __future__ import annotations
@@ -23,8 +26,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Unpack
 
-import sqlite_utils
-
 from .clock import Clock, iso
 from .errors import (
     EntryBusy,
@@ -33,158 +34,26 @@ from .errors import (
     JournalBusy,
     JournalError,
     JournalFull,
-    JournalTooNew,
     LostRace,
-    NotAJournal,
+)
+from .migrations import (
+    SCHEMA_VERSION,
+    check_identity,
+    create_private_file,
+    refuse_foreign_file,
+    schema_version,
+    upgrade,
 )
 from .models import Changes, Entry, Event, RenderRequest, State, can_move
 from .templates import CachedTemplate
 
 log = logging.getLogger(__name__)
 
-#: "OBXJ": marks a SQLite file as an outbox journal.
-APPLICATION_ID = 0x4F42584A
-SQLITE_HEADER = b"SQLite format 3\x00"
-
 Durability = Literal["full", "fast"]
 _SYNCHRONOUS: dict[str, str] = {"full": "FULL", "fast": "NORMAL"}
 
 #: Columns that :meth:`Journal.transition` and :meth:`Journal.reschedule` may set.
 _UPDATABLE = frozenset(Changes.__optional_keys__)
-
-
-def _migrate_1(db: sqlite_utils.Database) -> None:
-    db["entries"].create(  # type: ignore[union-attr]
-        {
-            "seq": int,
-            "id": str,
-            "template": str,
-            "data": str,
-            "base_key": str,
-            "key": str,
-            "generation": int,
-            "filename": str,
-            "version": int,
-            "state": str,
-            "remote_status": str,
-            "render_id": str,
-            "download_url": str,
-            "attempts": int,
-            "polls": int,
-            "error": str,
-            "error_code": str,
-            "field_errors": str,
-            "due_at": float,
-            "lease_owner": str,
-            "lease_until": float,
-            "pdf_path": str,
-            "pdf_bytes": int,
-            "pdf_sha256": str,
-            "source": str,
-            "created_at": str,
-            "updated_at": str,
-            "submitted_at": float,
-            "finished_at": float,
-        },
-        pk="seq",
-        not_null={
-            "id",
-            "template",
-            "data",
-            "base_key",
-            "key",
-            "generation",
-            "state",
-            "attempts",
-            "polls",
-            "due_at",
-            "created_at",
-            "updated_at",
-        },
-        defaults={"generation": 1, "attempts": 0, "polls": 0},
-    )
-    entries = db["entries"]
-    entries.create_index(["id"], unique=True)  # type: ignore[union-attr]
-    entries.create_index(["base_key"], unique=True)  # type: ignore[union-attr]
-    entries.create_index(["state", "due_at"])  # type: ignore[union-attr]
-    entries.create_index(["render_id"])  # type: ignore[union-attr]
-    db["events"].create(  # type: ignore[union-attr]
-        {
-            "id": int,
-            "entry_id": str,
-            "at": str,
-            "from_state": str,
-            "to_state": str,
-            "attempt": int,
-            "http_status": int,
-            "error_code": str,
-            "detail": str,
-        },
-        pk="id",
-        not_null={"entry_id", "at", "to_state", "attempt"},
-    )
-    db["events"].create_index(["entry_id", "id"])  # type: ignore[union-attr]
-
-
-def _migrate_2(db: sqlite_utils.Database) -> None:
-    # Facts about the journal as a whole: last connectivity, pause reason, ...
-    db["status"].create(  # type: ignore[union-attr]
-        {"name": str, "value": str, "updated_at": str}, pk="name", not_null={"value"}
-    )
-
-
-def _migrate_3(db: sqlite_utils.Database) -> None:
-    # The template cache: each template's published manifest and JSON Schema, so that data
-    # can be checked before it is queued, offline.
-    db["templates"].create(  # type: ignore[union-attr]
-        {
-            "slug": str,
-            "name": str,
-            "version": int,
-            "published": int,
-            "manifest": str,
-            "json_schema": str,
-            "updated_at": str,
-            "synced_at": str,
-            "previous_version": int,
-            "changed_at": str,
-        },
-        pk="slug",
-        not_null={"published", "synced_at"},
-    )
-
-
-def _migrate_4(db: sqlite_utils.Database) -> None:
-    # Event ids must never be handed out twice, even after a purge deleted the newest events:
-    # readers of the change feed remember the last id they saw. Only AUTOINCREMENT promises it.
-    db.execute(
-        "CREATE TABLE events_new (id INTEGER PRIMARY KEY AUTOINCREMENT, entry_id TEXT NOT NULL,"
-        " at TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL, attempt INTEGER NOT NULL,"
-        " http_status INTEGER, error_code TEXT, detail TEXT)"
-    )
-    db.execute(
-        "INSERT INTO events_new SELECT id, entry_id, at, from_state, to_state, attempt,"
-        " http_status, error_code, detail FROM events"
-    )
-    db.execute("DROP TABLE events")
-    db.execute("ALTER TABLE events_new RENAME TO events")
-    db.execute("CREATE INDEX idx_events_entry_id_id ON events (entry_id, id)")
-
-
-def _migrate_5(db: sqlite_utils.Database) -> None:
-    # Nothing looks entries up by render id, and every index costs a page write per enqueue.
-    db.execute("DROP INDEX IF EXISTS idx_entries_render_id")
-
-
-#: Index ``i`` upgrades a journal from version ``i`` to ``i + 1``. Append only; never edit.
-MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
-    _migrate_1,
-    _migrate_2,
-    _migrate_3,
-    _migrate_4,
-    _migrate_5,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class Journal:
@@ -210,8 +79,8 @@ class Journal:
         self.clock = clock or Clock()
         self._lock = threading.RLock()
         self._listeners: builtins.list[Callable[[Event], None]] = []
-        _refuse_foreign_file(self.path)
-        _create_private_file(self.path)
+        refuse_foreign_file(self.path)
+        create_private_file(self.path)
         try:
             self._conn = sqlite3.connect(
                 self.path,
@@ -222,9 +91,8 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {self.path}: {exc}") from exc
         self._conn.row_factory = sqlite3.Row
-        self._db = sqlite_utils.Database(self._conn)
         try:
-            self._check_identity()
+            check_identity(self._conn, self.path)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
             self._migrate()
@@ -234,54 +102,17 @@ class Journal:
 
     # -- opening -------------------------------------------------------------------------
 
-    def _check_identity(self) -> None:
-        """Refuse a foreign SQLite database or a journal from a newer outbox; write nothing."""
-        try:
-            app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = [
-                row[0]
-                for row in self._conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"
-                )
-            ]
-        except sqlite3.DatabaseError as exc:
-            raise NotAJournal(
-                f"{self.path} is not an outbox journal (SQLite says: {exc}); it was left untouched"
-            ) from exc
-        if app_id == APPLICATION_ID:
-            if version > SCHEMA_VERSION:
-                raise JournalTooNew(
-                    f"{self.path} was written by a newer outbox (journal schema {version}, this "
-                    f"outbox knows up to {SCHEMA_VERSION}); upgrade outbox to open it. "
-                    "The file was left untouched."
-                )
-            return
-        if app_id != 0 or tables:
-            listed = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
-            raise NotAJournal(
-                f"{self.path} is a SQLite database but not an outbox journal "
-                f"(tables: {listed or 'none'}); it was left untouched. Point --db at another file."
-            )
-
     def _migrate(self) -> None:
         # Opening an up-to-date journal must not need the write lock another process may hold.
         if self.schema_version == SCHEMA_VERSION:
             return
         with self._write() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            for step in range(version, SCHEMA_VERSION):
-                log.info("upgrading journal %s from schema %d to %d", self.path, step, step + 1)
-                MIGRATIONS[step](self._db)
-            if version < SCHEMA_VERSION:
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            upgrade(conn, self.path)
 
     @property
     def schema_version(self) -> int:
         with self._read() as conn:
-            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+            return schema_version(conn)
 
     def close(self) -> None:
         with self._lock:
@@ -911,34 +742,3 @@ def _event(row: sqlite3.Row) -> Event:
         error_code=row["error_code"],
         detail=row["detail"],
     )
-
-
-def _refuse_foreign_file(path: Path) -> None:
-    """Refuse, without opening it through SQLite, a file that is not SQLite at all."""
-    if not path.exists():
-        return
-    if not path.is_file():
-        raise NotAJournal(f"{path} is not a regular file; point --db at a journal file")
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except OSError as exc:
-        raise JournalError(f"cannot read the journal {path}: {exc.strerror}") from exc
-    if header and header != SQLITE_HEADER:
-        raise NotAJournal(
-            f"{path} is not an outbox journal (not a SQLite file at all); it was left untouched"
-        )
-
-
-def _create_private_file(path: Path) -> None:
-    """Create the journal readable by its owner only, before SQLite creates it with umask."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise JournalError(f"cannot create the journal {path}: {exc.strerror}") from exc
-    os.close(fd)

@@ -11,7 +11,7 @@ import sqlite_utils
 from support import run_cli
 
 from outbox import JournalTooNew, NotAJournal, Outbox, State
-from outbox.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from outbox.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 
 def _fingerprint(path: Path) -> tuple[str, list[str]]:

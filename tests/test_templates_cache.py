@@ -24,8 +24,9 @@ from outbox import (
     TemplateUnpublished,
 )
 from outbox.client import CraftkitClient
+from outbox.migrations import SCHEMA_VERSION
 from outbox.sandbox import Sandbox
-from outbox.store import SCHEMA_VERSION, Journal
+from outbox.store import Journal
 from outbox.template_sync import refresh_after_rejection
 from outbox.templates import CachedTemplate
 
