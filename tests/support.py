@@ -160,16 +160,15 @@ FAST = Settings(connect_timeout=2.0, read_timeout=5.0, schedule=Schedule(offline
 
 
 def connected(db: Path, sb: Sandbox, **kwargs: Any) -> Outbox:
-    """An Outbox on ``db`` that talks to the sandbox ``sb``."""
-    options: dict[str, Any] = {"settings": FAST, **kwargs}
+    """An Outbox on ``db`` that talks to the sandbox ``sb`` in-process (its transport)."""
+    options: dict[str, Any] = {"settings": FAST, "transport": sb.transport(), **kwargs}
     return Outbox(db, api_key=sb.api_key, base_url=sb.base_url, **options)
 
 
 def simulated(db: Path, sb: Sandbox, clock: FakeClock, **kwargs: Any) -> Outbox:
     """An Outbox on ``db`` that talks to ``sb``, both on the fake ``clock``: renders finish,
     backoffs pass and pauses end in fake time, so a whole flush runs without waiting."""
-    options: dict[str, Any] = {"settings": FAST, **kwargs}
-    return Outbox(db, api_key=sb.api_key, base_url=sb.base_url, clock=clock, **options)
+    return connected(db, sb, clock=clock, **kwargs)
 
 
 def renders_per_entry_ok(sb: Sandbox, expected: int) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pypdf
 import pytest
-from support import renders_per_entry_ok, sandbox_env
+from support import renders_per_entry_ok, sandbox_env, wait_until
 
 from outbox import Outbox, State
 from outbox.models import can_move
@@ -84,11 +84,12 @@ def test_kill_restart_and_faults_never_lose_or_duplicate(tmp_path: Path) -> None
         sb.set_faults(rate_limit=60)  # the other faults stay on
         proc = _run(env)
         try:
-            deadline = time.monotonic() + 180
             with Outbox(db) as ob:
-                while ob.counts()[State.DONE] < ENTRIES:
-                    assert time.monotonic() < deadline, ob.counts()
-                    time.sleep(0.2)
+                wait_until(
+                    lambda: ob.counts()[State.DONE] == ENTRIES,
+                    timeout=180,
+                    what=f"every entry to be done (so far {dict(ob.counts())})",
+                )
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
