@@ -25,7 +25,7 @@ from typing import Final, TypeGuard
 #: So the rule must (1) be safe as a URL path segment without escaping, and (2) never refuse
 #: offline a slug that Craftkit may hold, since that request could then never be queued,
 #: whereas a slug Craftkit lacks costs one clear 404 rejection. Lowercase letters, digits,
-#: ``-`` and ``_``, starting and ending with a letter or digit, covers every slug style in use
+#: ``-`` and ``_``, starting and ending with a letter or digit, covers both common slug styles
 #: (``inspection-report``, ``site_visit``). The 100-character cap is outbox's own.
 SLUG_PATTERN: Final = r"^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$"
 SLUG_MAX_LENGTH: Final = 100
@@ -34,6 +34,7 @@ SLUG_RULE: Final = (
     f"1-{SLUG_MAX_LENGTH} lowercase letters, digits, '-' or '_', starting and ending with a "
     "letter or digit"
 )
+_SLUG = re.compile(SLUG_PATTERN)
 
 
 def is_slug(value: object) -> TypeGuard[str]:
@@ -41,7 +42,7 @@ def is_slug(value: object) -> TypeGuard[str]:
     return (
         isinstance(value, str)
         and len(value) <= SLUG_MAX_LENGTH
-        and re.fullmatch(SLUG_PATTERN, value) is not None
+        and _SLUG.fullmatch(value) is not None
     )
 
 
@@ -52,6 +53,7 @@ IDEMPOTENCY_KEY_MIN: Final = 1
 IDEMPOTENCY_KEY_MAX: Final = 200
 #: Keys ending like this are the ones ``retry`` derives (``KEY~2``); callers may not use them.
 RETRY_SUFFIX_PATTERN: Final = r"~[0-9]+$"
+_RETRY_SUFFIX = re.compile(RETRY_SUFFIX_PATTERN)
 
 
 def is_header_safe(key: str) -> bool:
@@ -61,7 +63,7 @@ def is_header_safe(key: str) -> bool:
 
 def has_retry_suffix(key: str) -> bool:
     """Whether ``key`` ends the way keys derived by ``retry`` do (``~`` and a number)."""
-    return re.search(RETRY_SUFFIX_PATTERN, key) is not None
+    return _RETRY_SUFFIX.search(key) is not None
 
 
 def derived_key(key: str, generation: int) -> str:
