@@ -29,7 +29,7 @@ from .errors import (
     TransientError,
 )
 from .exit_codes import ExitCode
-from .models import Entry, Event, RenderRequest, State
+from .models import Entry, EntryPage, Event, RenderRequest, State
 from .outbox import Outbox
 from .schedule import Schedule
 from .templates import CachedTemplate
@@ -50,6 +50,7 @@ __all__ = [
     "Entry",
     "EntryBusy",
     "EntryNotFound",
+    "EntryPage",
     "Event",
     "ExitCode",
     "FlushReport",

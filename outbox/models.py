@@ -196,6 +196,14 @@ class Event:
         return {name: _plain(value) for name, value in asdict(self).items()}
 
 
+@dataclass(frozen=True)
+class EntryPage:
+    """One page of entries; ``next`` is the cursor for the page after it (None: last page)."""
+
+    entries: list[Entry]
+    next: str | None
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, State):
         return value.value

@@ -23,7 +23,7 @@ from .clock import Clock
 from .config import DEFAULT_BASE_URL, Settings, default_downloads
 from .engine import Engine, FlushReport
 from .errors import ConfigError, InvalidArgument
-from .models import Entry, Event, RenderRequest, State
+from .models import Entry, EntryPage, Event, RenderRequest, State
 from .store import Durability, Journal
 from .templates import CachedTemplate
 from .validation import Checker, DataCheck, ValidationMode, validation_mode
@@ -282,14 +282,15 @@ class Outbox:
             entry.id, entry.state, move.target, unleased=True, detail=move.detail, **move.changes
         )
 
-    def purge(self, older_than: float | timedelta) -> int:
+    def purge(self, older_than: float | timedelta, *, dry_run: bool = False) -> int:
         """Delete finished entries (done, failed, rejected, cancelled) untouched for longer
         than ``older_than`` (seconds or a timedelta); returns how many. Never touches
-        pending, submitted or downloading entries, and never deletes PDFs."""
+        pending, submitted or downloading entries, and never deletes PDFs. ``dry_run`` only
+        counts them."""
         seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
         if seconds < 0:
             raise InvalidArgument("older_than must not be negative")
-        return self.journal.purge(self.clock.now() - seconds)
+        return self.journal.purge(self.clock.now() - seconds, dry_run=dry_run)
 
     # -- talking to Craftkit -------------------------------------------------------------
 
@@ -373,6 +374,24 @@ class Outbox:
     ) -> builtins.list[Entry]:
         """Entries, newest first; all of them unless ``limit``."""
         return self.journal.list(state=state, limit=limit)
+
+    def page(
+        self,
+        *,
+        state: State | str | None = None,
+        template: str | None = None,
+        key_prefix: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> EntryPage:
+        """One page of entries, newest first (by key when searching by ``key_prefix``).
+
+        Pass the returned page's ``next`` as ``after`` for the page after it; every page
+        costs about the same, however large the journal.
+        """
+        return self.journal.page(
+            state=state, template=template, key_prefix=key_prefix, after=after, limit=limit
+        )
 
     def counts(self) -> dict[State, int]:
         """Entries per state, zeros included."""

@@ -31,6 +31,7 @@ from .errors import (
     EntryBusy,
     EntryNotFound,
     IllegalTransition,
+    InvalidArgument,
     JournalBusy,
     JournalError,
     JournalFull,
@@ -44,12 +45,16 @@ from .migrations import (
     schema_version,
     upgrade,
 )
-from .models import Changes, Entry, Event, RenderRequest, State, can_move
+from .models import Changes, Entry, EntryPage, Event, RenderRequest, State, can_move
 from .templates import CachedTemplate
 
 log = logging.getLogger(__name__)
 
 Durability = Literal["full", "fast"]
+#: The most entries :meth:`Journal.page` returns at once.
+MAX_PAGE = 500
+#: A condition matching at most this many entries is walked by its own index when paging.
+NARROW = 5000
 _SYNCHRONOUS: dict[str, str] = {"full": "FULL", "fast": "NORMAL"}
 
 #: Columns that :meth:`Journal.transition` and :meth:`Journal.reschedule` may set.
@@ -269,6 +274,90 @@ class Journal:
         with self._read() as conn:
             return [_entry(row) for row in conn.execute(sql, params)]
 
+    def page(
+        self,
+        *,
+        state: State | str | None = None,
+        template: str | None = None,
+        key_prefix: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> EntryPage:
+        """One page of entries: newest first, or by key when searching by ``key_prefix``.
+
+        Keyset pagination: ``after`` is the previous page's ``next`` cursor, so a page costs an
+        index walk of about ``limit`` rows wherever it lies in a journal of any size. With two
+        conditions, the one that matches few entries (if any does) picks the index to walk.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidArgument(f"limit must be from 1 to {MAX_PAGE}, not {limit}")
+        conditions: builtins.list[tuple[str, str, Any]] = []
+        if state is not None:
+            conditions.append(("state", "state = ?", State(state).value))
+        if template is not None:
+            conditions.append(("template", "template = ?", template))
+        by_key = bool(key_prefix)
+        if key_prefix:
+            # One lower bound (SQLite walks from just one), then the end of the prefix: keys are
+            # printable ASCII, so every key starting with the prefix sorts below it + DEL.
+            if after is not None and after >= key_prefix:
+                conditions.append(("key", "base_key > ?", after))
+            else:
+                conditions.append(("key", "base_key >= ?", key_prefix))
+            conditions.append(("key", "base_key < ?", key_prefix + "\x7f"))
+        elif after is not None:
+            if after.isascii() and after.isdigit():
+                conditions.append(("seq", "seq < ?", int(after)))
+            else:
+                raise InvalidArgument(f"not a page cursor: {after!r}")
+        with self._read() as conn:
+            walk = None  # the column whose index to walk; None lets SQLite choose
+            if len({column for column, _, _ in conditions} - {"seq"}) > 1:
+                walk = self._narrow_condition(conn, conditions) or ("key" if by_key else None)
+            # A '+' keeps SQLite from using that column's index, leaving only ``walk``'s.
+            terms = [
+                sql if walk is None or column in (walk, "seq") else "+" + sql
+                for column, sql, _ in conditions
+            ]
+            sql = "SELECT * FROM entries"
+            if terms:
+                sql += " WHERE " + " AND ".join(terms)
+            sql += " ORDER BY base_key" if by_key else " ORDER BY seq DESC"
+            rows = conn.execute(
+                sql + " LIMIT ?", [value for _, _, value in conditions] + [limit + 1]
+            ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = None
+        if more:
+            cursor = rows[-1]["base_key"] if by_key else str(rows[-1]["seq"])
+        return EntryPage([_entry(row) for row in rows], cursor)
+
+    @staticmethod
+    def _narrow_condition(
+        conn: sqlite3.Connection, conditions: Sequence[tuple[str, str, Any]]
+    ) -> str | None:
+        """The state or template condition that matches few entries, if one provably does."""
+        for column, sql, value in conditions:
+            if column in ("state", "template"):
+                found = conn.execute(
+                    f"SELECT count(*) FROM (SELECT 1 FROM entries WHERE {sql} LIMIT ?)",
+                    (value, NARROW + 1),
+                ).fetchone()[0]
+                if found <= NARROW:
+                    return column
+        return None
+
+    def templates_in_use(self) -> builtins.list[str]:
+        """The templates that entries use, sorted; one index step per template."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "WITH RECURSIVE used(slug) AS (SELECT min(template) FROM entries"
+                " UNION ALL SELECT (SELECT min(template) FROM entries WHERE template > slug)"
+                " FROM used WHERE slug IS NOT NULL) SELECT slug FROM used WHERE slug IS NOT NULL"
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def counts(self) -> dict[State, int]:
         """How many entries are in each state (every state present, zeros included)."""
         counts = {state: 0 for state in State}
@@ -366,14 +455,23 @@ class Journal:
             )
             return cursor.rowcount
 
-    def purge(self, finished_before: float) -> int:
+    def purge(self, finished_before: float, *, dry_run: bool = False) -> int:
         """Delete terminal entries (and their events) last changed before ``finished_before``.
 
-        Unfinished entries (pending, submitted, downloading) are never touched.
+        Unfinished entries (pending, submitted, downloading) are never touched. ``dry_run``
+        only counts what would be deleted.
         """
         cutoff = iso(finished_before)
         terminal = [s.value for s in State if s.is_terminal]
         marks = ",".join("?" for _ in terminal)
+        if dry_run:
+            with self._read() as conn:
+                return int(
+                    conn.execute(
+                        f"SELECT count(*) FROM entries WHERE state IN ({marks}) AND updated_at < ?",
+                        [*terminal, cutoff],
+                    ).fetchone()[0]
+                )
         with self._write() as conn:
             conn.execute(
                 "DELETE FROM events WHERE entry_id IN (SELECT id FROM entries WHERE"
