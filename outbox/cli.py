@@ -320,6 +320,50 @@ def watch(state: _State, folder: Path) -> None:
         drop.run(stop)
 
 
+@cli.command()
+@click.option(
+    "--port",
+    default=8800,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="0: any free port.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but this machine's loopback exposes the queue and its "
+    "actions to the network (still behind the token).",
+)
+@click.option("--open", "open_page", is_flag=True, help="Open the page in the default browser.")
+@pass_state
+def dashboard(state: _State, port: int, host: str, open_page: bool) -> None:
+    """Serve a live web page of the queue, with its actions, until Ctrl-C.
+
+    The printed URL carries a random token; the page needs it (keep it to yourself). Works
+    offline; pair it with `outbox run` or `outbox flush` to see work happen.
+    """
+    from .dashboard.server import is_loopback
+
+    stop = threading.Event()
+    with _on_signals(stop.set), state.outbox() as ob:
+        server = ob.dashboard(host=host, port=port)
+        if not is_loopback(host):
+            click.echo(
+                f"warning: listening on {host}: anyone on the network who learns the URL can "
+                "see and change the queue; prefer the default 127.0.0.1",
+                err=True,
+            )
+        click.echo(f"outbox dashboard for {ob.path}; stop with Ctrl-C", err=True)
+        click.echo(server.url)
+        sys.stdout.flush()
+        if open_page:
+            _open_in_browser(server.url)
+        while not stop.wait(1.0):
+            pass
+    click.echo("dashboard stopped", err=True)
+
+
 cli.add_command(sandbox_command)
 
 
@@ -414,6 +458,22 @@ def _on_signals(stop: Callable[[], None]) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _open_in_browser(url: str) -> None:
+    """Open ``url`` without putting its token on a command line that others could read: the
+    browser gets a private file that redirects to it (as Jupyter does)."""
+    import tempfile
+    import webbrowser
+
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".html", prefix="outbox-dashboard-", delete=False
+    ) as page:
+        page.write(
+            f'<!doctype html><meta http-equiv="refresh" content="0;url={url}">'
+            f'<a href="{url}">open the outbox dashboard</a>'
+        )
+    webbrowser.open(Path(page.name).as_uri())
 
 
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -11,8 +11,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .config import ENV_API_KEY
 from .engine import FlushReport
+from .facts import network_facts
 from .models import Entry, Event, State
 from .templates import CachedTemplate
 
@@ -140,23 +140,7 @@ def status_json(
 
 def network_lines(facts: Mapping[str, Any]) -> list[str]:
     """The last known connectivity, key, server and rate-limit facts, for a person."""
-    lines = []
-    labels = {
-        "connectivity": ("network", "online", "offline"),
-        "auth": ("api key", "accepted", f"refused — fix {ENV_API_KEY}"),
-        "server": ("server", "ok", "trouble"),
-        "rate_limit": ("rate limit", "not limited", "limited — requests were slowed down"),
-    }
-    for name, (label, good, bad) in labels.items():
-        fact = facts.get(name)
-        if not isinstance(fact, dict):
-            continue
-        ok = fact.get("online", fact.get("ok", not fact.get("limited", False)))
-        text = good if ok else bad
-        if fact.get("reason") and not ok:
-            text += f": {fact['reason']}"
-        lines.append(f"{label.ljust(10)} {text} (as of {facts.get(name + '_at')})")
-    return lines
+    return [fact.line() for fact in network_facts(facts)]
 
 
 def counts_line(counts: Mapping[State, int]) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -27,6 +27,9 @@ from .models import Entry, EntryPage, Event, RenderRequest, State
 from .store import Durability, Journal
 from .templates import CachedTemplate
 from .validation import Checker, DataCheck, ValidationMode, validation_mode
+
+if TYPE_CHECKING:
+    from .dashboard import DashboardServer
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class Outbox:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._transport = transport
+        self._dashboards: builtins.list[DashboardServer] = []
 
     def __repr__(self) -> str:
         return f"<Outbox {str(self.journal.path)!r} base_url={self.base_url!r}>"
@@ -92,6 +96,8 @@ class Outbox:
 
     def close(self) -> None:
         """Stop background work and close the journal. Unfinished entries stay for next time."""
+        while self._dashboards:
+            self._dashboards.pop().close()
         self.stop()
         if self._engine is not None:
             self._engine.close()
@@ -470,6 +476,24 @@ class Outbox:
         yours a name of its own.
         """
         self.journal.set_status(name, value)
+
+    def dashboard(
+        self, *, host: str = "127.0.0.1", port: int = 8800, token: str | None = None
+    ) -> DashboardServer:
+        """Serve the dashboard, a live web page of this journal with its actions, in a
+        background thread; returns the running server.
+
+        Open its ``url``: it carries the access token (random unless ``token`` is given), so
+        give it only to whoever may act on the queue. ``close()`` stops it, as does closing
+        the outbox. Listening on another ``host`` than 127.0.0.1 exposes it to the network.
+        To show the page inside your own web app, mount
+        :class:`outbox.dashboard.DashboardApp` (a WSGI application) instead.
+        """
+        from .dashboard import DashboardServer  # only who serves the page loads the server
+
+        server = DashboardServer(self, host=host, port=port, token=token).start()
+        self._dashboards.append(server)
+        return server
 
     # -- template cache ------------------------------------------------------------------
 
