@@ -10,15 +10,16 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from support import run_cli
 
 from outbox import Entry, Outbox, State
-from outbox.dashboard import DashboardServer
+from outbox.dashboard import DashboardApp, DashboardServer
 
 PDF = b"%PDF-1.4\n% a tiny but real-looking PDF body\n%%EOF\n"
 
@@ -413,3 +414,40 @@ def test_outbox_dashboard_warns_on_another_host_and_fails_clearly_on_a_busy_port
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     assert "warning: listening on 0.0.0.0" in stderr
+
+
+def test_the_app_mounts_under_a_prefix_in_another_wsgi_app(ob: Outbox) -> None:
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    app = DashboardApp(ob)
+
+    def host_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ["PATH_INFO"]
+        if path.startswith("/outbox/"):
+            environ["SCRIPT_NAME"] += "/outbox"
+            environ["PATH_INFO"] = path[len("/outbox") :]
+            return app(environ, start_response)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"the host app"]
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, host_app, handler_class=Quiet)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}", timeout=10) as http:
+            assert http.get("/outbox/api/summary").status_code == 401
+            entered = http.get(f"/outbox/?token={app.token}")
+            assert entered.headers["location"] == "/outbox/"
+            assert "Path=/outbox/;" in entered.headers["set-cookie"]
+            assert 'href="static/app.css"' in http.get("/outbox/").text  # relative URLs
+            assert http.get("/outbox/static/app.css").status_code == 200
+            assert http.get("/outbox/api/summary").json()["total"] == 0
+            assert http.get("/elsewhere").text == "the host app"
+    finally:
+        app.close()
+        server.shutdown()
+        server.server_close()

@@ -63,8 +63,8 @@ def problems(entry: Entry) -> list[str]:
     """The error and each field error, one sentence each."""
     lines = []
     if entry.error:
-        code = f" ({entry.error_code})" if entry.error_code else ""
-        lines.append(f"{entry.error}{code}")
+        code = entry.error_code
+        lines.append(entry.error + (f" ({code})" if code and code not in entry.error else ""))
     for field, messages in (entry.field_errors or {}).items():
         lines.append(f"{field or 'the data'}: {'; '.join(messages)}")
     return lines
@@ -96,8 +96,8 @@ def explain(entry: Entry, facts: dict[str, Any], now: float) -> str:
         )
     if state is State.REJECTED:
         return (
-            "Craftkit refused the request for good; nothing was rendered. "
-            "Fix the data (amend) or the template, then retry with the same key."
+            "Craftkit refused the request for good; nothing was rendered. A retry sends the "
+            "same request again under the same key, so fix the data or the template first."
         )
     return "Cancelled by a person before Craftkit accepted it; nothing more will happen."
 
