@@ -451,3 +451,48 @@ def test_the_app_mounts_under_a_prefix_in_another_wsgi_app(ob: Outbox) -> None:
         app.close()
         server.shutdown()
         server.server_close()
+
+
+def test_closing_the_dashboard_ends_open_live_streams(ob: Outbox) -> None:
+    board = ob.dashboard(port=0)
+    ended = threading.Event()
+
+    def follow() -> None:
+        with httpx.Client(base_url=origin(board), timeout=60) as http:
+            assert http.get(board.url).status_code == 303
+            with http.stream("GET", "/api/events") as stream:
+                for _ in stream.iter_lines():
+                    opened.set()
+        ended.set()
+
+    opened = threading.Event()
+    reader = threading.Thread(target=follow)
+    reader.start()
+    assert opened.wait(30)
+    board.close()
+    reader.join(60)
+    assert ended.is_set(), "the stream ended when the dashboard closed"
+
+
+def test_explanations_say_why_an_entry_waits(ob: Outbox) -> None:
+    from outbox.dashboard.views import explain
+
+    entry = ob.enqueue("invoice", {"n": 1}, key="waiting")
+    now = ob.clock.now()
+    assert explain(entry, {}, now).startswith("Saved locally; it is sent at the next flush")
+    later = ob.journal.transition(
+        entry.id,
+        State.PENDING,
+        State.PENDING,
+        attempts=2,
+        error="503 queue_unavailable: try again later",
+        due_at=now + 120,
+    )
+    offline = {"connectivity": {"online": False, "reason": "connection refused"}}
+    offline["connectivity_at"] = "2030-01-01T10:00:00.000Z"  # type: ignore[assignment]
+    text = explain(later, offline, now)
+    assert "Waiting to be sent again at " in text
+    assert "after 2 attempts: 503 queue_unavailable: try again later." in text
+    assert (
+        "Last known network: offline: connection refused (as of 2030-01-01T10:00:00.000Z)" in text
+    )
