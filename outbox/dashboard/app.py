@@ -37,7 +37,6 @@ from urllib.parse import parse_qs
 
 from .. import errors
 from ..models import UNFINISHED_STATES, Entry, Event, State
-from ..schedule import HORIZON
 from . import views
 from .guard import Guard, Refused
 
@@ -228,7 +227,9 @@ class DashboardApp:
             views.summary(
                 ob.counts(),
                 ob.status(),
-                journal.next_due_at(sorted(UNFINISHED_STATES), horizon=HORIZON),
+                journal.next_due_at(
+                    sorted(UNFINISHED_STATES), horizon=ob.settings.schedule.horizon
+                ),
                 last_event=last_event,
                 journal=str(journal.path),
                 downloads=str(ob.downloads),
