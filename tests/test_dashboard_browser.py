@@ -5,7 +5,6 @@ keyboard, no layout shift, nothing fetched from elsewhere, and a screenshot that
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
@@ -16,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from support import sandbox_env
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from support import process_env, sandbox_env
 
 from outbox import Outbox, State
 from outbox.sandbox import Sandbox
@@ -35,6 +34,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-gpu",
 ]
+pytestmark = pytest.mark.e2e  # the dashboard and flush run as real processes
+
 VALID = {"inspector": "Ada Lovelace", "site": "North Pier", "findings": []}
 
 
@@ -51,13 +52,12 @@ def browser() -> Iterator[Browser]:
 def dashboard_url(db_path: Path) -> Iterator[str]:
     """``outbox dashboard`` in its own process, as a person would start it."""
     Outbox(db_path).close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "CRAFTKIT_"))}
     process = subprocess.Popen(
         [sys.executable, "-m", "outbox", "--db", str(db_path), "dashboard", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=process_env(),
     )
     try:
         assert process.stdout is not None
@@ -67,11 +67,11 @@ def dashboard_url(db_path: Path) -> Iterator[str]:
         process.communicate(timeout=30)
 
 
-def row(page: Page, key: str) -> object:
+def row(page: Page, key: str) -> Locator:
     return page.locator("#rows tr", has_text=key)
 
 
-def count(page: Page, state: str) -> object:
+def count(page: Page, state: str) -> Locator:
     return page.locator(f'#counts button[data-state="{state}"] .n')
 
 
@@ -104,7 +104,7 @@ def test_the_page_follows_a_flush_live_and_retries_a_failed_entry(
     with Sandbox(render_seconds=0.3, seed=5) as sandbox:
         flush = subprocess.Popen(
             [sys.executable, "-m", "outbox", "flush", "--timeout", "60"],
-            env={**os.environ, **sandbox_env(sandbox, db_path)},
+            env=process_env(sandbox_env(sandbox, db_path)),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -52,7 +52,7 @@ def walk(ob: Outbox, **filters: str | None) -> list[str]:
     ids: list[str] = []
     after = None
     while True:
-        page = ob.page(limit=7, after=after, **filters)  # type: ignore[arg-type]
+        page = ob.page(limit=7, after=after, **filters)
         assert len(page.entries) <= 7
         ids += [entry.id for entry in page.entries]
         if page.next is None:
