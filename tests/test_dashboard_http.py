@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import process_env, run_cli
+from support import process_env, run_cli, wait_until
 
 from outbox import Entry, Outbox, State
 from outbox.dashboard import DashboardApp, DashboardServer
@@ -498,3 +498,21 @@ def test_explanations_say_why_an_entry_waits(ob: Outbox) -> None:
     assert (
         "Last known network: offline: connection refused (as of 2030-01-01T10:00:00.000Z)" in text
     )
+
+
+def test_counts_follow_changes_from_other_connections_without_a_count_per_request(
+    ob: Outbox, db_path: Path, browser: httpx.Client
+) -> None:
+    first = browser.get("/api/summary").json()
+    assert first["total"] == 0 and first["counted_through"] == first["last_event"] == 0
+    with Outbox(db_path) as other:
+        other.cancel(other.enqueue("invoice", {}, key="gone").id)
+        other.enqueue("invoice", {}, key="kept")
+
+    def caught_up() -> dict[str, Any] | None:
+        summary: dict[str, Any] = browser.get("/api/summary").json()
+        return summary if summary["counted_through"] == summary["last_event"] == 3 else None
+
+    summary = wait_until(caught_up, what="the counts to include the three changes")
+    assert summary["counts"]["pending"] == summary["counts"]["cancelled"] == 1
+    assert summary["total"] == 2

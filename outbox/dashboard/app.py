@@ -39,6 +39,7 @@ from .. import errors
 from ..models import UNFINISHED_STATES, Entry, Event, State
 from . import views
 from .guard import Guard, Refused
+from .tally import Tally
 
 if TYPE_CHECKING:
     from ..outbox import Outbox
@@ -135,12 +136,18 @@ class DashboardApp:
         self._streams = 0
         self._streams_changed = threading.Condition()
         self._files = _load_static()
+        self._tally: Tally | None = None
+        self._tally_lock = threading.Lock()
 
     def close(self, timeout: float = 5.0) -> None:
         """End the live streams (each notices within a second) and wait for them."""
         self._closing.set()
         with self._streams_changed:
             self._streams_changed.wait_for(lambda: self._streams == 0, timeout)
+        with self._tally_lock:
+            if self._tally is not None:
+                self._tally.close()
+                self._tally = None
 
     # -- WSGI ----------------------------------------------------------------------------
 
@@ -222,21 +229,31 @@ class DashboardApp:
     def _summary(self, environ: dict[str, Any]) -> Answer:
         ob = self.outbox
         journal = ob.journal
-        last_event = journal.last_event_id()  # first: a stream from here misses nothing
+        counts, counted_through = self._counts()
         return Answer.json(
             views.summary(
-                ob.counts(),
+                counts,
                 ob.status(),
                 journal.next_due_at(
                     sorted(UNFINISHED_STATES), horizon=ob.settings.schedule.horizon
                 ),
-                last_event=last_event,
-                journal=str(journal.path),
+                counted_through=counted_through,
+                last_event=journal.last_event_id(),
+                journal=str(ob.path),
                 downloads=str(ob.downloads),
                 base_url=ob.base_url,
                 templates=journal.templates_in_use(),
             )
         )
+
+    def _counts(self) -> tuple[dict[State, int], int]:
+        """The latest counts per state (kept by a background thread) and their last event."""
+        with self._tally_lock:
+            if self._closing.is_set():
+                raise Refused(503, "the dashboard is closing")
+            if self._tally is None:
+                self._tally = Tally(self.outbox.path, clock=self.outbox.clock)
+            return self._tally.snapshot()
 
     def _entries(self, environ: dict[str, Any]) -> Answer:
         query = _query(environ)

@@ -126,13 +126,18 @@ def summary(
     facts: dict[str, Any],
     next_due: float | None,
     *,
+    counted_through: int,
     last_event: int,
     journal: str,
     downloads: str,
     base_url: str,
     templates: list[str],
 ) -> dict[str, Any]:
-    """Counts per state and the facts that ``outbox status`` shows."""
+    """Counts per state and the facts that ``outbox status`` shows.
+
+    The counts include every change up to event ``counted_through``; ``last_event`` is the
+    newest event when the summary was made (a live stream started there misses nothing).
+    """
     return {
         "counts": {state.value: counts.get(state, 0) for state in State},
         "total": sum(counts.values()),
@@ -149,6 +154,7 @@ def summary(
         "next_due": None
         if next_due is None
         else datetime.fromtimestamp(next_due, UTC).isoformat(timespec="seconds"),
+        "counted_through": counted_through,
         "last_event": last_event,
         "journal": journal,
         "downloads": downloads,

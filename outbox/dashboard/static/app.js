@@ -431,7 +431,14 @@ function refreshSummarySoon() {
   summaryTimer = setTimeout(async () => {
     summaryTimer = 0;
     summaryAt = Date.now();
-    await loadSummary().catch((error) => toast(error.message));
+    try {
+      const summary = await loadSummary();
+      // The counts are kept by the server about once a second: ask again until they include
+      // every change this page has seen.
+      if (summary.counted_through < view.lastEvent) refreshSummarySoon();
+    } catch (error) {
+      toast(error.message);
+    }
   }, wait);
 }
 
