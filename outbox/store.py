@@ -54,7 +54,7 @@ Durability = Literal["full", "fast"]
 #: The most entries :meth:`Journal.page` returns at once.
 MAX_PAGE = 500
 #: A condition matching at most this many entries is walked by its own index when paging.
-NARROW = 5000
+NARROW = 1000
 _SYNCHRONOUS: dict[str, str] = {"full": "FULL", "fast": "NORMAL"}
 
 #: Columns that :meth:`Journal.transition` and :meth:`Journal.reschedule` may set.
