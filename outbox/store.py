@@ -84,8 +84,7 @@ class Journal:
         self.clock = clock or Clock()
         self._lock = threading.RLock()
         self._listeners: builtins.list[Callable[[Event], None]] = []
-        refuse_foreign_file(self.path)
-        create_private_file(self.path)
+        self._identity: tuple[int, int] | None = _register_open_file(self.path)
         try:
             self._conn = sqlite3.connect(
                 self.path,
@@ -94,6 +93,7 @@ class Journal:
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
+            self._release_open_file()
             raise JournalError(f"cannot open the journal {self.path}: {exc}") from exc
         self._conn.row_factory = sqlite3.Row
         try:
@@ -103,6 +103,7 @@ class Journal:
             self._migrate()
         except BaseException:
             self._conn.close()
+            self._release_open_file()
             raise
 
     # -- opening -------------------------------------------------------------------------
@@ -122,6 +123,13 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            self._release_open_file()
+
+    def _release_open_file(self) -> None:
+        """Count this journal's file as no longer open in this process (see _OPEN_FILES)."""
+        identity, self._identity = self._identity, None
+        if identity is not None:
+            _unregister_open_file(identity)
 
     # -- transactions --------------------------------------------------------------------
 
@@ -840,3 +848,40 @@ def _event(row: sqlite3.Row) -> Event:
         error_code=row["error_code"],
         detail=row["detail"],
     )
+
+
+#: Journal files this process has open, by (device, inode), with how many connections each.
+#: Reading such a file with open() and close() would drop every POSIX lock the process holds on
+#: it, SQLite's included; another process would then find the journal unused when it closes it
+#: and delete the write-ahead log that our connections still write to. So a file that is already
+#: open here is never read outside SQLite.
+_OPEN_FILES: dict[tuple[int, int], int] = {}
+_OPEN_FILES_LOCK = threading.Lock()
+
+
+def _register_open_file(path: Path) -> tuple[int, int]:
+    """Check (unless it is open here already) and create the journal file; count it open."""
+    with _OPEN_FILES_LOCK:
+        identity = _file_identity(path)
+        if identity not in _OPEN_FILES:
+            refuse_foreign_file(path)
+            create_private_file(path)
+            identity = _file_identity(path)
+        assert identity is not None
+        _OPEN_FILES[identity] = _OPEN_FILES.get(identity, 0) + 1
+        return identity
+
+
+def _unregister_open_file(identity: tuple[int, int]) -> None:
+    with _OPEN_FILES_LOCK:
+        _OPEN_FILES[identity] -= 1
+        if not _OPEN_FILES[identity]:
+            del _OPEN_FILES[identity]
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino

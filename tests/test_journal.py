@@ -171,3 +171,19 @@ def test_changes_yields_events_made_by_other_processes(db_path: Path) -> None:
         # Replaying from the start gives the whole history, in order.
         replay = list(ob.changes(since=0, timeout=0.1))
         assert [e.entry_id for e in replay] == [before.id, event.entry_id]
+
+
+@pytest.mark.e2e
+def test_a_second_outbox_on_the_same_file_in_one_process_loses_nothing(db_path: Path) -> None:
+    # Opening a file that SQLite has open, then closing it, drops the whole process's POSIX
+    # locks on it. Another process then sees no reader, takes the journal for its own when it
+    # closes, and deletes the write-ahead log: what the first outbox writes next would vanish.
+    with Outbox(db_path) as first:
+        first.enqueue("invoice", {"n": 1}, key="before")
+        with Outbox(db_path) as second:  # e.g. the dashboard's counting connection
+            other = run_cli_process("--db", str(db_path), "cancel", first.list()[0].id)
+            assert other.returncode == 0, other.stderr
+            kept = first.enqueue("invoice", {"n": 2}, key="after")
+            # Durable on return means every process sees it now, not only once we close.
+            seen = run_cli_process("--db", str(db_path), "show", kept.id)
+            assert seen.returncode == 0, seen.stderr
