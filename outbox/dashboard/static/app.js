@@ -598,6 +598,8 @@ async function start() {
   try {
     const summary = await loadSummary();
     summaryAt = Date.now();
+    view.lastEvent = summary.last_event;
+    if (summary.counted_through < summary.last_event) refreshSummarySoon();
     await loadPage();
     follow(summary.last_event);
   } catch (error) {
