@@ -180,7 +180,7 @@ def test_a_second_outbox_on_the_same_file_in_one_process_loses_nothing(db_path: 
     # closes, and deletes the write-ahead log: what the first outbox writes next would vanish.
     with Outbox(db_path) as first:
         first.enqueue("invoice", {"n": 1}, key="before")
-        with Outbox(db_path) as second:  # e.g. the dashboard's counting connection
+        with Outbox(db_path):  # e.g. the dashboard's counting connection
             other = run_cli_process("--db", str(db_path), "cancel", first.list()[0].id)
             assert other.returncode == 0, other.stderr
             kept = first.enqueue("invoice", {"n": 2}, key="after")
