@@ -1,12 +1,14 @@
-"""The journal commands of the CLI, run as real subprocesses."""
+"""The journal commands of the CLI, called in-process as the console entry point calls them."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from freezegun import freeze_time
 from support import run_cli
 
+from outbox import Outbox
 from outbox.models import PUBLIC_FIELDS
 
 
@@ -144,3 +146,22 @@ def test_config_file_tunes_the_network_side_and_checks_its_values(tmp_path: Path
     config.write_text("concurrency = 0\n")
     result = run_cli("--config", str(config), "status")
     assert result.returncode == 78 and "concurrency must be at least 1" in result.stderr
+
+
+def test_status_and_lists_say_when_things_happened_in_utc(tmp_path: Path) -> None:
+    db = tmp_path / "field.db"
+    with Outbox(db) as ob:
+        with freeze_time("2027-01-15 10:00:00.125"):
+            ob.set_status("connectivity", {"online": False, "reason": "cannot reach the API"})
+            entry = ob.enqueue("invoice", {"n": 1})
+        with freeze_time("2027-01-15 10:05:00"):
+            ob.set_status("connectivity", {"online": True, "reason": None})
+            ob.cancel(entry.id)
+    status = run_cli("--db", str(db), "status")
+    assert "network    online (as of 2027-01-15T10:05:00.000Z)" in status.stdout
+    [listed] = json.loads(run_cli("--db", str(db), "list", "--json").stdout)
+    assert (listed["created_at"], listed["updated_at"]) == (
+        "2027-01-15T10:00:00.125Z",
+        "2027-01-15T10:05:00.000Z",
+    )
+    assert "2027-01-15T10:05:00.000Z" in run_cli("--db", str(db), "list").stdout
