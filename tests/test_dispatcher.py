@@ -246,7 +246,7 @@ def test_server_trouble_is_shown_in_status_and_consumes_attempts_not_entries(
     db = tmp_path / "j.db"
     fill(db, 2)
     sandbox.set_faults(error_503_before=1.0)
-    result = run_cli("flush", "--timeout", "3", env=sandbox_env(sandbox, db))
+    result = run_cli("flush", "--timeout", "1", env=sandbox_env(sandbox, db))
     assert result.returncode == 75, result.stderr
     status = run_cli("status", env=sandbox_env(sandbox, db)).stdout
     assert "server     trouble: Craftkit server error (503 queue_unavailable" in status
