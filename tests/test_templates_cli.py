@@ -1,4 +1,4 @@
-"""``outbox templates sync|list`` and ``outbox enqueue --validate``, run as real subprocesses."""
+"""``outbox templates sync|list`` and ``outbox enqueue --validate``, called in-process."""
 
 from __future__ import annotations
 
