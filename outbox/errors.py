@@ -10,6 +10,7 @@ act on them, and never contain the API key. The tree::
     │   └── TemplateUnpublished
     ├── JournalError          the journal file cannot be used
     │   ├── NotAJournal       not an outbox journal; left untouched
+    │   ├── JournalDamaged    an outbox journal, but cut short or corrupt; left untouched
     │   ├── JournalTooNew     written by a newer outbox; left untouched
     │   ├── JournalBusy       locked by another process for longer than the busy timeout
     │   └── JournalFull       the disk is full; nothing was written
@@ -82,6 +83,12 @@ class JournalError(OutboxError):
 
 class NotAJournal(JournalError):
     """The file exists but is not an outbox journal. It is left untouched."""
+
+
+class JournalDamaged(JournalError):
+    """The file is an outbox journal (or its remains), but cut short or corrupt: SQLite cannot
+    read it, or its main file is empty or missing beside a write-ahead log. It is left untouched,
+    to be restored from a backup."""
 
 
 class JournalTooNew(JournalError):

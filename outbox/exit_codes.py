@@ -26,7 +26,8 @@ class ExitCode(enum.IntEnum):
     TRY_LATER = 75
     #: Craftkit refused the API key (``EX_NOPERM``).
     KEY_REFUSED = 77
-    #: The configuration is missing or wrong, or ``--db`` is not a journal (``EX_CONFIG``).
+    #: The configuration is missing or wrong, or ``--db`` is not a usable journal
+    #: (not a journal, damaged, too new) (``EX_CONFIG``).
     CONFIG_ERROR = 78
 
 
@@ -34,6 +35,7 @@ class ExitCode(enum.IntEnum):
 _FOR_ERROR: tuple[tuple[type[errors.OutboxError], ExitCode], ...] = (
     (errors.ConfigError, ExitCode.CONFIG_ERROR),
     (errors.NotAJournal, ExitCode.CONFIG_ERROR),
+    (errors.JournalDamaged, ExitCode.CONFIG_ERROR),
     (errors.JournalTooNew, ExitCode.CONFIG_ERROR),
     (errors.AuthError, ExitCode.KEY_REFUSED),
     (errors.EntryBusy, ExitCode.TRY_LATER),

@@ -1,10 +1,14 @@
 """What makes a file an outbox journal: its identity, its schema, and the steps that build it.
 
 A journal is a SQLite file whose ``application_id`` header field is :data:`APPLICATION_ID` and
-whose ``user_version`` is its schema version. :class:`~outbox.store.Journal` checks both on
-open, before it writes anything: a file that is not SQLite, a SQLite database of another
-program, or a journal written by a newer outbox is refused and left untouched. An older journal
-is upgraded by running the missing :data:`MIGRATIONS` in one transaction.
+whose ``user_version`` is its schema version. :class:`~outbox.store.Journal` checks both in the
+file's raw header before SQLite opens it (:func:`check_file`), so nothing is ever written to a
+file before it is proven to be a journal: a file that is not SQLite, a SQLite database of
+another program (even an empty one), an empty file, a journal cut short, or a journal written
+by a newer outbox is refused and left untouched. A new journal is built whole under a temporary
+name and then linked into place (:func:`create_journal`), so a file at a journal's path is
+never a half-made journal. An older journal is upgraded by running the missing
+:data:`MIGRATIONS` in one transaction.
 
 The schema is built with sqlite-utils (``db.table(...).create``, ``create_index``), which writes
 the ``CREATE`` statements from a column map; the few steps it cannot express are SQL.
@@ -12,15 +16,19 @@ the ``CREATE`` statements from a column map; the few steps it cannot express are
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import secrets
 import sqlite3
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import sqlite_utils
 
-from .errors import JournalError, JournalTooNew, NotAJournal
+from .errors import JournalDamaged, JournalError, JournalTooNew, NotAJournal
+from .files import fsync_dir, hard_link, rename_if_free
 
 log = logging.getLogger(__name__)
 
@@ -201,64 +209,209 @@ def upgrade(conn: sqlite3.Connection, path: Path) -> None:
 
 # -- identity checks -------------------------------------------------------------------
 
+#: SQLite's database header: the first 100 bytes of every database file.
+HEADER_SIZE = 100
 
-def refuse_foreign_file(path: Path) -> None:
-    """Refuse, without opening it through SQLite, a file that is not SQLite at all."""
-    if not path.exists():
-        return
-    if not path.is_file():
+
+def check_file(path: Path) -> bool:
+    """Check, from its raw bytes and before SQLite opens it, that ``path`` is a journal to open.
+
+    Returns False when there is no file at all (so a new journal is to be made with
+    :func:`create_journal`). Raises, writing nothing, for anything else that is not an outbox
+    journal of this outbox or older: a folder, a file that is not SQLite, a SQLite database of
+    another program, an empty file (outbox never takes one over: it may be a journal that lost
+    its content), a journal cut short (shorter than its header says), or one from a newer
+    outbox.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        _refuse_orphaned_wal(path)
+        return False
+    except OSError as exc:
+        raise JournalError(f"cannot read the journal {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
         raise NotAJournal(f"{path} is not a regular file; point --db at a journal file")
     try:
         with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
+            header = handle.read(HEADER_SIZE)
     except OSError as exc:
         raise JournalError(f"cannot read the journal {path}: {exc.strerror}") from exc
-    if header and header != SQLITE_HEADER:
+    if not header:
+        _refuse_empty_file(path)
+    if not header.startswith(SQLITE_HEADER[: len(header)]):
         raise NotAJournal(
             f"{path} is not an outbox journal (not a SQLite file at all); it was left untouched"
         )
+    if len(header) < HEADER_SIZE:
+        raise JournalDamaged(
+            f"{path} is damaged: it is only {len(header)} bytes, cut off inside SQLite's "
+            f"{HEADER_SIZE}-byte header; it was left untouched. {_RESTORE}"
+        )
+    app_id = int.from_bytes(header[68:72], "big")
+    if app_id != APPLICATION_ID:
+        raise NotAJournal(
+            f"{path} is a SQLite database but not an outbox journal "
+            f"(tables: {_table_names(path)}); it was left untouched. Point --db at another file."
+        )
+    version = int.from_bytes(header[60:64], "big")
+    if version > SCHEMA_VERSION:
+        raise JournalTooNew(
+            f"{path} was written by a newer outbox (journal schema {version}, this "
+            f"outbox knows up to {SCHEMA_VERSION}); upgrade outbox to open it. "
+            "The file was left untouched."
+        )
+    expected = _size_in_header(header)
+    if expected is not None and info.st_size < expected and not _wal_size(path):
+        raise JournalDamaged(
+            f"{path} is damaged: it is {info.st_size:,} bytes, but its header says "
+            f"{expected:,} (cut short by a crash, a full disk or an incomplete copy?); it was "
+            f"left untouched. {_RESTORE}"
+        )
+    return True
 
 
-def create_private_file(path: Path) -> None:
-    """Create the journal readable by its owner only, before SQLite creates it with umask."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+_RESTORE = "Restore the journal from a backup, or move it aside to start a new one."
+
+
+def _refuse_empty_file(path: Path) -> None:
+    wal = _wal_size(path)
+    if wal:
+        raise JournalDamaged(
+            f"{path} is damaged: it is empty (0 bytes) while {path.name}-wal beside it holds "
+            f"{wal:,} bytes of changes, so the journal lost its main file's content (a crash, "
+            f"a full disk or an incomplete copy?); both were left untouched. {_RESTORE}"
+        )
+    raise NotAJournal(
+        f"{path} is an empty file (0 bytes), not an outbox journal: outbox makes its journal "
+        "itself and never takes over an empty file, which may be a journal that lost its "
+        "content in a crash. It was left untouched; delete it (or point --db at a path where "
+        "nothing is) to start a new journal."
+    )
+
+
+def _refuse_orphaned_wal(path: Path) -> None:
+    wal = _wal_size(path)
+    if wal:
+        raise JournalDamaged(
+            f"{path} is missing, but {path.name}-wal beside it holds {wal:,} bytes of a "
+            "journal's changes: the journal's main file was deleted or moved. Put it back; "
+            f"to start a new journal instead, delete {path.name}-wal and {path.name}-shm. "
+            "Nothing was created."
+        )
+
+
+def _wal_size(path: Path) -> int:
+    """Bytes in the journal's write-ahead log (0 if there is none)."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return
+        return path.with_name(path.name + "-wal").stat().st_size
+    except OSError:
+        return 0
+
+
+def _size_in_header(header: bytes) -> int | None:
+    """The database size in bytes that SQLite's header records, if that record is valid
+    (non-zero, and written by the same change as the header: see SQLite's file format)."""
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    valid = header[24:28] == header[92:96]
+    return page_size * pages if valid and pages and page_size >= 512 else None
+
+
+def _table_names(path: Path) -> str:
+    """The tables of a foreign SQLite file, for the message refusing it; read without locking,
+    so nothing is created or changed beside it (not even a ``-shm`` file)."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            names = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"
+                )
+            ]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return "unreadable"
+    return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "") if names else "none"
+
+
+def create_journal(path: Path, synchronous: str) -> None:
+    """Make a new, complete journal at ``path``, readable by its owner only.
+
+    The journal is built under a hidden temporary name beside ``path`` (schema, identity,
+    WAL mode), fsynced, and only then linked to ``path``, which it never replaces. So a file at
+    a journal's path is always a whole journal: a crash while creating leaves no file (an empty
+    one would be refused), and processes creating the same journal at once all end up with the
+    one that was linked first.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.new")
+    try:
+        fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+        conn = sqlite3.connect(temporary, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute("BEGIN IMMEDIATE")
+            upgrade(conn, path)
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA journal_mode=WAL")
+        finally:
+            conn.close()
+        fd = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            if not hard_link(temporary, path):
+                rename_if_free(temporary, path)
+        except FileExistsError:
+            pass  # another process made the journal first: use theirs
+        fsync_dir(path.parent)
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot create the journal {path}: {exc}") from exc
     except OSError as exc:
-        raise JournalError(f"cannot create the journal {path}: {exc.strerror}") from exc
-    os.close(fd)
+        raise JournalError(f"cannot create the journal {path}: {exc.strerror or exc}") from exc
+    finally:
+        for leftover in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(OSError):
+                os.unlink(f"{temporary}{leftover}")
+
+
+def damaged(path: Path, exc: sqlite3.Error) -> JournalDamaged | None:
+    """The error to raise when SQLite says the journal is corrupt; None for other errors."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in str(exc):
+        return JournalDamaged(
+            f"{path} is damaged (SQLite says: {exc}); it was left as it is. {_RESTORE}"
+        )
+    return None
 
 
 def check_identity(conn: sqlite3.Connection, path: Path) -> None:
-    """Refuse a foreign SQLite database or a journal from a newer outbox; write nothing."""
+    """Confirm, through SQLite, what :func:`check_file` read in the header; write nothing.
+
+    The header said this is an outbox journal, so a file SQLite cannot read is a damaged
+    journal, not someone else's file.
+    """
     try:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = schema_version(conn)
-        tables = [
-            row[0]
-            for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"
-            )
-        ]
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
-        raise NotAJournal(
-            f"{path} is not an outbox journal (SQLite says: {exc}); it was left untouched"
+        raise damaged(path, exc) or JournalDamaged(
+            f"{path} cannot be read as a journal (SQLite says: {exc}); it was left as it is. "
+            f"{_RESTORE}"
         ) from exc
-    if app_id == APPLICATION_ID:
-        if version > SCHEMA_VERSION:
-            raise JournalTooNew(
-                f"{path} was written by a newer outbox (journal schema {version}, this "
-                f"outbox knows up to {SCHEMA_VERSION}); upgrade outbox to open it. "
-                "The file was left untouched."
-            )
-        return
-    if app_id != 0 or tables:
-        listed = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
-        raise NotAJournal(
-            f"{path} is a SQLite database but not an outbox journal "
-            f"(tables: {listed or 'none'}); it was left untouched. Point --db at another file."
+    if app_id != APPLICATION_ID:  # changed between the header check and now
+        raise NotAJournal(f"{path} is not an outbox journal; it was left untouched")
+    if version > SCHEMA_VERSION:
+        raise JournalTooNew(
+            f"{path} was written by a newer outbox (journal schema {version}, this "
+            f"outbox knows up to {SCHEMA_VERSION}); upgrade outbox to open it. "
+            "The file was left untouched."
         )

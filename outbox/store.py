@@ -39,9 +39,10 @@ from .errors import (
 )
 from .migrations import (
     SCHEMA_VERSION,
+    check_file,
     check_identity,
-    create_private_file,
-    refuse_foreign_file,
+    create_journal,
+    damaged,
     schema_version,
     upgrade,
 )
@@ -84,7 +85,9 @@ class Journal:
         self.clock = clock or Clock()
         self._lock = threading.RLock()
         self._listeners: builtins.list[Callable[[Event], None]] = []
-        self._identity: tuple[int, int] | None = _register_open_file(self.path)
+        self._identity: tuple[int, int] | None = _register_open_file(
+            self.path, _SYNCHRONOUS[durability]
+        )
         try:
             self._conn = sqlite3.connect(
                 self.path,
@@ -164,6 +167,9 @@ class Journal:
 
     def _translate(self, exc: sqlite3.Error) -> JournalError:
         text = str(exc)
+        corrupt = damaged(self.path, exc)
+        if corrupt is not None:
+            return corrupt
         if "locked" in text or "busy" in text:
             return JournalBusy(
                 f"the journal {self.path} is locked by another process and stayed locked for "
@@ -859,13 +865,13 @@ _OPEN_FILES: dict[tuple[int, int], int] = {}
 _OPEN_FILES_LOCK = threading.Lock()
 
 
-def _register_open_file(path: Path) -> tuple[int, int]:
-    """Check (unless it is open here already) and create the journal file; count it open."""
+def _register_open_file(path: Path, synchronous: str) -> tuple[int, int]:
+    """Check (unless it is open here already) or create the journal file; count it open."""
     with _OPEN_FILES_LOCK:
         identity = _file_identity(path)
         if identity not in _OPEN_FILES:
-            refuse_foreign_file(path)
-            create_private_file(path)
+            if not check_file(path):
+                create_journal(path, synchronous)
             identity = _file_identity(path)
         assert identity is not None
         _OPEN_FILES[identity] = _OPEN_FILES.get(identity, 0) + 1

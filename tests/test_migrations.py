@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 import sqlite_utils
 from support import run_cli
 
-from outbox import JournalTooNew, NotAJournal, Outbox, State
+from outbox import JournalDamaged, JournalTooNew, NotAJournal, Outbox, State
 from outbox.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 
@@ -89,9 +91,121 @@ def test_foreign_sqlite_database_is_refused_and_left_untouched(tmp_path: Path) -
     assert _fingerprint(path) == before
 
 
-def test_empty_file_becomes_a_journal(tmp_path: Path) -> None:
+def _journal_with_entries(path: Path, count: int = 300) -> None:
+    with Outbox(path) as ob:
+        ob.enqueue_many(
+            [{"template": "invoice", "data": {"n": n, "pad": "x" * 200}} for n in range(count)]
+        )
+    assert not path.with_name(path.name + "-wal").exists(), "a closed journal has no WAL"
+
+
+def _refused_by_cli(path: Path, *words: str) -> None:
+    result = run_cli("--db", str(path), "list")
+    assert result.returncode == 78, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr
+
+
+@pytest.mark.parametrize("size", [10, 99, 100, 4096, 50_000])
+def test_a_journal_cut_short_is_called_damaged_and_left_untouched(
+    tmp_path: Path, size: int
+) -> None:
+    path = tmp_path / "cut.db"
+    _journal_with_entries(path)
+    os.truncate(path, size)
+    before = _fingerprint(path)
+    with pytest.raises(JournalDamaged, match=f"{path.name} is damaged") as refused:
+        Outbox(path)
+    assert "not an outbox journal" not in str(refused.value)
+    _refused_by_cli(path, "is damaged", "left untouched", "backup")
+    assert _fingerprint(path) == before
+
+
+def test_a_corrupt_journal_is_called_damaged_in_sqlites_words(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    _journal_with_entries(path)
+    with path.open("r+b") as handle:  # scribble over pages 4 to 23, keeping the header
+        handle.seek(3 * 4096)
+        handle.write(b"\xde\xad" * 2048 * 20)
+    with (
+        pytest.raises(JournalDamaged, match="SQLite says: database disk image is malformed"),
+        Outbox(path) as ob,
+    ):
+        ob.list()
+    _refused_by_cli(path, "is damaged (SQLite says: database disk image is malformed)")
+
+
+def test_an_empty_file_is_refused_never_taken_over(tmp_path: Path) -> None:
     path = tmp_path / "empty.db"
     path.touch()
+    before = _fingerprint(path)
+    with pytest.raises(NotAJournal, match="empty file .0 bytes.*delete it"):
+        Outbox(path)
+    _refused_by_cli(path, "empty file (0 bytes)")
+    assert _fingerprint(path) == before
+
+
+def test_an_emptied_journal_beside_its_wal_is_called_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "emptied.db"
+    _journal_with_entries(path)
+    wal = path.with_name(path.name + "-wal")
+    wal.write_bytes(b"changes that belonged to the lost main file" * 10)
+    os.truncate(path, 0)
+    before = _fingerprint(path)
+    with pytest.raises(JournalDamaged, match="empty .0 bytes. while emptied.db-wal beside it"):
+        Outbox(path)
+    assert _fingerprint(path) == before
+
+
+def test_a_missing_journal_beside_its_wal_is_not_recreated(tmp_path: Path) -> None:
+    path = tmp_path / "gone.db"
+    path.with_name(path.name + "-wal").write_bytes(b"x" * 4096)
+    with pytest.raises(JournalDamaged, match="gone.db is missing, but gone.db-wal"):
+        Outbox(path)
+    _refused_by_cli(path, "is missing")
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("version", [0, 3, SCHEMA_VERSION + 2])
+def test_an_empty_sqlite_database_of_another_program_is_not_written_to(
+    tmp_path: Path, version: int
+) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={version}")
+    conn.commit()
+    conn.close()
+    before = _fingerprint(path)
+    with pytest.raises(
+        NotAJournal, match="SQLite database but not an outbox journal .tables: none"
+    ):
+        Outbox(path)
+    _refused_by_cli(path, "not an outbox journal")
+    assert _fingerprint(path) == before
+
+
+def test_a_new_journal_appears_whole_even_when_many_create_it_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "journal.db"
+    errors: list[BaseException] = []
+    ids: list[str] = []
+
+    def open_and_enqueue(n: int) -> None:
+        try:
+            with Outbox(path) as ob:
+                ids.append(ob.enqueue("invoice", {"n": 1}, key="same").id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_and_enqueue, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(set(ids)) == 1 and len(ids) == 8
+    assert sorted(p.name for p in path.parent.iterdir()) == ["journal.db"]
+    assert path.stat().st_mode & 0o777 == 0o600
     with Outbox(path) as ob:
         assert ob.journal.schema_version == SCHEMA_VERSION
 
