@@ -14,6 +14,7 @@ import errno
 import itertools
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +36,41 @@ def identity(path: Path) -> FileIdentity | None:
     return (st.st_dev, st.st_ino)
 
 
+class LinkedFolder(OSError):
+    """A folder outbox writes into is a symbolic link (or not a folder at all)."""
+
+
+def own_subfolder(parent: Path, name: str) -> Path:
+    """``parent/name`` as a real folder, made if missing; never a symbolic link.
+
+    Raises :class:`LinkedFolder` when ``parent/name`` is a symbolic link or not a folder (see
+    :func:`check_subfolder`).
+    """
+    path = parent / name
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path)
+    check_subfolder(parent, name)
+    return path
+
+
+def check_subfolder(parent: Path, name: str) -> None:
+    """Raise :class:`LinkedFolder` if ``parent/name`` exists and is a symbolic link or not a
+    folder. Files written through a link could land wherever its owner pointed it (another
+    user's files, ``/etc``), so outbox writes nothing there and says why."""
+    path = parent / name
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise LinkedFolder(
+            f"{path} is a symbolic link (to {os.readlink(path)}); outbox does not write through "
+            "links: replace it with a real folder"
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise LinkedFolder(f"{path} is not a folder; move it aside so outbox can make the folder")
+
+
 def move_without_overwriting(
     source: Path,
     expected: FileIdentity,
@@ -44,6 +80,7 @@ def move_without_overwriting(
 ) -> Path | None:
     """Move the file at ``source`` into ``target_dir`` under the first free name of ``names(1)``,
     ``names(2)``...; never overwrite anything, and move only the file that was read.
+    ``target_dir`` is made if missing and must not be a symbolic link (:func:`own_subfolder`).
 
     ``expected`` is the identity of the file that was read. Returns None if it vanished or was
     replaced since (another process moved it, or a writer renamed a new file over it). A
@@ -51,7 +88,7 @@ def move_without_overwriting(
     taken as it is. ``before_release`` runs once the destination holds the file and before the
     original name is freed, so a crash in between leaves the file in place to be handled again.
     """
-    target_dir.mkdir(exist_ok=True)
+    own_subfolder(target_dir.parent, target_dir.name)
     for attempt in itertools.count(1):
         target = target_dir / names(attempt)
         try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EntryNotFound
-from .files import fsync_dir, write_atomically
+from .files import fsync_dir, own_subfolder, write_atomically
 from .jobfiles import shown, side_name
 from .models import Entry
 from .outbox import Outbox
@@ -103,8 +103,7 @@ class ResultFiles:
 
     def write(self, name: str, entry: Entry) -> ResultWritten:
         """Write (atomically) the result file for job file ``name``; :meth:`sync` makes it last."""
-        path = self.folder / RESULTS / side_name(name, _RESULT_SUFFIX)
-        path.parent.mkdir(exist_ok=True)
+        path = own_subfolder(self.folder, RESULTS) / side_name(name, _RESULT_SUFFIX)
         payload = {
             "file": name,
             "entry_id": entry.id,
@@ -125,8 +124,7 @@ class ResultFiles:
 
     def mark_alias(self, entry_id: str, name: str) -> None:
         """Remember that ``name`` is answered by ``entry_id`` (made from another file)."""
-        results = self.folder / RESULTS
-        results.mkdir(exist_ok=True)
+        results = own_subfolder(self.folder, RESULTS)
         fd = os.open(
             results / f"{_ALIAS_PREFIX}{entry_id}-{name}{_ALIAS_SUFFIX}",
             os.O_WRONLY | os.O_CREAT,

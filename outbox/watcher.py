@@ -45,7 +45,13 @@ import watchfiles
 
 from .clock import Clock
 from .errors import InvalidArgument, JournalError
-from .files import identity, move_without_overwriting, write_atomically
+from .files import (
+    LinkedFolder,
+    check_subfolder,
+    identity,
+    move_without_overwriting,
+    write_atomically,
+)
 from .jobfiles import (
     conflict,
     derive_key,
@@ -189,6 +195,10 @@ class DropFolder:
         path = Path(folder).expanduser().resolve()
         if not path.is_dir():
             raise InvalidArgument(f"the drop folder {path} does not exist or is not a folder")
+        try:
+            _check_subfolders(path)
+        except LinkedFolder as exc:
+            raise InvalidArgument(f"the drop folder cannot be used: {exc}") from None
         self.outbox = outbox
         self.folder = path
         self.max_bytes = max_bytes
@@ -226,6 +236,7 @@ class DropFolder:
         """
         report = ScanReport()
         self._wake_at = None
+        _check_subfolders(self.folder)  # before anything is enqueued: files then wait in place
         found: list[tuple[str, os.stat_result]] = []
         with os.scandir(self.folder) as listing:
             for item in listing:
@@ -560,6 +571,13 @@ class DropFolder:
 
 
 # -- reading files ---------------------------------------------------------------------
+
+
+def _check_subfolders(folder: Path) -> None:
+    """Refuse (:class:`~outbox.files.LinkedFolder`) if ``accepted/``, ``rejected/`` or
+    ``results/`` is a symbolic link or not a folder: nothing is written through a link."""
+    for name in (ACCEPTED, REJECTED, RESULTS):
+        check_subfolder(folder, name)
 
 
 class _Unstable(Exception):

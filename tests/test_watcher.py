@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 from sandbox_support import INVOICE
-from support import FakeClock, connected, wait_until
+from support import FakeClock, connected, run_cli, wait_until
 
-from outbox import JournalBusy, Outbox, State
+from outbox import InvalidArgument, JournalBusy, Outbox, State
 from outbox.models import Entry
 from outbox.sandbox import Sandbox
 from outbox.watcher import Accepted, DropFolder, Outcome, Rejected, ResultWritten, derive_key
@@ -624,3 +624,64 @@ def test_results_keep_coming_after_a_purge_deletes_the_newest_events(
     written = DropFolder(ob, folder).write_results()
     assert sorted(w.file for w in written) == [f"new-{n}.json" for n in range(5)]
     assert all((result(folder, f"new-{n}") or {})["state"] == "failed" for n in range(5))
+
+
+# -- linked subfolders -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["accepted", "rejected", "results"])
+def test_a_linked_subfolder_is_refused_when_the_watcher_starts(
+    ob: Outbox, folder: Path, tmp_path: Path, name: str
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (folder / name).symlink_to(elsewhere)
+    drop(folder, "job.json", JOB)
+    with pytest.raises(InvalidArgument, match=f"{name} is a symbolic link .to {elsewhere}"):
+        DropFolder(ob, folder)
+    result = run_cli("--db", str(ob.path), "watch", str(folder))
+    assert result.returncode == 65, result.stderr
+    assert "does not write through links" in result.stderr and "Traceback" not in result.stderr
+    assert listing(elsewhere) == [] and ob.list() == []
+
+
+def test_the_running_watcher_never_writes_through_a_subfolder_linked_later(
+    ob: Outbox, folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def said_why() -> int:
+        return sum("does not write through links" in r.getMessage() for r in list(caplog.records))
+
+    with running(ob, folder) as watcher:
+        drop(folder, "first.json", {**JOB, "key": "first"})
+        wait_until(lambda: "first.json" in watcher.accepted(), what="the first file")
+        first = watcher.accepted()["first.json"].entry.id
+        finish(ob, first, State.FAILED)
+        wait_until(lambda: result(folder, "first") is not None, what="the first result")
+        shutil.rmtree(folder / "results")
+        (folder / "rejected").symlink_to(elsewhere)
+        (folder / "results").symlink_to(elsewhere)
+        ob.retry(first)  # its result file would now be rewritten, through the link
+        drop(folder, "bad.json", "{not json")
+        drop(folder, "good.json", {**JOB, "key": "good"})
+        wait_until(lambda: said_why() > 0, what="the watcher to say why files wait")
+        assert listing(elsewhere) == []
+        assert {"bad.json", "good.json"} <= set(listing(folder))
+        assert ob.find_by_key("good") is None  # nothing is taken in while a folder is linked
+        # Once the links are real folders again, the waiting files and results are handled.
+        (folder / "rejected").unlink()
+        (folder / "results").unlink()
+        wait_until(
+            lambda: "bad.json" in watcher.rejected() and "good.json" in watcher.accepted(),
+            what="the waiting files to be handled",
+        )
+        wait_until(
+            lambda: (result(folder, "first") or {}).get("state") == "pending",
+            what="the retried entry's result",
+        )
+        assert watcher.thread.is_alive()
+    assert listing(elsewhere) == []
+    assert listing(folder / "rejected") == ["bad.error.txt", "bad.json"]
+    assert said_why() <= 2, "a lasting problem is logged once per activity"
