@@ -175,3 +175,15 @@ def test_a_pdf_without_length_and_a_dripped_body_arrive_as_over_the_socket(
         pieces = list(dripped.iter_raw())
     assert len(pieces) > 1 and max(len(p) for p in pieces) <= 100  # 2,000 / 20 steps
     assert json.loads(b"".join(pieces)) == over_socket.get("/v1/templates").json()
+
+
+def test_the_rate_limit_counts_seconds_of_the_sandbox_clock(
+    timed: Sandbox, clock: FakeClock
+) -> None:
+    timed.set_faults(rate_limit=2)
+    with in_process(timed) as http:
+        assert [http.get("/v1/templates").status_code for _ in range(3)] == [200, 200, 429]
+        clock.advance(0.5)  # still within the same second of the sandbox's clock
+        assert http.get("/v1/templates").status_code == 429
+        clock.advance(0.6)
+        assert http.get("/v1/templates").status_code == 200

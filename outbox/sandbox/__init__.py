@@ -24,6 +24,9 @@ another process:
 - ``GET /_sandbox/faults`` and ``POST /_sandbox/faults`` (a JSON object of faults to change,
   ``keys`` poisoning the render of one idempotency key; see :class:`Faults`)
 - ``POST /_sandbox/revoke`` with ``{"key": "..."}``
+
+``Sandbox.transport()`` answers from the same sandbox without a socket, as an httpx transport
+(``Outbox(..., transport=sb.transport())``); see :mod:`outbox.sandbox.transport`.
 """
 
 from outbox.sandbox.faults import Faults
