@@ -15,10 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
-from support import process_env, run_cli, wait_until
+from support import connected, process_env, run_cli, wait_until
 
 from outbox import Entry, Outbox, State
 from outbox.dashboard import DashboardApp, DashboardServer
+from outbox.sandbox import Sandbox
 
 PDF = b"%PDF-1.4\n% a tiny but real-looking PDF body\n%%EOF\n"
 
@@ -516,3 +517,31 @@ def test_counts_follow_changes_from_other_connections_without_a_count_per_reques
     summary = wait_until(caught_up, what="the counts to include the three changes")
     assert summary["counts"]["pending"] == summary["counts"]["cancelled"] == 1
     assert summary["total"] == 2
+
+
+def test_data_is_checked_offline_against_the_cached_template(
+    db_path: Path, sandbox: Sandbox
+) -> None:
+    with connected(db_path, sandbox) as ob:
+        ob.sync_templates()
+        entry = ob.enqueue("inspection-report", {"inspector": "Ada", "site": "North"}, key="k")
+        with ob.dashboard(port=0) as board, httpx.Client(base_url=origin(board)) as http:
+            assert http.get(board.url).status_code == 303
+            path = f"/api/entries/{entry.id}/check"
+            headers = {"Origin": origin(board)}
+            bad = http.post(path, json={"data": {"inspector": "Ada"}}, headers=headers).json()
+            assert bad["passed"] is False and bad["outcome"] == "invalid"
+            assert bad["field_errors"] == {"site": ["Required"]}
+            good = http.post(
+                path, json={"data": {"inspector": "Ada", "site": "South"}}, headers=headers
+            )
+            assert good.json()["passed"] is True
+            assert http.post(path, json={"data": [1]}, headers=headers).status_code == 400
+            if not hasattr(ob, "amend"):  # the page offers no amend until the facade has one
+                amend = http.post(
+                    f"/api/entries/{entry.id}/amend", json={"data": {}}, headers=headers
+                )
+                assert amend.status_code == 501
+        assert ob.get(entry.id).data == {"inspector": "Ada", "site": "North"}, (
+            "a check changes nothing"
+        )
