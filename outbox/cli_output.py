@@ -15,6 +15,7 @@ from .engine import FlushReport
 from .facts import network_facts
 from .models import Entry, Event, State
 from .templates import CachedTemplate
+from .worker import worker_facts
 
 #: How a sync changed each cached template, in the order the summary counts them.
 TEMPLATE_CHANGES = ("new", "updated", "unchanged")
@@ -109,13 +110,15 @@ def status_lines(
     counts: Mapping[State, int],
     facts: Mapping[str, Any],
 ) -> list[str]:
-    """``outbox status``: where things are, the counts, and the last network facts."""
+    """``outbox status``: where things are, the counts, the last network facts, and the
+    running workers with their last error."""
     return [
         f"journal    {journal} (schema {schema})",
         f"downloads  {downloads}",
         f"api        {base_url}",
         "  ".join(f"{s.value} {n}" for s, n in counts.items()),
         *network_lines(facts),
+        *(fact.line() for fact in worker_facts(facts)),
     ]
 
 

@@ -30,6 +30,7 @@ from .pool import Crew
 from .replay import Replay
 from .schedule import RenderTimes
 from .store import Journal
+from .worker import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ class Engine:
             pid_text = rest.partition(":")[0]
             if owner_host != host or not pid_text.isdigit() or owner == self.owner:
                 continue
-            if not _process_alive(int(pid_text)):
+            if not process_alive(int(pid_text)):
                 count = self.journal.release_all(owner)
                 log.info("took back %d leases of a stopped process (%s)", count, owner)
 
@@ -314,13 +315,3 @@ class Engine:
             wait = self._until_due(handled)
             idle = self.schedule.idle_interval
             self.clock.wait(self._nudge, idle if wait is None else min(wait, idle))
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from . import outcomes, template_sync
+from . import outcomes, template_sync, worker
 from .clock import Clock
 from .config import DEFAULT_BASE_URL, Settings, default_downloads
 from .engine import Engine, FlushReport
@@ -27,6 +27,7 @@ from .models import Entry, EntryPage, Event, RenderRequest, State
 from .store import Durability, Journal
 from .templates import CachedTemplate
 from .validation import Checker, DataCheck, ValidationMode, validation_mode
+from .worker import ErrorCallback, Supervisor
 
 if TYPE_CHECKING:
     from .dashboard import DashboardServer
@@ -70,6 +71,7 @@ class Outbox:
         self._engine_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._supervisor: Supervisor | None = None
         self.journal = Journal(
             db, durability=durability, busy_timeout=busy_timeout, clock=self.clock
         )
@@ -317,22 +319,59 @@ class Outbox:
             self._stop.clear()  # a stop() that ended an earlier flush must not end this one
         return engine.flush(timeout, stop=self._stop, progress=progress)
 
-    def run(self) -> None:
+    def run(self, *, on_error: ErrorCallback | None = None) -> None:
         """Work in the calling thread until :meth:`stop` is called (from another thread or a
-        signal handler): submit, poll and download, waiting out outages."""
-        self._stop.clear()
-        self._get_engine().run(self._stop)
+        signal handler): submit, poll and download, waiting out outages.
 
-    def start(self) -> None:
-        """Do :meth:`run` on a background thread (for GUI and other long-running apps)."""
+        The work is supervised as in :meth:`start`: an error never ends it.
+        """
+        supervisor = self._supervise(on_error)
+        self._stop.clear()
+        supervisor.run(self._stop)
+
+    def start(self, *, on_error: ErrorCallback | None = None) -> None:
+        """Do :meth:`run` on a background thread (for GUI and other long-running apps).
+
+        The worker is supervised: an exception escaping the work (a journal locked for longer
+        than ``busy_timeout``, a bug) is logged with its traceback, kept as
+        :attr:`worker_error`, passed to ``on_error(exc)`` (called in the worker's thread), and
+        recorded in the journal for ``outbox status``; the work then starts again after a
+        backoff (``Schedule.worker_restart``: 1 s doubling up to a minute). It never dies
+        silently. Raises :class:`~outbox.errors.ConfigError` at once if there is no API key.
+        """
         if self._thread is not None and self._thread.is_alive():
             return
-        engine = self._get_engine()
+        supervisor = self._supervise(on_error)
         self._stop.clear()
         self._thread = threading.Thread(
-            target=engine.run, args=(self._stop,), name="outbox", daemon=True
+            target=supervisor.run, args=(self._stop,), name="outbox", daemon=True
         )
         self._thread.start()
+
+    @property
+    def worker_error(self) -> Exception | None:
+        """The last exception that escaped the background work (:meth:`start` or :meth:`run`),
+        or None; the worker carried on after it."""
+        return self._supervisor.last_error if self._supervisor is not None else None
+
+    def _supervise(self, on_error: ErrorCallback | None) -> Supervisor:
+        engine = self._get_engine()
+        name = worker.fact_name()
+
+        def record(fact: dict[str, Any] | None) -> None:
+            if fact is None:
+                self.journal.forget_status(name)
+            else:
+                self.journal.set_status(name, fact)
+
+        self._supervisor = Supervisor(
+            engine.run,
+            clock=self.clock,
+            backoff=self.settings.schedule.worker_restart,
+            record=record,
+            on_error=on_error,
+        )
+        return self._supervisor
 
     def stop(self, timeout: float | None = None) -> None:
         """Ask :meth:`run` / :meth:`start` work to stop, and wait for the background thread.

@@ -179,6 +179,8 @@ class Schedule:
     progress_interval: float = 0.25
     #: How often a long-running engine saves what it learned about render times.
     save_render_times_every: float = 60.0
+    #: Before the background worker starts again after an error escaped it (1 s ... 1 min).
+    worker_restart: Backoff = Backoff(1.0, 60.0)
     #: An unexpected error in a handler puts the entry aside for this long.
     unexpected_error_delay: float = 60.0
     #: No schedule is ever further ahead than this; a ``due_at`` beyond it means the clock

@@ -681,6 +681,11 @@ class Journal:
                 (name, json.dumps(value), iso(self.clock.now())),
             )
 
+    def forget_status(self, name: str) -> None:
+        """Delete a journal-wide fact (one that stopped being true, like a worker's)."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM status WHERE name = ?", (name,))
+
     def status(self) -> dict[str, Any]:
         """Every journal-wide fact, with ``NAME_at`` giving when it was recorded."""
         facts: dict[str, Any] = {}

@@ -1,0 +1,192 @@
+"""The supervised worker: long-running work that survives its own errors and reports them.
+
+``Outbox.start()`` and ``Outbox.run()`` (so ``outbox run``) do their work through a
+:class:`Supervisor`. Whatever escapes the engine — a journal locked for longer than the busy
+timeout, a bug — is logged with its traceback, kept as :attr:`Supervisor.last_error`, handed to
+the app's ``on_error`` callback and recorded in the journal as the worker's status fact (so
+``outbox status`` shows it from any process); the work then starts again after a backoff. The
+worker never dies silently, and one error never stops the queue for good.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .clock import Clock, iso
+from .schedule import Backoff
+
+log = logging.getLogger(__name__)
+
+#: Journal status facts of running workers are named ``worker:HOST:PID``.
+FACT_PREFIX = "worker:"
+
+ErrorCallback = Callable[[Exception], None]
+
+
+class Supervisor:
+    """Runs ``work(stop)`` until ``stop`` is set, starting it again after any exception.
+
+    ``record`` stores the worker's status fact (None: the worker stopped); it is best effort,
+    since the error being reported may be the journal itself refusing writes. ``on_error`` is
+    called with every error, in the worker's thread; an exception it raises is logged and
+    ignored.
+    """
+
+    def __init__(
+        self,
+        work: Callable[[threading.Event], None],
+        *,
+        clock: Clock,
+        backoff: Backoff,
+        record: Callable[[dict[str, Any] | None], None],
+        on_error: ErrorCallback | None = None,
+    ) -> None:
+        self.work = work
+        self.clock = clock
+        self.backoff = backoff
+        self.record = record
+        self.on_error = on_error
+        #: The last exception that escaped the work (None if none has yet).
+        self.last_error: Exception | None = None
+        #: How many exceptions escaped the work.
+        self.errors = 0
+
+    def run(self, stop: threading.Event) -> None:
+        """Do the work until ``stop`` is set, whatever it raises."""
+        failures = 0
+        recorded = self._record(None)
+        try:
+            while not stop.is_set():
+                if not recorded:  # the journal refused the last record: say it now
+                    recorded = self._record(self.last_error)
+                started = self.clock.monotonic()
+                try:
+                    self.work(stop)
+                except Exception as exc:
+                    if self.clock.monotonic() - started > self.backoff.cap:
+                        failures = 0  # it worked for a good while: start the backoff afresh
+                    failures += 1
+                    delay = self.backoff.delay(failures)
+                    recorded = self._failed(exc, delay)
+                    self.clock.wait(stop, delay)
+                else:
+                    return  # the work returns only once it was told to stop
+        finally:
+            self._forget()
+
+    def _failed(self, exc: Exception, delay: float) -> bool:
+        """Report an error every way there is; returns whether the journal recorded it."""
+        self.last_error = exc
+        self.errors += 1
+        log.error(
+            "the outbox worker met an unexpected error (%s); it starts again in %.1f s",
+            describe(exc),
+            delay,
+            exc_info=exc,
+        )
+        recorded = self._record(exc)
+        if self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception:
+                log.exception("the on_error callback failed")
+        return recorded
+
+    def _record(self, exc: Exception | None) -> bool:
+        fact: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+        fact["errors"] = self.errors
+        fact["error"] = describe(exc) if exc is not None else None
+        fact["error_at"] = iso(self.clock.now()) if exc is not None else None
+        try:
+            self.record(fact)
+        except Exception as record_error:
+            log.warning("could not record the worker's status: %s", describe(record_error))
+            return False
+        return True
+
+    def _forget(self) -> None:
+        try:
+            self.record(None)
+        except Exception as record_error:
+            log.warning("could not clear the worker's status: %s", describe(record_error))
+
+
+def describe(exc: BaseException) -> str:
+    """``JournalBusy: the journal … is locked …`` — the kind and the words of an error."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def fact_name() -> str:
+    """A new worker's status fact name: ``worker:HOST:PID:RANDOM``."""
+    return f"{FACT_PREFIX}{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class WorkerFact:
+    """A running worker as recorded in the journal, for ``outbox status``."""
+
+    name: str
+    host: str
+    pid: int
+    error: str | None
+    error_at: str | None
+    errors: int
+
+    def line(self) -> str:
+        where = f"pid {self.pid}" + (
+            "" if self.host == socket.gethostname() else f" on {self.host}"
+        )
+        if self.error is None:
+            return f"{'worker'.ljust(10)} {where} running, no error"
+        return (
+            f"{'worker'.ljust(10)} {where} running; last error (of {self.errors}) at "
+            f"{self.error_at}: {self.error}"
+        )
+
+
+def worker_facts(facts: Mapping[str, Any]) -> list[WorkerFact]:
+    """The workers recorded in ``facts`` that are still running (those of this machine whose
+    process is gone are left out: a killed worker cannot clear its own fact)."""
+    found = []
+    here = socket.gethostname()
+    for name, value in facts.items():
+        if not (name.startswith(FACT_PREFIX) and isinstance(value, dict)):
+            continue
+        host, pid = value.get("host"), value.get("pid")
+        if not isinstance(host, str) or not isinstance(pid, int):
+            continue
+        if host == here and not process_alive(pid):
+            continue
+        error, error_at, errors = value.get("error"), value.get("error_at"), value.get("errors")
+        found.append(
+            WorkerFact(
+                name,
+                host,
+                pid,
+                error if isinstance(error, str) else None,
+                error_at if isinstance(error_at, str) else None,
+                errors if isinstance(errors, int) else 0,
+            )
+        )
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,144 @@
+"""The supervised background worker: whatever escapes the engine, it says so and carries on."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from support import FAST, INSPECTION, connected, run_cli, wait_until
+
+from outbox import ConfigError, Event, JournalBusy, Outbox, State
+from outbox.sandbox import Sandbox
+from outbox.schedule import Backoff
+
+#: The worker starts again 50 ms after an error (the default waits 1 s, doubling to a minute).
+QUICK_RESTART = dataclasses.replace(
+    FAST, schedule=dataclasses.replace(FAST.schedule, worker_restart=Backoff(0.05, 0.2))
+)
+
+
+@contextmanager
+def write_lock_held(db: Path) -> Iterator[None]:
+    """Another program holds the journal's write lock until the block ends."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+def _status(db: Path) -> str:
+    result = run_cli("--db", str(db), "status")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_locked_journal_does_not_kill_the_background_worker(
+    tmp_path: Path, sb: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "j.db"
+    errors: list[Exception] = []
+    with connected(db, sb, busy_timeout=0.2, settings=QUICK_RESTART) as ob:
+        first = ob.enqueue("inspection-report", INSPECTION, key="before-the-lock")
+        with write_lock_held(db):
+            ob.start(on_error=errors.append)
+            wait_until(lambda: errors, what="the worker to report the locked journal")
+            assert isinstance(errors[0], JournalBusy)
+            assert isinstance(ob.worker_error, JournalBusy)
+            assert ob._thread is not None and ob._thread.is_alive()
+        later = ob.enqueue("inspection-report", {**INSPECTION, "site": "S"}, key="after-the-lock")
+        wait_until(
+            lambda: ob.get(first.id).state is State.DONE and ob.get(later.id).state is State.DONE,
+            what="both entries done once the lock is gone",
+        )
+        wait_until(lambda: "JournalBusy" in _status(db), what="the error in outbox status")
+        worker_line = next(line for line in _status(db).splitlines() if line.startswith("worker"))
+        assert (
+            "running; last error" in worker_line and "is locked by another process" in worker_line
+        )
+        ob.stop()
+        assert "worker" not in _status(db), "a stopped worker clears its status line"
+    assert any(
+        record.levelno == logging.ERROR and "starts again" in record.getMessage()
+        for record in caplog.records
+    )
+
+
+class HealthCheckBug(httpx.BaseTransport):
+    """The network is down, then the health check hits a bug in the transport (not an
+    ``httpx`` error, so nothing in outbox expects it), then everything works."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.broken = threading.Event()
+        self.broken.set()
+        self.bugs = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.broken.is_set():
+            if request.url.path == "/health":
+                self.bugs += 1
+                raise RuntimeError("a bug in the transport")
+            raise httpx.ConnectError("network is unreachable", request=request)
+        return self.inner.handle_request(request)
+
+
+def test_any_exception_escaping_the_engine_is_reported_and_the_worker_carries_on(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    db = tmp_path / "j.db"
+    transport = HealthCheckBug(sb.transport())
+    seen: list[Exception] = []
+
+    def fragile_callback(exc: Exception) -> None:
+        seen.append(exc)
+        raise ValueError("the app's own callback fails too")
+
+    with connected(db, sb, transport=transport, settings=QUICK_RESTART) as ob:
+        entries = [ob.enqueue("inspection-report", {**INSPECTION, "n": n}) for n in range(3)]
+        ob.start(on_error=fragile_callback)
+        wait_until(lambda: len(seen) >= 2, what="two reported errors")
+        assert all(isinstance(exc, RuntimeError) for exc in seen)
+        assert str(ob.worker_error) == "a bug in the transport"
+        transport.broken.clear()
+        wait_until(
+            lambda: all(ob.get(e.id).state is State.DONE for e in entries),
+            what="every entry done after the errors",
+        )
+        assert ob._thread is not None and ob._thread.is_alive()
+        ob.stop()
+        assert ob._thread is None
+
+
+def test_run_in_the_calling_thread_is_supervised_too(tmp_path: Path, sb: Sandbox) -> None:
+    db = tmp_path / "j.db"
+    transport = HealthCheckBug(sb.transport())
+    with connected(db, sb, transport=transport, settings=QUICK_RESTART) as ob:
+        entry = ob.enqueue("inspection-report", INSPECTION)
+
+        def heal_then_stop(exc: Exception) -> None:
+            transport.broken.clear()
+
+        def stop_when_done(event: Event) -> None:
+            if event.to_state is State.DONE:
+                ob.stop(timeout=0)
+
+        ob.on_change(stop_when_done)
+        ob.run(on_error=heal_then_stop)  # returns once the entry is done
+        assert ob.get(entry.id).state is State.DONE
+        assert isinstance(ob.worker_error, RuntimeError)
+
+
+def test_start_without_an_api_key_fails_at_once(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "j.db") as ob, pytest.raises(ConfigError, match="no Craftkit API key"):
+        ob.start()
+        assert ob.worker_error is None
