@@ -284,6 +284,74 @@ def retry(state: _State, entry_id: str) -> None:
 
 
 @cli.command()
+@click.argument("entry_id", metavar="ID")
+@click.option(
+    "--data",
+    "data_arg",
+    metavar="JSON|@FILE|-",
+    help="The new template data: JSON text, @FILE to read a file, or - for stdin.",
+)
+@click.option("--filename", help="The new PDF file name (a plain name ending in .pdf).")
+@click.option(
+    "--version",
+    "version_arg",
+    metavar="N|current",
+    help="Pin another published template version, or 'current' to drop the pin.",
+)
+@click.option(
+    "--validate",
+    type=click.Choice(VALIDATION_MODES),
+    default="reject",
+    show_default=True,
+    help="Check the new data against the cached template first, as enqueue does.",
+)
+@json_option
+@pass_state
+def amend(
+    state: _State,
+    entry_id: str,
+    data_arg: str | None,
+    filename: str | None,
+    version_arg: str | None,
+    validate: ValidationMode,
+    as_json: bool,
+) -> None:
+    """Replace a request's data, filename or version, keeping its id and history.
+
+    For a rejected or failed entry, or one not sent yet: it goes (back) to pending with the
+    new request. A failed entry, or one whose earlier submission's outcome is unknown, gets a
+    new derived key so that Craftkit cannot hand back the old render.
+    """
+    changes: dict[str, Any] = {}
+    if data_arg is not None:
+        changes["data"] = _read_data(data_arg)
+    if filename is not None:
+        changes["filename"] = filename
+    if version_arg is not None:
+        changes["version"] = _parse_version(version_arg)
+    if not changes:
+        raise errors.InvalidArgument("nothing to amend: give --data, --filename or --version")
+    with state.outbox() as ob:
+        before = ob.get(entry_id)
+        # Bad data is refused here (reject); a warning or a note is printed once it is saved.
+        entry = ob.amend(
+            entry_id, validation="reject" if validate == "reject" else "off", **changes
+        )
+        check = (
+            None
+            if validate == "off"
+            else ob.check(entry.template, entry.data, version=entry.version)
+        )
+    if check is not None and check.message():
+        click.echo(f"{'note' if check.passed else 'warning'}: {check.message()}", err=True)
+    if as_json:
+        click.echo(output.dumps(entry.to_public()))
+        return
+    new_key = "" if entry.key == before.key else f" (new key; was {before.key})"
+    click.echo(f"{entry.id} amended; pending with key {entry.key}{new_key}")
+
+
+@cli.command()
 @click.option(
     "--older-than",
     "older_than",
@@ -486,6 +554,16 @@ def _parse_age(text: str) -> float:
             f"--older-than {text!r} is not an age; use a number and s, m, h, d or w (e.g. 30d)"
         )
     return float(value) * _AGE_UNITS[unit]
+
+
+def _parse_version(text: str) -> int | None:
+    if text == "current":
+        return None
+    if not text.isdigit():
+        raise errors.InvalidArgument(
+            f"--version {text!r} is not a version; give a whole number or 'current'"
+        )
+    return int(text)
 
 
 def _read_data(arg: str) -> Any:

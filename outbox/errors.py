@@ -7,7 +7,8 @@ act on them, and never contain the API key. The tree::
     ├── ConfigError           missing or wrong configuration (no API key where one is needed)
     ├── InvalidArgument       a malformed argument; the message names it and the rule (ValueError)
     │   ├── DataInvalid       data the cached template says Craftkit would refuse
-    │   └── TemplateUnpublished
+    │   ├── TemplateUnpublished
+    │   └── KeyConflict       the key already belongs to an entry asking for another request
     ├── JournalError          the journal file cannot be used
     │   ├── NotAJournal       not an outbox journal; left untouched
     │   ├── JournalDamaged    an outbox journal, but cut short or corrupt; left untouched
@@ -75,6 +76,26 @@ class TemplateUnpublished(InvalidArgument):
     def __init__(self, message: str, *, template: str) -> None:
         super().__init__(message)
         self.template = template
+
+
+class KeyConflict(InvalidArgument):
+    """The idempotency key already belongs to an entry that asks for a different request.
+
+    Enqueueing the *same* request under a key returns the existing entry; a different one is
+    refused, whoever enqueues it (the library, the CLI, a drop-folder file), because Craftkit
+    would hand back the render of the first request for it. ``entry_id`` and ``state`` name
+    the entry that holds the key; ``differences`` lists what differs (``template``, ``data``,
+    ``filename``, ``version``).
+    """
+
+    def __init__(
+        self, message: str, *, key: str, entry_id: str, state: str, differences: list[str]
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.entry_id = entry_id
+        self.state = state
+        self.differences = differences
 
 
 class JournalError(OutboxError):

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidArgument
-from .models import Entry, RenderRequest
 
 JOB_FIELDS = ("template", "data", "key", "filename", "version")
 #: Longest job file name, in bytes, so that ``NAME.result.json`` and friends fit in 255.
@@ -177,23 +176,6 @@ def derive_key(
         ensure_ascii=True,
     )
     return "drop-" + hashlib.sha256(canonical.encode("ascii")).hexdigest()[:40]
-
-
-def conflict(entry: Entry, request: RenderRequest) -> str | None:
-    """Why ``entry`` (returned for the request's key) is not what the request asks for."""
-    if (entry.template, entry.data, entry.filename, entry.version) == (
-        request.template,
-        request.data,
-        request.filename,
-        request.version,
-    ):
-        return None
-    origin = f"made from {os.path.basename(entry.source)}" if entry.source else "enqueued"
-    return (
-        f'the key "{request.key}" already belongs to entry {entry.id} ({origin} at '
-        f"{entry.created_at}), which asks for a different render; the journal keeps the first "
-        "request, so give this job its own key"
-    )
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypedDict
 
 from . import rules
-from .errors import InvalidArgument
+from .errors import InvalidArgument, KeyConflict
 
 
 class State(enum.StrEnum):
@@ -54,7 +55,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.DONE: frozenset(),
     State.FAILED: frozenset({State.PENDING}),
     State.REJECTED: frozenset({State.PENDING}),
-    State.CANCELLED: frozenset(),
+    # Only ``amend`` brings a cancelled entry back: its new request goes out.
+    State.CANCELLED: frozenset({State.PENDING}),
 }
 
 
@@ -114,6 +116,10 @@ class Changes(TypedDict, total=False):
     pdf_sha256: str | None
     submitted_at: float | None
     finished_at: float | None
+    #: The request itself: only ``amend`` changes it.
+    data: dict[str, Any]
+    filename: str | None
+    version: int | None
 
 
 #: The fields of an entry that the CLI's ``--json`` output promises to keep stable.
@@ -249,6 +255,72 @@ class RenderRequest:
             raise InvalidArgument(
                 f"version must be a whole number from 1 to {MAX_VERSION}, not {self.version!r}"
             )
+
+
+#: What "the same request" compares, in the order a conflict names the differences.
+REQUEST_FIELDS = ("template", "data", "filename", "version")
+
+
+def request_differences(entry: Entry, request: RenderRequest) -> list[str]:
+    """Which of :data:`REQUEST_FIELDS` differ between ``entry``'s request and ``request``.
+
+    Two requests are *the same request* when they render the same template slug, with data
+    equal as JSON values (object keys in any order; numbers by value, so ``1`` and ``1.0``
+    are equal but ``true`` and ``1`` are not; strings exactly), the same ``filename`` and the
+    same ``version`` (no filename and no version are values of their own). Where the request
+    came from (``source``) does not count.
+    """
+    different = []
+    if entry.template != request.template:
+        different.append("template")
+    if canonical_json(entry.data) != canonical_json(request.data):
+        different.append("data")
+    if entry.filename != request.filename:
+        different.append("filename")
+    if entry.version != request.version:
+        different.append("version")
+    return different
+
+
+def key_conflict(entry: Entry, request: RenderRequest) -> KeyConflict | None:
+    """The error for enqueueing ``request`` under the key ``entry`` already holds, or None
+    when ``request`` is the same request (enqueueing it again returns ``entry``).
+
+    One rule and one wording for the library, the CLI and the drop folder.
+    """
+    different = request_differences(entry, request)
+    if not different:
+        return None
+    origin = f"made from {os.path.basename(entry.source)}" if entry.source else "enqueued"
+    return KeyConflict(
+        f'the key "{request.key}" already belongs to entry {entry.id} ({entry.state}; '
+        f"{origin} at {entry.created_at}), which asks for a different request "
+        f"({' and '.join(different)} differ{'s' if len(different) == 1 else ''}); nothing was "
+        "queued. Give this request its own key, or change that entry's request with "
+        f"`outbox amend {entry.id}`",
+        key=str(request.key),
+        entry_id=entry.id,
+        state=entry.state.value,
+        differences=different,
+    )
+
+
+def canonical_json(value: Any) -> str:
+    """``value`` as JSON text that is equal for equal JSON values (see
+    :func:`request_differences`): sorted keys, integral numbers written as integers."""
+    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
 
 
 def _check_template(template: object) -> None:

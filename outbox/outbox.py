@@ -7,6 +7,7 @@ method that only touches the journal works offline and without an API key.
 from __future__ import annotations
 
 import builtins
+import enum
 import logging
 import os
 import threading
@@ -23,7 +24,7 @@ from .clock import Clock
 from .config import DEFAULT_BASE_URL, Settings, default_downloads
 from .engine import Engine, FlushReport
 from .errors import ConfigError, InvalidArgument
-from .models import Entry, EntryPage, Event, RenderRequest, State
+from .models import Entry, EntryPage, Event, RenderRequest, State, key_conflict
 from .store import Durability, Journal
 from .templates import CachedTemplate
 from .validation import Checker, DataCheck, ValidationMode, validation_mode
@@ -33,6 +34,16 @@ if TYPE_CHECKING:
     from .dashboard import DashboardServer
 
 log = logging.getLogger(__name__)
+
+
+class Keep(enum.Enum):
+    """The default of :meth:`Outbox.amend`'s arguments: keep what the entry has."""
+
+    KEEP = "keep"
+
+
+#: Leave this part of the request as it is (see :meth:`Outbox.amend`).
+KEEP = Keep.KEEP
 
 
 class Outbox:
@@ -131,11 +142,14 @@ class Outbox:
     ) -> Entry:
         """Save a render request; durable when this returns. Needs no network and no API key.
 
-        Enqueueing again with the same ``key`` returns the existing entry. Without a key one is
-        generated; give one derived from the business event (``inspection-42``) so that a
-        retried ``enqueue`` after a crash cannot create a second entry. The data is checked
-        against the cached template first (see :meth:`prepare`; ``validation`` overrides the
-        outbox's mode for this call).
+        Enqueueing the same request again under the same ``key`` returns the existing entry;
+        a different request under a key already used raises
+        :class:`~outbox.errors.KeyConflict` naming that entry (see
+        :func:`~outbox.models.request_differences` for what "the same" means; change an
+        entry's request with :meth:`amend`). Without a key one is generated; give one derived
+        from the business event (``inspection-42``) so that a retried ``enqueue`` after a crash
+        cannot create a second entry. The data is checked against the cached template first
+        (see :meth:`prepare`; ``validation`` overrides the outbox's mode for this call).
         """
         return self.journal.enqueue(
             self.prepare(
@@ -146,7 +160,8 @@ class Outbox:
     def enqueue_many(
         self, requests: Iterable[RenderRequest | Mapping[str, Any]]
     ) -> builtins.list[Entry]:
-        """Save many requests in one transaction: all of them or, on error, none.
+        """Save many requests in one transaction: all of them or, on error, none. Keys follow
+        the rule of :meth:`enqueue` (a conflict anywhere saves nothing).
 
         Each item is a :class:`RenderRequest` (from :meth:`prepare`) or a mapping with
         ``template``, ``data`` and optionally ``key``, ``filename``, ``version``.
@@ -181,8 +196,8 @@ class Outbox:
         ``source`` records where the request came from (for example a drop-folder file).
         The data is also checked against the cached template (see :meth:`check`), as
         ``validation`` (default: the outbox's mode) says; in ``"reject"`` mode bad data raises
-        :class:`~outbox.errors.DataInvalid` listing Craftkit's field errors, unless ``key`` is
-        already in the journal (enqueueing it again returns that entry, whatever the data).
+        :class:`~outbox.errors.DataInvalid` listing Craftkit's field errors, unless ``key``
+        already holds this very request (enqueueing it again returns that entry as it is).
         """
         return self._prepare(
             template, data, key, filename, version, source, validation, self.journal.cached_template
@@ -216,8 +231,8 @@ class Outbox:
         For callers that show the outcome themselves (the ``enqueue`` command prints the
         note or warning): in ``"reject"`` mode bad data raises
         :class:`~outbox.errors.DataInvalid`; otherwise the :class:`DataCheck` comes back, or
-        None when nothing was checked (``validation="off"``, or bad data under a key that is
-        already in the journal: enqueueing returns that entry, whatever the data). Logs nothing.
+        None when nothing was checked (``validation="off"``, or bad data under a key that
+        already holds this very request: enqueueing returns that entry). Logs nothing.
         """
         mode = self.validation if validation is None else validation
         return self._apply_check(request, request.key, mode, self.journal.cached_template)
@@ -239,8 +254,15 @@ class Outbox:
         check = self._checker.check(
             cached(request.template), request.template, request.data, version=request.version
         )
-        if not check.passed and key is not None and self.journal.find_by_key(key) is not None:
-            return None
+        if not check.passed and key is not None:
+            # A key already in use decides first: the same request is that entry, whatever
+            # its data; another request is a conflict, whatever the data says.
+            existing = self.journal.find_by_key(key)
+            if existing is not None:
+                conflict = key_conflict(existing, request)
+                if conflict is None:
+                    return None
+                raise conflict
         check.enforce(mode)
         return check
 
@@ -282,12 +304,57 @@ class Outbox:
         entry = self.journal.get(entry_id)
         return self._apply(entry, outcomes.retry_requested(entry, now=self.clock.now()))
 
+    def amend(
+        self,
+        entry_id: str,
+        *,
+        data: Mapping[str, Any] | Keep = KEEP,
+        filename: str | None | Keep = KEEP,
+        version: int | None | Keep = KEEP,
+        validation: ValidationMode | None = None,
+    ) -> Entry:
+        """Replace an entry's request — its ``data``, ``filename`` or ``version`` (None: no
+        filename, or the current version); what is left out stays — keeping its id and history.
+
+        For fixing a request Craftkit refused (``rejected``), one that ``failed``, or one not
+        sent yet. The entry goes (back) to ``pending`` with the new request, and its history
+        lists each changed field, old and new. Its key stays while Craftkit provably holds
+        nothing for it (never sent, rejected, cancelled before it was sent); a failed entry, or
+        one whose earlier submission's outcome is unknown, moves to a new derived key
+        (``KEY~2``), as :meth:`retry` does, so Craftkit cannot hand back the old render.
+        Entries Craftkit accepted (submitted, downloading, done) raise
+        :class:`~outbox.errors.IllegalTransition`; one whose request is on the wire right now
+        :class:`~outbox.errors.EntryBusy`. The new request is checked like an :meth:`enqueue`
+        (``validation`` overrides the outbox's mode); an unchanged one raises
+        :class:`~outbox.errors.InvalidArgument`.
+        """
+        entry = self.journal.get(entry_id)
+        request = RenderRequest(
+            entry.template,
+            entry.data if data is KEEP else _as_dict(data),
+            entry.base_key,
+            entry.filename if filename is KEEP else filename,
+            entry.version if version is KEEP else version,
+        )
+        move = outcomes.amend_requested(entry, request, now=self.clock.now())
+        mode = self.validation if validation is None else validation
+        check = self._apply_check(request, None, mode, self.journal.cached_template)
+        if check is not None and not check.passed:
+            log.warning("%s; amended anyway (validation=warn)", check.message())
+        return self._apply(entry, move)
+
     def _apply(self, entry: Entry, move: outcomes.Move) -> Entry:
         """Record a person's move, decided on ``entry`` as read; if a worker holds the entry
-        right now (:class:`~outbox.errors.EntryBusy`) or moved it since
+        right now (:class:`~outbox.errors.EntryBusy`) or moved it or sent it since
         (:class:`~outbox.errors.LostRace`), nothing changes."""
         return self.journal.transition(
-            entry.id, entry.state, move.target, unleased=True, detail=move.detail, **move.changes
+            entry.id,
+            entry.state,
+            move.target,
+            unleased=True,
+            attempts_were=entry.attempts,
+            detail=move.detail,
+            **move.changes,
         )
 
     def purge(self, older_than: float | timedelta, *, dry_run: bool = False) -> int:

@@ -6,20 +6,24 @@ the outcome (a submit answer, a poll answer, a saved PDF, an error) and the time
 what to do — a :class:`Move` (the target state, the typed field changes, the history line and
 the HTTP status) or a :class:`GiveBack` — together with what the outcome tells the gate about
 the network as a whole (:class:`Network`). The dispatcher and the replay loop only do the I/O
-and apply the result (:meth:`outbox.pool.Crew.apply`); ``Outbox.cancel`` and ``retry`` do the
-same for a person's action. Which moves are legal at all is :data:`outbox.models.TRANSITIONS`.
+and apply the result (:meth:`outbox.pool.Crew.apply`); ``Outbox.cancel``, ``retry`` and
+``amend`` do the same for a person's action. Which moves are legal at all is
+:data:`outbox.models.TRANSITIONS`.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from .client import NotReady, Render
 from .downloads import SavedPdf
 from .errors import (
     AuthError,
     IllegalTransition,
+    InvalidArgument,
     NotFound,
     Offline,
     OutcomeUnknown,
@@ -30,7 +34,15 @@ from .errors import (
     StorageFull,
     TransientError,
 )
-from .models import Changes, Entry, RemoteStatus, State
+from .models import (
+    Changes,
+    Entry,
+    RemoteStatus,
+    RenderRequest,
+    State,
+    canonical_json,
+    request_differences,
+)
 from .rules import derived_key
 from .schedule import Schedule
 
@@ -76,7 +88,15 @@ class Rule(enum.Enum):
     CANCEL = "`cancel` a `pending` entry"
     RETRY_FAILED = "`retry` a `failed` entry"
     RETRY_REJECTED = "`retry` a `rejected` entry"
-    NOT_ALLOWED = "`cancel` or `retry` an entry in any other state"
+    AMEND_SAME_KEY = (
+        "`amend` a `pending` entry never sent, a `rejected` one, or one `cancelled` before it "
+        "was sent"
+    )
+    AMEND_NEW_KEY = (
+        "`amend` a `failed` entry, or a `pending` or `cancelled` one whose earlier submission's "
+        "outcome is unknown"
+    )
+    NOT_ALLOWED = "`cancel`, `retry` or `amend` an entry in any other state"
 
 
 class Network(enum.Enum):
@@ -429,25 +449,118 @@ def retry_requested(entry: Entry, *, now: float) -> Move:
         raise IllegalTransition(
             f"entry {entry.id} is {entry.state}; only failed or rejected entries can be retried"
         )
-    return Move(
-        rule,
-        State.PENDING,
-        Changes(
-            key=key,
-            generation=generation,
-            attempts=0,
-            polls=0,
-            render_id=None,
-            remote_status=None,
-            download_url=None,
-            error=None,
-            error_code=None,
-            field_errors=None,
-            submitted_at=None,
-            finished_at=None,
-            due_at=now,
-        ),
-        detail,
+    return Move(rule, State.PENDING, _fresh_start(key, generation, now), detail)
+
+
+def amend_requested(entry: Entry, request: RenderRequest, *, now: float) -> Move:
+    """A person replaces the entry's request (its data, filename or version) with ``request``.
+
+    The entry keeps its id, key lineage and history. Its key stays only while Craftkit
+    provably holds nothing for it: never sent, ``rejected``, or ``cancelled`` before any
+    submission. A ``failed`` entry's render sticks to its key, and a submission whose outcome
+    is unknown (attempts made, no answer kept) may have created a render under it, so the
+    amended request moves to a new derived key (``KEY~2``), as ``retry`` does, and Craftkit
+    cannot hand back the old render. Entries Craftkit is rendering or has rendered are refused.
+    """
+    if entry.state in (State.SUBMITTED, State.DOWNLOADING, State.DONE):
+        held = f" (render {entry.render_id})" if entry.render_id else ""
+        raise IllegalTransition(
+            f"entry {entry.id} is {entry.state}: Craftkit already accepted its request{held}, "
+            "so it cannot be amended; enqueue the corrected request under a new key instead"
+        )
+    changed = describe_amendment(entry, request)
+    if not changed:
+        hint = "; `retry` sends it again" if entry.state in (State.FAILED, State.REJECTED) else ""
+        raise InvalidArgument(
+            f"the amended request is the same as entry {entry.id}'s; nothing was changed{hint}"
+        )
+    content = Changes(data=request.data, filename=request.filename, version=request.version)
+    sent = entry.attempts > 0
+    if entry.state is State.REJECTED or (
+        entry.state in (State.PENDING, State.CANCELLED) and not sent
+    ):
+        why = {
+            State.PENDING: "it was never sent",
+            State.CANCELLED: "it was cancelled before it was sent",
+            State.REJECTED: "Craftkit refused it and created nothing",
+        }[entry.state]
+        rule, generation, key = Rule.AMEND_SAME_KEY, entry.generation, entry.key
+        detail = f"amended, same key {key} ({why}): {changed}"
+    else:
+        rule, generation = Rule.AMEND_NEW_KEY, entry.generation + 1
+        key = derived_key(entry.base_key, generation)
+        why = (
+            f"render {entry.render_id} failed under key {entry.key} and stays failed there"
+            if entry.state is State.FAILED
+            else f"an earlier submission under key {entry.key} has an unknown outcome, so "
+            "Craftkit may hold a render for it"
+        )
+        detail = f"amended, new key {key} ({why}): {changed}"
+    changes = _fresh_start(key, generation, now)
+    changes.update(content)
+    return Move(rule, State.PENDING, changes, detail)
+
+
+def describe_amendment(entry: Entry, request: RenderRequest) -> str:
+    """What an amendment changes, old and new, for the history ("" when nothing changes).
+
+    Data is compared field by field (dotted keys, loops as a whole), each value shown as
+    compact JSON and shortened when long.
+    """
+    parts: list[str] = []
+    if "data" in request_differences(entry, request):
+        old, new = _flat(entry.data), _flat(request.data)
+        paths = [*old, *(path for path in new if path not in old)]
+        changed = [p for p in paths if canonical_json(old.get(p)) != canonical_json(new.get(p))]
+        for path in changed[:_SHOWN_FIELDS]:
+            parts.append(f"{path}: {_shown(old, path)} → {_shown(new, path)}")
+        if len(changed) > _SHOWN_FIELDS:
+            parts.append(f"and {len(changed) - _SHOWN_FIELDS} more fields")
+    if entry.filename != request.filename:
+        parts.append(f"filename: {entry.filename or '(none)'} → {request.filename or '(none)'}")
+    if entry.version != request.version:
+        parts.append(f"version: {entry.version or '(current)'} → {request.version or '(current)'}")
+    return "; ".join(parts)
+
+
+_SHOWN_FIELDS = 20
+_SHOWN_CHARS = 120
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested objects as dotted keys (``customer.name``); arrays stay whole values."""
+    flat: dict[str, Any] = {}
+    for name, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def _shown(values: dict[str, Any], path: str) -> str:
+    if path not in values:
+        return "(none)"
+    text = json.dumps(values[path], ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
+
+
+def _fresh_start(key: str, generation: int, now: float) -> Changes:
+    """An entry about to be sent (again) under ``key``: nothing of an earlier try remains."""
+    return Changes(
+        key=key,
+        generation=generation,
+        attempts=0,
+        polls=0,
+        render_id=None,
+        remote_status=None,
+        download_url=None,
+        error=None,
+        error_code=None,
+        field_errors=None,
+        submitted_at=None,
+        finished_at=None,
+        due_at=now,
     )
 
 

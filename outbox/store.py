@@ -46,7 +46,16 @@ from .migrations import (
     schema_version,
     upgrade,
 )
-from .models import Changes, Entry, EntryPage, Event, RenderRequest, State, can_move
+from .models import (
+    Changes,
+    Entry,
+    EntryPage,
+    Event,
+    RenderRequest,
+    State,
+    can_move,
+    key_conflict,
+)
 from .templates import CachedTemplate
 
 log = logging.getLogger(__name__)
@@ -185,11 +194,14 @@ class Journal:
     # -- enqueue -------------------------------------------------------------------------
 
     def enqueue(self, request: RenderRequest) -> Entry:
-        """Add one entry, or return the existing entry with the same key. Durable on return."""
+        """Add one entry, or return the existing entry with the same key and the same request
+        (:class:`~outbox.errors.KeyConflict` if its request differs). Durable on return."""
         return self.enqueue_many([request])[0]
 
     def enqueue_many(self, requests: Sequence[RenderRequest]) -> builtins.list[Entry]:
-        """Add many entries in one transaction; existing keys return their existing entry."""
+        """Add many entries in one transaction; a key that exists with the same request returns
+        its entry, one that exists with another request raises
+        :class:`~outbox.errors.KeyConflict` and nothing of the batch is saved."""
         now = self.clock.now()
         stamp = iso(now)
         result: builtins.list[Entry] = []
@@ -216,19 +228,15 @@ class Journal:
                     ),
                 ).fetchone()
                 if row is None:
-                    row = conn.execute(
-                        "SELECT * FROM entries WHERE base_key = ?", (request.key,)
-                    ).fetchone()
-                    if row["template"] != request.template or json.loads(row["data"]) != (
-                        request.data
-                    ):
-                        log.warning(
-                            "key %r is already used by entry %s with other content; "
-                            "returning that entry unchanged",
-                            request.key,
-                            row["id"],
-                        )
-                    result.append(_entry(row))
+                    existing = _entry(
+                        conn.execute(
+                            "SELECT * FROM entries WHERE base_key = ?", (request.key,)
+                        ).fetchone()
+                    )
+                    conflict = key_conflict(existing, request)
+                    if conflict is not None:
+                        raise conflict  # the whole batch is rolled back
+                    result.append(existing)
                 else:
                     events.append(
                         _append_event(
@@ -506,6 +514,7 @@ class Journal:
         *,
         owner: str | None = None,
         unleased: bool = False,
+        attempts_were: int | None = None,
         http_status: int | None = None,
         detail: str | None = None,
         event_code: str | None = None,
@@ -514,8 +523,9 @@ class Journal:
         """Move an entry from ``source`` to ``target`` and record the event, atomically.
 
         Raises :class:`IllegalTransition` if the transition table forbids the move. Then
-        compare-and-set: fails with :class:`LostRace` if the entry is no longer in ``source``
-        or (when ``owner`` is given) no longer leased by ``owner``, and with
+        compare-and-set: fails with :class:`LostRace` if the entry is no longer in ``source``,
+        no longer has ``attempts_were`` attempts (when given: a submission happened since it
+        was read) or (when ``owner`` is given) is no longer leased by ``owner``, and with
         :class:`EntryBusy` when ``unleased`` is asked and anyone leases it right now.
         Releases the lease.
         """
@@ -532,6 +542,7 @@ class Journal:
                 "state = ?, updated_at = ?, lease_owner = NULL, lease_until = NULL" + assignments,
                 [target.value, stamp, *params],
                 unleased=unleased,
+                attempts_were=attempts_were,
             )
             event = _append_event(
                 conn,
@@ -591,9 +602,13 @@ class Journal:
         params: Sequence[Any],
         *,
         unleased: bool = False,
+        attempts_were: int | None = None,
     ) -> sqlite3.Row:
         sql = f"UPDATE entries SET {assignments} WHERE id = ? AND state = ?"
         where: builtins.list[Any] = [entry_id, source.value]
+        if attempts_were is not None:
+            sql += " AND attempts = ?"
+            where.append(attempts_were)
         if owner is not None:
             sql += " AND lease_owner = ?"
             where.append(owner)
@@ -604,13 +619,17 @@ class Journal:
         if row is not None:
             return row
         current = conn.execute(
-            "SELECT state, lease_owner FROM entries WHERE id = ?", (entry_id,)
+            "SELECT state, lease_owner, attempts FROM entries WHERE id = ?", (entry_id,)
         ).fetchone()
         if current is None:
             raise EntryNotFound(f"no entry with id {entry_id!r} in {self.path}")
         if current["state"] != source.value:
             raise LostRace(
                 f"entry {entry_id} is {current['state']}, not {source}; someone else moved it"
+            )
+        if attempts_were is not None and current["attempts"] != attempts_were:
+            raise LostRace(
+                f"entry {entry_id} was sent to Craftkit since it was read; read it again"
             )
         if unleased:
             raise EntryBusy(
@@ -809,11 +828,17 @@ def _assignments(changes: Changes) -> tuple[str, list[Any]]:
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
     sql = "".join(f", {name} = ?" for name in changes)
-    params = [
-        json.dumps(value) if name == "field_errors" and value is not None else value
-        for name, value in changes.items()
-    ]
+    params = [_column_value(name, value) for name, value in changes.items()]
     return sql, params
+
+
+def _column_value(name: str, value: Any) -> Any:
+    """A changed field as its column stores it: the JSON ones as JSON text."""
+    if name == "data":
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if name == "field_errors" and value is not None:
+        return json.dumps(value)
+    return value
 
 
 def _entry(row: sqlite3.Row, *, data: dict[str, Any] | None = None) -> Entry:

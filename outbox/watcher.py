@@ -53,7 +53,6 @@ from .files import (
     write_atomically,
 )
 from .jobfiles import (
-    conflict,
     derive_key,
     is_job_name,
     job_from_document,
@@ -395,10 +394,6 @@ class DropFolder:
             if isinstance(outcome, str):
                 self._reject(look, report, outcome)
                 continue
-            problem = conflict(outcome, request)
-            if problem is not None:
-                self._reject(look, report, problem)
-                continue
             if outcome.source != request.source:
                 self._results.mark_alias(outcome.id, look.name)
                 marked = True
@@ -421,7 +416,8 @@ class DropFolder:
         """Enqueue in one transaction; if one request breaks it, enqueue one by one.
 
         A journal that cannot be written (busy, full) raises: every file waits for next time.
-        Any other error belongs to one request, which is then rejected with it.
+        Any other error belongs to one request, which is then rejected with it: a key that
+        already holds another request (:class:`~outbox.errors.KeyConflict`), say.
         """
         try:
             return list(self.outbox.enqueue_many(requests))
@@ -435,6 +431,8 @@ class DropFolder:
                 results.append(self.outbox.enqueue_many([request])[0])
             except JournalError:
                 raise
+            except InvalidArgument as exc:
+                results.append(str(exc))
             except Exception as exc:
                 results.append(f"the request cannot be saved in the journal: {exc}")
         return results

@@ -29,9 +29,18 @@ def test_enqueue_list_show_status_cancel(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     entry_id = first.stdout.strip()
     again = run_cli(
-        "--db", db, "enqueue", "inspection-report", "--data", "{}", "--key", "inspection-42"
+        "--db",
+        db,
+        "enqueue",
+        "inspection-report",
+        "--data",
+        '{"inspector": "Ada"}',
+        "--key",
+        "inspection-42",
+        "--filename",
+        "north-42.pdf",
     )
-    assert again.stdout.strip() == entry_id
+    assert again.returncode == 0 and again.stdout.strip() == entry_id
     assert f"note: key 'inspection-42' was already enqueued as entry {entry_id}" in again.stderr
     assert "is not cached" in first.stderr and "is not cached" not in again.stderr  # not re-noted
 

@@ -19,13 +19,19 @@ pytestmark = pytest.mark.e2e
 ENQUEUE_LOOP = textwrap.dedent(
     """
     import sys, time
-    from outbox import Outbox
+    from outbox import KeyConflict, Outbox
     db, start_at, prefix, count, key = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
     ob = Outbox(db)
     while time.time() < start_at:
         time.sleep(0.001)
     for i in range(count):
-        entry = ob.enqueue("invoice", {"n": i, "by": prefix}, key=key or f"{prefix}-{i}")
+        # Under a shared key, the request is the same unless the prefix says "differ".
+        data = {"n": i, "by": prefix} if not key or prefix.startswith("differ") else {"n": i}
+        try:
+            entry = ob.enqueue("invoice", data, key=key or f"{prefix}-{i}")
+        except KeyConflict as exc:
+            print("conflict", exc.entry_id, flush=True)
+            continue
         print(entry.id, flush=True)
     """
 )
@@ -69,6 +75,20 @@ def test_two_processes_enqueue_the_same_key_at_once(db_path: Path) -> None:
     with Outbox(db_path) as ob:
         assert ob.counts()[State.PENDING] == 5
         assert sorted(e.key for e in ob.list()) == [f"race-{r}" for r in range(5)]
+
+
+def test_two_processes_enqueue_different_requests_under_one_key_at_once(db_path: Path) -> None:
+    """One wins; the other gets a KeyConflict naming the winner's entry; nothing else."""
+    Outbox(db_path).close()
+    for round_ in range(5):
+        start_at = time.time() + 0.5
+        procs = [_spawn(db_path, start_at, f"differ{i}", 1, key=f"race-{round_}") for i in range(2)]
+        outputs = sorted((p.communicate(timeout=60)[0].split() for p in procs), key=len)
+        assert all(p.returncode == 0 for p in procs), outputs
+        (winner,), (conflict, named) = outputs
+        assert conflict == "conflict" and named == winner
+    with Outbox(db_path) as ob:
+        assert ob.counts()[State.PENDING] == 5
 
 
 def test_eight_processes_enqueue_four_thousand_entries(db_path: Path) -> None:

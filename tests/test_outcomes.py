@@ -24,6 +24,7 @@ from outbox.errors import (
     AuthError,
     DownloadError,
     IllegalTransition,
+    InvalidArgument,
     NotFound,
     Offline,
     OutcomeUnknown,
@@ -33,7 +34,7 @@ from outbox.errors import (
     ServerError,
     StorageFull,
 )
-from outbox.models import Changes, Entry, State, can_move
+from outbox.models import Changes, Entry, RenderRequest, State, can_move
 from outbox.outcomes import GiveBack, Move, Network, Outcome, Rule
 from outbox.schedule import Backoff, Schedule
 
@@ -555,9 +556,55 @@ def test_retry_in_every_state(state: State) -> None:
         assert (move.changes["key"], move.changes["generation"]) == ("inspection-42~2", 2)
 
 
+AMENDED = {"inspector": "Ada", "site": "North", "photo": "x" * 300}
+
+
+@pytest.mark.parametrize("attempts", [0, 2])
+@pytest.mark.parametrize("state", list(State))
+def test_amend_in_every_state(state: State, attempts: int) -> None:
+    """The key stays only while Craftkit provably holds nothing for it."""
+    fields: dict[str, Any] = {"key": "inspection-42~2", "generation": 2, "attempts": attempts}
+    fields["data"] = {"inspector": "Ada", "site": {"name": "Pier"}}
+    if state in (State.PENDING, State.CANCELLED, State.REJECTED):
+        fields.update(render_id=None, remote_status=None)
+    before = entry(state, **fields)
+    request = RenderRequest("invoice", AMENDED, "inspection-42", "north.pdf", 3)
+    if state in (State.SUBMITTED, State.DOWNLOADING, State.DONE):
+        with pytest.raises(IllegalTransition, match="Craftkit already accepted its request"):
+            outcomes.amend_requested(before, request, now=NOW)
+        return
+    move = outcomes.amend_requested(before, request, now=NOW)
+    assert move.target is State.PENDING and can_move(state, move.target)
+    changes = move.changes
+    assert (changes["data"], changes["filename"], changes["version"]) == (AMENDED, "north.pdf", 3)
+    fresh = (changes["attempts"], changes["polls"], changes["render_id"], changes["error"])
+    assert fresh == (0, 0, None, None) and changes["due_at"] == NOW
+    keeps = state is State.REJECTED or (state is not State.FAILED and attempts == 0)
+    if keeps:
+        assert move.rule is Rule.AMEND_SAME_KEY
+        assert (changes["key"], changes["generation"]) == ("inspection-42~2", 2)
+    else:  # failed, or sent with an unknown outcome: Craftkit may hand back the old render
+        assert move.rule is Rule.AMEND_NEW_KEY
+        assert (changes["key"], changes["generation"]) == ("inspection-42~3", 3)
+    detail = move.detail or ""
+    assert detail.startswith(f"amended, {'same' if keeps else 'new'} key {changes['key']} (")
+    # The history line holds each change, old and new; long values are shortened.
+    assert 'site.name: "Pier" → (none)' in detail and 'site: (none) → "North"' in detail
+    assert 'photo: (none) → "' + "x" * 118 + "…;" in detail
+    assert "filename: (none) → north.pdf" in detail and "version: (current) → 3" in detail
+
+
+def test_an_unchanged_amendment_is_refused() -> None:
+    before = entry(State.REJECTED, render_id=None, data={"a": 1})
+    same = RenderRequest("invoice", {"a": 1.0}, "inspection-42")
+    with pytest.raises(InvalidArgument, match="nothing was changed; `retry` sends it again"):
+        outcomes.amend_requested(before, same, now=NOW)
+
+
 def test_the_cases_cover_every_row() -> None:
     covered = {case.rule for case in CASES}
     covered |= {Rule.CANCEL, Rule.RETRY_FAILED, Rule.RETRY_REJECTED, Rule.NOT_ALLOWED}
+    covered |= {Rule.AMEND_SAME_KEY, Rule.AMEND_NEW_KEY}
     assert covered == set(Rule)
 
 

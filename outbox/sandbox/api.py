@@ -529,7 +529,7 @@ class CraftkitAPI:
                 flat_issues(field_errors),
             )
         render, created = self.state.create_render(
-            self._new_render(project, template, version, key, cleaned, options)
+            self._new_render(project, template, version, key, cleaned, options, faults)
         )
         if not created:
             return self._render_answer(200, request, render, faults)
@@ -560,8 +560,9 @@ class CraftkitAPI:
         key: str | None,
         data: dict[str, Any],
         options: dict[str, Any],
+        faults: Faults,
     ) -> NewRender:
-        """Fix a new render's timings and outcome."""
+        """Fix a new render's timings and outcome (``fail_render`` makes it fail)."""
         seconds = (
             template.render_seconds
             if template.render_seconds is not None
@@ -571,6 +572,7 @@ class CraftkitAPI:
             seconds = self.injector.uniform(*seconds)
         total_ms = max(0, round(seconds * 1000))
         created = self.now_ms()
+        fail_message = faults.fail_render or template.fail_message
         return NewRender(
             project_id=project,
             template=template,
@@ -582,8 +584,8 @@ class CraftkitAPI:
             created_ms=created,
             rendering_ms=created + total_ms // 5,
             finished_ms=created + total_ms,
-            outcome=FAILED if template.fail_message else SUCCEEDED,
-            error_message=template.fail_message,
+            outcome=FAILED if fail_message else SUCCEEDED,
+            error_message=fail_message,
         )
 
     def get_render(self, request: Request, render_id: str) -> Response:

@@ -242,6 +242,11 @@ key KEY (its POST, polls, downloads, shares and emails); NAME is one of:
     help="Probability that an email answers 502 email_send_failed.",
 )
 @click.option(
+    "--fail-render",
+    metavar="MESSAGE",
+    help="Renders end failed with this errorMessage (usually per key: --key-fault).",
+)
+@click.option(
     "--key-fault",
     "keys",
     nargs=2,

@@ -143,6 +143,9 @@ class Faults:
       ``email_not_configured``. ``email_send_failed``: probability that it answers 502
       ``email_send_failed`` (no share is kept, no email is sent).
 
+    - ``fail_render``: renders created end ``failed`` with this ``errorMessage`` (set it for
+      one key to make that job fail while the others render; None = off).
+
     Odd values:
 
     - ``retry_after``: the raw ``Retry-After`` header of every 429 and 503 answer
@@ -203,6 +206,7 @@ class Faults:
     download_url: str | None = None
     email_not_configured: bool = False
     email_send_failed: float = 0.0
+    fail_render: str | None = None
     keys: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -248,6 +252,12 @@ class Faults:
         _choice("download_url", self.download_url, DOWNLOAD_URL_MODES)
         _choice("redirect_post", self.redirect_post, REDIRECT_STATUSES)
         _check_render_id(self.render_id)
+        if self.fail_render is not None and (
+            not isinstance(self.fail_render, str) or not self.fail_render.strip()
+        ):
+            raise ValueError(
+                f"fail_render must be an error message or None, not {self.fail_render!r}"
+            )
         object.__setattr__(self, "keys", _key_faults(self.keys))
 
     def replace(self, **changes: Any) -> Faults:
