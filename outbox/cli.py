@@ -22,7 +22,7 @@ from . import cli_output as output
 from . import errors
 from .config import ENV_API_KEY, Config, load_config
 from .exit_codes import exit_code_for
-from .models import State
+from .models import RenderRequest, State
 from .outbox import Outbox
 from .sandbox.cli import sandbox as sandbox_command
 from .validation import VALIDATION_MODES, ValidationMode
@@ -53,16 +53,30 @@ class _State:
             self._config = load_config(**self.flags)
         return self._config
 
-    @contextmanager
-    def outbox(self) -> Iterator[Outbox]:
+    def open(self, *, create: bool = False) -> Outbox:
+        """The outbox on the configured journal. Only commands that write requests (or the
+        template cache) ``create`` it: the others refuse a missing journal (exit 78) rather
+        than leave an empty one, and its folder, wherever a mistyped ``--db`` points."""
         config = self.config
-        with Outbox(
-            config.db,
-            api_key=config.api_key,
-            base_url=config.base_url,
-            downloads=config.downloads,
-            settings=config.settings,
-        ) as ob:
+        try:
+            return Outbox(
+                config.db,
+                api_key=config.api_key,
+                base_url=config.base_url,
+                downloads=config.downloads,
+                settings=config.settings,
+                create=create,
+            )
+        except errors.JournalMissing as exc:
+            raise errors.JournalMissing(
+                f"no journal at {config.db}; `outbox enqueue` creates one (or `outbox init`). "
+                "Nothing was created: check --db or OUTBOX_DB",
+                path=exc.path,
+            ) from None
+
+    @contextmanager
+    def outbox(self, *, create: bool = False) -> Iterator[Outbox]:
+        with self.open(create=create) as ob:
             yield ob
 
 
@@ -102,6 +116,29 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 
 @cli.command()
+@json_option
+@pass_state
+def init(state: _State, as_json: bool) -> None:
+    """Create the journal (and its folder) if there is none; print where it is.
+
+    Commands that only read or act on entries (list, show, status, flush, retry, ...) never
+    create a journal: they exit 78 when there is none. enqueue, watch, run --watch and
+    templates sync create it as needed; init does it up front (for a service, say).
+    """
+    path = state.config.db
+    try:
+        ob, created = state.open(), False
+    except errors.JournalMissing:
+        ob, created = state.open(create=True), True
+    with ob:
+        schema = ob.schema_version
+    if as_json:
+        click.echo(output.dumps({"journal": str(path), "created": created, "schema": schema}))
+        return
+    click.echo(f"{'created' if created else 'already there:'} journal {path} (schema {schema})")
+
+
+@cli.command()
 @click.argument("template")
 @click.option(
     "--data",
@@ -135,7 +172,8 @@ def enqueue(
 ) -> None:
     """Add a render request to the journal and print its id. Works offline."""
     data = _read_data(data_arg)
-    with state.outbox() as ob:
+    RenderRequest(template, data, key, filename, version)  # a malformed one creates nothing
+    with state.outbox(create=True) as ob:
         existing = ob.find_by_key(key) if key else None
         request = ob.prepare(
             template, data, key=key, filename=filename, version=version, validation="off"
@@ -252,7 +290,9 @@ def flush(state: _State, timeout: float, as_json: bool) -> None:
 def run(state: _State, watch_dir: Path | None) -> None:
     """Keep working until stopped (SIGINT/SIGTERM): submit, poll, download."""
     _require_api_key(state.config)
-    with state.outbox() as ob, _on_signals(lambda: ob.stop(timeout=0)):
+    # With --watch it takes in new requests, so it may create the journal; without, it only
+    # works on what is there.
+    with state.outbox(create=watch_dir is not None) as ob, _on_signals(lambda: ob.stop(timeout=0)):
         stop_watching = threading.Event()
         watcher = None
         if watch_dir is not None:
@@ -382,7 +422,7 @@ def watch(state: _State, folder: Path) -> None:
     DIR/results/NAME.result.json appears once the render is done, failed or rejected.
     """
     stop = threading.Event()
-    with _on_signals(stop.set), state.outbox() as ob:
+    with _on_signals(stop.set), state.outbox(create=True) as ob:
         drop = DropFolder(ob, folder, on_outcome=lambda outcome: click.echo(outcome.describe()))
         click.echo(f"watching {drop.folder} (journal {ob.path}); Ctrl-C stops", err=True)
         drop.run(stop)
@@ -457,7 +497,7 @@ def templates_sync(state: _State, timeout: float, as_json: bool) -> None:
     78 no API key. On any failure the cache is left as it was.
     """
     _require_api_key(state.config)
-    with state.outbox() as ob:
+    with state.outbox(create=True) as ob:  # a cache synced before the first enqueue is kept
         before = {cached.slug: cached for cached in ob.templates()}
         try:
             after = ob.sync_templates(timeout)

@@ -10,6 +10,7 @@ act on them, and never contain the API key. The tree::
     │   ├── TemplateUnpublished
     │   └── KeyConflict       the key already belongs to an entry asking for another request
     ├── JournalError          the journal file cannot be used
+    │   ├── JournalMissing    there is none, and it was opened for reading only (create=False)
     │   ├── NotAJournal       not an outbox journal; left untouched
     │   ├── JournalDamaged    an outbox journal, but cut short or corrupt; left untouched
     │   ├── JournalTooNew     written by a newer outbox; left untouched
@@ -100,6 +101,15 @@ class KeyConflict(InvalidArgument):
 
 class JournalError(OutboxError):
     """The journal file cannot be used."""
+
+
+class JournalMissing(JournalError):
+    """There is no journal at the path, and it was opened with ``create=False``: nothing was
+    created (no file, no folder). ``path`` is where it was looked for."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class NotAJournal(JournalError):

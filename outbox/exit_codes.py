@@ -34,6 +34,7 @@ class ExitCode(enum.IntEnum):
 #: Most specific first: the first matching class decides the exit code.
 _FOR_ERROR: tuple[tuple[type[errors.OutboxError], ExitCode], ...] = (
     (errors.ConfigError, ExitCode.CONFIG_ERROR),
+    (errors.JournalMissing, ExitCode.CONFIG_ERROR),
     (errors.NotAJournal, ExitCode.CONFIG_ERROR),
     (errors.JournalDamaged, ExitCode.CONFIG_ERROR),
     (errors.JournalTooNew, ExitCode.CONFIG_ERROR),

@@ -58,6 +58,11 @@ class Outbox:
     ``transport`` replaces the network under every request to Craftkit, as httpx's own
     ``Client(transport=...)`` does: pass an ``httpx.MockTransport(handler)`` to answer requests
     in-process (tests, demos), or a tuned ``httpx.HTTPTransport``.
+
+    The journal is created (with its folder) when there is none, as an app that enqueues
+    wants. ``create=False`` opens an existing journal only: a missing one raises
+    :class:`~outbox.errors.JournalMissing` and nothing is created — for code that only reads
+    or acts on entries already there, so a wrong path cannot leave an empty journal behind.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class Outbox:
         clock: Clock | None = None,
         validation: ValidationMode = "reject",
         transport: httpx.BaseTransport | None = None,
+        create: bool = True,
     ) -> None:
         self.clock = clock or Clock()
         self.validation = validation_mode(validation)
@@ -84,7 +90,7 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._supervisor: Supervisor | None = None
         self.journal = Journal(
-            db, durability=durability, busy_timeout=busy_timeout, clock=self.clock
+            db, durability=durability, busy_timeout=busy_timeout, clock=self.clock, create=create
         )
         self.downloads = Path(downloads) if downloads is not None else default_downloads(db)
         self.base_url = base_url.rstrip("/")

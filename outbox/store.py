@@ -35,6 +35,7 @@ from .errors import (
     JournalBusy,
     JournalError,
     JournalFull,
+    JournalMissing,
     LostRace,
 )
 from .migrations import (
@@ -77,6 +78,7 @@ class Journal:
     ``durability="full"`` (the default) fsyncs every commit, so an entry acknowledged by
     :meth:`enqueue` survives a power cut. ``"fast"`` (``synchronous=NORMAL``) survives a crash
     of the process but may lose the last commits on power loss, in exchange for cheaper writes.
+    ``create=False`` opens an existing journal only (:class:`JournalMissing` otherwise).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Journal:
         durability: Durability = "full",
         busy_timeout: float = 30.0,
         clock: Clock | None = None,
+        create: bool = True,
     ) -> None:
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'full' or 'fast', not {durability!r}")
@@ -95,7 +98,7 @@ class Journal:
         self._lock = threading.RLock()
         self._listeners: builtins.list[Callable[[Event], None]] = []
         self._identity: tuple[int, int] | None = _register_open_file(
-            self.path, _SYNCHRONOUS[durability]
+            self.path, _SYNCHRONOUS[durability], create
         )
         try:
             self._conn = sqlite3.connect(
@@ -895,12 +898,20 @@ _OPEN_FILES: dict[tuple[int, int], int] = {}
 _OPEN_FILES_LOCK = threading.Lock()
 
 
-def _register_open_file(path: Path, synchronous: str) -> tuple[int, int]:
-    """Check (unless it is open here already) or create the journal file; count it open."""
+def _register_open_file(path: Path, synchronous: str, create: bool) -> tuple[int, int]:
+    """Check (unless it is open here already) or create the journal file; count it open.
+
+    Without ``create``, a missing journal raises :class:`JournalMissing` and nothing (no file,
+    no folder) is made.
+    """
     with _OPEN_FILES_LOCK:
         identity = _file_identity(path)
         if identity not in _OPEN_FILES:
             if not check_file(path):
+                if not create:
+                    raise JournalMissing(
+                        f"no journal at {path} (nothing was created)", path=str(path)
+                    )
                 create_journal(path, synchronous)
             identity = _file_identity(path)
         assert identity is not None

@@ -97,6 +97,8 @@ def test_bad_input_gets_a_specific_error_and_writes_nothing(tmp_path: Path) -> N
         result = run_cli("--db", db, "enqueue", "invoice", *args)
         assert result.returncode == 65, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr
+    assert not Path(db).exists()  # refused requests create no journal either
+    assert run_cli("--db", db, "init").returncode == 0
     missing = run_cli("--db", db, "show", "0000000000000000")
     assert missing.returncode == 65 and "no entry with id" in missing.stderr
     assert json.loads(run_cli("--db", db, "list", "--json").stdout) == []
@@ -113,6 +115,8 @@ def test_configuration_precedence_flag_env_file_default(tmp_path: Path) -> None:
     }
 
     def journal(extra_env: dict[str, str], *flags: str) -> dict[str, str]:
+        created = run_cli(*flags, "init", env={**env, **extra_env})
+        assert created.returncode == 0, created.stderr
         out = run_cli(*flags, "status", "--json", env={**env, **extra_env})
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)  # type: ignore[no-any-return]

@@ -15,6 +15,9 @@ def test_templates_sync_and_list(tmp_path: Path, sandbox: Sandbox) -> None:
     db = tmp_path / "j.db"
     env = sandbox_env(sandbox, db)
 
+    missing = run_cli("templates", "list", env=env)
+    assert missing.returncode == 78 and "no journal at" in missing.stderr and not db.exists()
+    assert run_cli("init", env=env).returncode == 0
     empty = run_cli("templates", "list", env=env)
     assert empty.returncode == 0 and empty.stdout == ""
     assert "no templates cached; run `outbox templates sync` while online" in empty.stderr
