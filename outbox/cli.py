@@ -37,6 +37,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except errors.OutboxError as exc:
             click.echo(f"outbox: {exc}", err=True)
+            if ctx.meta.get(_JSON_ASKED):
+                click.echo(output.error_json(exc))
             ctx.exit(exit_code_for(exc))
 
 
@@ -112,7 +114,24 @@ def cli(
     )
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+#: Set in the context's shared ``meta`` when a command was asked for ``--json``.
+_JSON_ASKED = "outbox.json"
+
+
+def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """``--json`` also turns an error into a JSON error object on stdout."""
+    if value:
+        ctx.meta[_JSON_ASKED] = True
+    return value
+
+
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    callback=_remember_json,
+    help='Machine-readable output; an error is then also printed as {"error": {...}}.',
+)
 
 
 @cli.command()
@@ -240,12 +259,13 @@ def show(state: _State, entry_id: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("entry_id", metavar="ID")
+@json_option
 @pass_state
-def cancel(state: _State, entry_id: str) -> None:
+def cancel(state: _State, entry_id: str, as_json: bool) -> None:
     """Cancel a pending entry."""
     with state.outbox() as ob:
         entry = ob.cancel(entry_id)
-    click.echo(f"{entry.id} cancelled")
+    click.echo(output.dumps(entry.to_public()) if as_json else f"{entry.id} cancelled")
 
 
 @cli.command()
@@ -315,11 +335,15 @@ def run(state: _State, watch_dir: Path | None) -> None:
 
 @cli.command()
 @click.argument("entry_id", metavar="ID")
+@json_option
 @pass_state
-def retry(state: _State, entry_id: str) -> None:
+def retry(state: _State, entry_id: str, as_json: bool) -> None:
     """Put a failed or rejected entry back to pending (a new key for failed ones)."""
     with state.outbox() as ob:
         entry = ob.retry(entry_id)
+    if as_json:
+        click.echo(output.dumps(entry.to_public()))
+        return
     click.echo(f"{entry.id} pending again with key {entry.key}")
 
 
@@ -399,12 +423,16 @@ def amend(
     metavar="AGE",
     help="Age such as 30d, 12h, 90m or 3600s.",
 )
+@json_option
 @pass_state
-def purge(state: _State, older_than: str) -> None:
+def purge(state: _State, older_than: str, as_json: bool) -> None:
     """Delete finished entries older than AGE (never pending or in-progress ones)."""
     seconds = _parse_age(older_than)
     with state.outbox() as ob:
         count = ob.purge(seconds)
+    if as_json:
+        click.echo(output.dumps({"purged": count, "older_than": older_than}))
+        return
     click.echo(f"purged {count} finished entries older than {older_than}")
 
 
@@ -503,8 +531,11 @@ def templates_sync(state: _State, timeout: float, as_json: bool) -> None:
             after = ob.sync_templates(timeout)
         except (errors.AuthError, errors.TransientError) as exc:
             fix = f"fix {ENV_API_KEY}" if isinstance(exc, errors.AuthError) else "try again online"
-            click.echo(f"outbox: {exc}; the template cache was left as it was ({fix})", err=True)
-            raise SystemExit(exit_code_for(exc)) from None
+            raise type(exc)(
+                f"{exc}; the template cache was left as it was ({fix})",
+                status=exc.status,
+                code=exc.code,
+            ) from None
     changes = {
         cached.slug: output.template_change(before.get(cached.slug), cached) for cached in after
     }

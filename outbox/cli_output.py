@@ -8,10 +8,13 @@ place.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .engine import FlushReport
+from .errors import DataInvalid, JournalMissing, KeyConflict, OutboxError, RemoteError
+from .exit_codes import exit_code_for
 from .facts import network_facts
 from .models import Entry, Event, State
 from .templates import CachedTemplate
@@ -33,6 +36,51 @@ def table(rows: Sequence[Sequence[str]]) -> list[str]:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+def error_object(exc: OutboxError) -> dict[str, Any]:
+    """The one shape of an error under ``--json``, whichever command it stops::
+
+        {"error": {"code": "key_conflict", "message": "...", "exit_code": 65,
+                   "field_errors": null, ...}}
+
+    ``code`` is the error's class in snake case (``data_invalid``, ``key_conflict``,
+    ``journal_missing``, ``entry_not_found``...), stable as the class names are; ``message``
+    is what the command prints on stderr; ``field_errors`` has Craftkit's ``fieldErrors``
+    shape (null when the error is not about fields). Errors that name more carry it too:
+    ``entry_id``, ``state``, ``key`` and ``differences`` for a key conflict, ``template`` and
+    ``version`` for refused data, ``path`` for a missing journal, ``craftkit_code`` and
+    ``http_status`` for Craftkit's own answers.
+    """
+    body: dict[str, Any] = {
+        "code": _snake(type(exc).__name__),
+        "message": str(exc),
+        "exit_code": int(exit_code_for(exc)),
+        "field_errors": getattr(exc, "field_errors", None) or None,
+    }
+    if isinstance(exc, KeyConflict):
+        body.update(
+            entry_id=exc.entry_id, state=exc.state, key=exc.key, differences=exc.differences
+        )
+    elif isinstance(exc, DataInvalid):
+        body.update(template=exc.template, version=exc.version)
+    elif isinstance(exc, JournalMissing):
+        body.update(path=exc.path)
+    elif isinstance(exc, RemoteError):
+        body.update(craftkit_code=exc.code, http_status=exc.status)
+    return {"error": body}
+
+
+def error_json(exc: OutboxError) -> str:
+    """:func:`error_object` as ``--json`` prints it."""
+    return dumps(error_object(exc))
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 # -- entries ---------------------------------------------------------------------------
