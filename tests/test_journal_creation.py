@@ -43,7 +43,11 @@ def test_read_commands_on_a_missing_journal_exit_78_and_create_nothing(
         f"outbox: no journal at {db}; `outbox enqueue` creates one (or `outbox init`). "
         "Nothing was created: check --db or OUTBOX_DB\n"
     )
-    assert result.stdout == "" and files_under(tmp_path) == []
+    if "--json" in command:  # the error object, on stdout
+        assert json.loads(result.stdout)["error"]["code"] == "journal_missing"
+    else:
+        assert result.stdout == ""
+    assert files_under(tmp_path) == []
 
 
 def test_the_default_journal_is_not_created_by_a_read_either(tmp_path: Path) -> None:
