@@ -28,6 +28,7 @@ from .errors import (
     OutboxError,
     PermanentError,
     RemoteError,
+    TemplateUnknown,
     TemplateUnpublished,
     TransientError,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "Schedule",
     "Settings",
     "State",
+    "TemplateUnknown",
     "TemplateUnpublished",
     "TransientError",
     "ValidationMode",

@@ -8,6 +8,7 @@ act on them, and never contain the API key. The tree::
     ├── InvalidArgument       a malformed argument; the message names it and the rule (ValueError)
     │   ├── DataInvalid       data the cached template says Craftkit would refuse
     │   ├── TemplateUnpublished
+    │   ├── TemplateUnknown   not among the templates Craftkit listed at the last full sync
     │   └── KeyConflict       the key already belongs to an entry asking for another request
     ├── JournalError          the journal file cannot be used
     │   ├── JournalMissing    there is none, and it was opened for reading only (create=False)
@@ -77,6 +78,16 @@ class TemplateUnpublished(InvalidArgument):
     def __init__(self, message: str, *, template: str) -> None:
         super().__init__(message)
         self.template = template
+
+
+class TemplateUnknown(InvalidArgument):
+    """The template is not among those Craftkit listed at the last full ``templates sync``,
+    so Craftkit would answer ``template_not_found``. ``synced_at`` is when that sync ran."""
+
+    def __init__(self, message: str, *, template: str, synced_at: str) -> None:
+        super().__init__(message)
+        self.template = template
+        self.synced_at = synced_at
 
 
 class KeyConflict(InvalidArgument):

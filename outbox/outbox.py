@@ -27,7 +27,7 @@ from .errors import ConfigError, InvalidArgument
 from .models import Entry, EntryPage, Event, RenderRequest, State, key_conflict
 from .store import Durability, Journal
 from .templates import CachedTemplate
-from .validation import Checker, DataCheck, ValidationMode, validation_mode
+from .validation import Checker, CheckOutcome, DataCheck, ValidationMode, validation_mode
 from .worker import ErrorCallback, Supervisor
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class Outbox:
         self.settings = settings or Settings()
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
+        self._noted_uncached: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._supervisor: Supervisor | None = None
@@ -225,9 +226,20 @@ class Outbox:
         check = self._apply_check(request, key, mode, cached)
         if check is not None and not check.passed:
             log.warning("%s; queued anyway (validation=warn)", check.message())
-        elif check is not None and check.message():
+        elif check is not None and check.message() and self._first_note(check):
             log.info("%s", check.message())
         return request
+
+    def _first_note(self, check: DataCheck) -> bool:
+        """Whether ``check``'s note is new: "template X is not cached" is said once per
+        template, not once per entry of a batch or of a drop folder."""
+        if check.outcome is not CheckOutcome.UNCACHED:
+            return True
+        with self._engine_lock:
+            if check.template in self._noted_uncached:
+                return False
+            self._noted_uncached.add(check.template)
+            return True
 
     def check_request(
         self, request: RenderRequest, *, validation: ValidationMode | None = None
@@ -257,8 +269,8 @@ class Outbox:
         """
         if validation_mode(mode) == "off":
             return None
-        check = self._checker.check(
-            cached(request.template), request.template, request.data, version=request.version
+        check = self._check_against_cache(
+            cached(request.template), request.template, request.data, request.version
         )
         if not check.passed and key is not None:
             # A key already in use decides first: the same request is that entry, whatever
@@ -271,6 +283,18 @@ class Outbox:
                 raise conflict
         check.enforce(mode)
         return check
+
+    def _check_against_cache(
+        self,
+        cached: CachedTemplate | None,
+        template: str,
+        data: Mapping[str, Any],
+        version: int | None,
+    ) -> DataCheck:
+        """The check of ``data``; a template missing from the cache is looked up among those
+        the last full sync listed (it then does not exist at Craftkit)."""
+        synced_at = self.journal.templates_synced_at() if cached is None else None
+        return self._checker.check(cached, template, data, version=version, synced_at=synced_at)
 
     def _prepare_mapping(
         self, item: Mapping[str, Any], cached: Callable[[str], CachedTemplate | None]
@@ -615,16 +639,17 @@ class Outbox:
         """Check ``data`` against the cached template, offline, the way Craftkit would.
 
         Never raises for bad data: the result's ``outcome`` says whether the data matches,
-        does not (``field_errors`` in Craftkit's shape and words), or could not be checked
-        (the template is not cached, or ``version`` pins another version than the cached
-        one: the cache holds each template's current published version only).
+        does not (``field_errors`` in Craftkit's shape and words), names a template Craftkit
+        did not list at the last full sync (``unknown_template``), or could not be checked
+        (the template is not cached and no full sync ran, or ``version`` pins another version
+        than the cached one: the cache holds each template's current published version only).
         """
         if not isinstance(data, Mapping):
             raise InvalidArgument(
                 f"data must be a JSON object ({{...}}), not {type(data).__name__}"
             )
         cached = self.journal.cached_template(template)
-        return self._checker.check(cached, template, data, version=version)
+        return self._check_against_cache(cached, template, data, version)
 
     def templates(self) -> builtins.list[CachedTemplate]:
         """The cached templates (see :meth:`sync_templates`), by slug. Works offline."""

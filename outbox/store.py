@@ -68,6 +68,9 @@ MAX_PAGE = 500
 NARROW = 1000
 _SYNCHRONOUS: dict[str, str] = {"full": "FULL", "fast": "NORMAL"}
 
+#: The status fact recording the last full template sync (see ``templates_synced_at``).
+TEMPLATES_SYNCED = "templates_synced"
+
 #: Columns that :meth:`Journal.transition` and :meth:`Journal.reschedule` may set.
 _UPDATABLE = frozenset(Changes.__optional_keys__)
 
@@ -722,7 +725,8 @@ class Journal:
     def save_templates(
         self, templates: Sequence[CachedTemplate], *, replace_all: bool = False
     ) -> None:
-        """Store cached templates in one transaction; ``replace_all`` also forgets the others.
+        """Store cached templates in one transaction; ``replace_all`` (a full sync) also
+        forgets the others and records when it happened (:meth:`templates_synced_at`).
 
         When a template's version differs from the one cached, the old version and the time of
         the change are kept (``previous_version``, ``changed_at``).
@@ -759,6 +763,29 @@ class Journal:
                     conn.execute(f"DELETE FROM templates WHERE slug NOT IN ({marks})", keep)
                 else:
                     conn.execute("DELETE FROM templates")
+                # From now on a slug missing from the cache is one Craftkit did not list.
+                conn.execute(
+                    "INSERT INTO status (name, value, updated_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT(name) DO UPDATE SET value = excluded.value,"
+                    " updated_at = excluded.updated_at",
+                    (
+                        TEMPLATES_SYNCED,
+                        json.dumps({"templates": len(templates)}),
+                        templates[0].synced_at if templates else iso(self.clock.now()),
+                    ),
+                )
+
+    def templates_synced_at(self) -> str | None:
+        """When the whole template cache was last replaced by a full sync (None: never).
+
+        After a full sync the cache lists every template Craftkit has (as of then), so a slug
+        missing from it does not exist there.
+        """
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT updated_at FROM status WHERE name = ?", (TEMPLATES_SYNCED,)
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def forget_template(self, slug: str) -> bool:
         """Drop a template from the cache (it no longer exists); returns whether it was there."""

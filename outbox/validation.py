@@ -31,7 +31,7 @@ from jsonschema import Draft7Validator, ValidationError, validators
 from jsonschema.protocols import Validator
 
 from . import rules
-from .errors import DataInvalid, InvalidArgument, TemplateUnpublished
+from .errors import DataInvalid, InvalidArgument, TemplateUnknown, TemplateUnpublished
 from .templates import CachedTemplate
 
 log = logging.getLogger(__name__)
@@ -349,13 +349,17 @@ class CheckOutcome(enum.StrEnum):
     INVALID = "invalid"
     #: The cached template has no published version (Craftkit: ``no_published_version``).
     UNPUBLISHED = "unpublished"
-    #: The template is not in the cache: nothing to check against.
+    #: The template is not in the cache: nothing to check against (never fully synced).
     UNCACHED = "uncached"
+    #: The template is not in the cache although a full sync ran: Craftkit has no such
+    #: template (as of that sync).
+    UNKNOWN_TEMPLATE = "unknown_template"
     #: The template is cached but could not be used for this request (see ``reason``).
     UNCHECKED = "unchecked"
 
 
 _SYNC_IF_PUBLISHED = "run `outbox templates sync` if it has been published since"
+_SYNC_IF_CREATED = "check the slug, or run `outbox templates sync` if it was created since"
 
 
 @dataclass(frozen=True)
@@ -372,7 +376,11 @@ class DataCheck:
     @property
     def passed(self) -> bool:
         """False when the cache says Craftkit would refuse the request."""
-        return self.outcome not in (CheckOutcome.INVALID, CheckOutcome.UNPUBLISHED)
+        return self.outcome not in (
+            CheckOutcome.INVALID,
+            CheckOutcome.UNPUBLISHED,
+            CheckOutcome.UNKNOWN_TEMPLATE,
+        )
 
     def message(self) -> str | None:
         """What a person should be told (None when the data simply matches)."""
@@ -380,9 +388,11 @@ class DataCheck:
             return f"{self._mismatch()}:\n{self._field_lines()}"
         if self.outcome is CheckOutcome.UNPUBLISHED:
             return f"{self._unpublished()}; {_SYNC_IF_PUBLISHED}"
+        if self.outcome is CheckOutcome.UNKNOWN_TEMPLATE:
+            return f"{self._unknown()}; {_SYNC_IF_CREATED}"
         return self.reason
 
-    def error(self) -> DataInvalid | TemplateUnpublished | None:
+    def error(self) -> DataInvalid | TemplateUnpublished | TemplateUnknown | None:
         """The error ``enqueue`` raises for this result in ``reject`` mode (None if it passed)."""
         if self.outcome is CheckOutcome.INVALID:
             return DataInvalid(
@@ -396,7 +406,20 @@ class DataCheck:
                 f"{self._unpublished()}; nothing was queued: {_SYNC_IF_PUBLISHED}",
                 template=self.template,
             )
+        if self.outcome is CheckOutcome.UNKNOWN_TEMPLATE:
+            assert self.synced_at is not None
+            return TemplateUnknown(
+                f"{self._unknown()}; nothing was queued: {_SYNC_IF_CREATED}",
+                template=self.template,
+                synced_at=self.synced_at,
+            )
         return None
+
+    def _unknown(self) -> str:
+        return (
+            f"template {self.template} does not exist at Craftkit "
+            f"(templates synced {self.synced_at})"
+        )
 
     def _unpublished(self) -> str:
         return (
@@ -443,8 +466,15 @@ class Checker:
         data: Mapping[str, Any],
         *,
         version: int | None = None,
+        synced_at: str | None = None,
     ) -> DataCheck:
-        """Check ``data`` for ``template`` against ``cached`` (None: the template is not cached)."""
+        """Check ``data`` for ``template`` against ``cached`` (None: the template is not cached).
+
+        ``synced_at`` is when the last full ``templates sync`` ran (None: never): after one,
+        a template that is not cached does not exist at Craftkit.
+        """
+        if cached is None and synced_at is not None:
+            return DataCheck(template, CheckOutcome.UNKNOWN_TEMPLATE, synced_at=synced_at)
         if cached is None:
             return DataCheck(
                 template,
