@@ -4,6 +4,7 @@ A render request written to the outbox is never lost and never rendered twice, a
 up on disk, verified. Start with :class:`Outbox`.
 """
 
+from .aio import AsyncOutbox
 from .config import Settings
 from .engine import FlushReport
 from .errors import (
@@ -43,6 +44,7 @@ from .watcher import DropFolder
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncOutbox",
     "AuthError",
     "CachedTemplate",
     "CheckOutcome",

@@ -404,17 +404,22 @@ class Outbox:
         timeout: float = 30.0,
         *,
         progress: Callable[[dict[State, int]], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> FlushReport:
         """Submit everything pending, follow the renders and download the PDFs.
 
         Returns when nothing is left to do, when the API is unreachable or refuses the key, or
         after ``timeout`` seconds; unfinished work stays in the journal for next time.
-        ``progress`` is called with the counts per state after every pass.
+        ``progress`` is called with the counts per state after every pass. Setting ``stop``
+        (from another thread) ends this flush early, as :meth:`stop` ends one without it:
+        requests on the wire finish and are recorded, and nothing stays leased.
         """
         engine = self._get_engine()
-        if self._thread is None:
-            self._stop.clear()  # a stop() that ended an earlier flush must not end this one
-        return engine.flush(timeout, stop=self._stop, progress=progress)
+        if stop is None:
+            if self._thread is None:
+                self._stop.clear()  # a stop() that ended an earlier flush must not end this one
+            stop = self._stop
+        return engine.flush(timeout, stop=stop, progress=progress)
 
     def run(self, *, on_error: ErrorCallback | None = None) -> None:
         """Work in the calling thread until :meth:`stop` is called (from another thread or a
