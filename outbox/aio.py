@@ -25,13 +25,15 @@ import builtins
 import collections
 import concurrent.futures
 import contextlib
-import functools
 import logging
 import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Coroutine
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import httpx
 
 from .clock import Clock
 from .config import DEFAULT_BASE_URL, Settings
@@ -100,6 +102,7 @@ class AsyncOutbox:
         settings: Settings | None = None,
         clock: Clock | None = None,
         validation: ValidationMode = "reject",
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         def open_outbox() -> Outbox:
             return Outbox(
@@ -112,10 +115,12 @@ class AsyncOutbox:
                 settings=settings,
                 clock=clock,
                 validation=validation,
+                transport=transport,
             )
 
         self._open_outbox = open_outbox  # a closure: the API key never shows in a repr
-        self._path = os.fspath(db)
+        self._path = Path(db)
+        self._schema_version: int | None = None
         self._outbox: Outbox | None = None
         self._closed = False
         self._journal_thread = concurrent.futures.ThreadPoolExecutor(
@@ -127,7 +132,19 @@ class AsyncOutbox:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._outbox else "not opened yet"
-        return f"<AsyncOutbox {self._path!r} {state}>"
+        return f"<AsyncOutbox {str(self._path)!r} {state}>"
+
+    @property
+    def path(self) -> Path:
+        """The journal file."""
+        return self._path
+
+    @property
+    def schema_version(self) -> int:
+        """The journal's schema version, as opened (upgraded to the newest this outbox knows)."""
+        self.sync  # noqa: B018 - raises a clear error if not open yet
+        assert self._schema_version is not None
+        return self._schema_version
 
     @property
     def sync(self) -> Outbox:
@@ -178,14 +195,18 @@ class AsyncOutbox:
     enqueue = _twin(Outbox.enqueue)
     enqueue_many = _twin(Outbox.enqueue_many)
     prepare = _twin(Outbox.prepare)
+    check_request = _twin(Outbox.check_request)
     cancel = _twin(Outbox.cancel)
     retry = _twin(Outbox.retry)
     purge = _twin(Outbox.purge)
     get = _twin(Outbox.get)
+    find_by_key = _twin(Outbox.find_by_key)
     list = _twin(Outbox.list)
     counts = _twin(Outbox.counts)
     history = _twin(Outbox.history)
+    events_after = _twin(Outbox.events_after)
     status = _twin(Outbox.status)
+    set_status = _twin(Outbox.set_status)
     check = _twin(Outbox.check)
     templates = _twin(Outbox.templates)
     sync_templates = _twin(Outbox.sync_templates, own_thread=True)
@@ -270,7 +291,7 @@ class AsyncOutbox:
             idle_since = loop.time()
             while True:
                 wake.clear()
-                batch = await self._call(functools.partial(_events_after, after=last))
+                batch = await self.events_after(last)
                 if batch:
                     for event in batch:
                         last = event.id
@@ -298,7 +319,9 @@ class AsyncOutbox:
         if self._closed:
             raise JournalError(f"the outbox on {self._path} is closed")
         if self._outbox is None:
-            self._outbox = self._open_outbox()
+            outbox = self._open_outbox()
+            self._schema_version = outbox.schema_version
+            self._outbox = outbox
         return self._outbox
 
     async def _ready(self) -> Outbox:
@@ -337,10 +360,6 @@ class AsyncOutbox:
             self._own_threads.discard(future)
             if stop is not None:
                 self._stops.discard(stop)
-
-
-def _events_after(outbox: Outbox, *, after: int) -> builtins.list[Event]:
-    return outbox.journal.events_after(after)
 
 
 async def _settle(
