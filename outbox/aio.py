@@ -202,6 +202,7 @@ class AsyncOutbox:
     get = _twin(Outbox.get)
     find_by_key = _twin(Outbox.find_by_key)
     list = _twin(Outbox.list)
+    page = _twin(Outbox.page)
     counts = _twin(Outbox.counts)
     history = _twin(Outbox.history)
     events_after = _twin(Outbox.events_after)
@@ -210,6 +211,7 @@ class AsyncOutbox:
     check = _twin(Outbox.check)
     templates = _twin(Outbox.templates)
     sync_templates = _twin(Outbox.sync_templates, own_thread=True)
+    dashboard = _twin(Outbox.dashboard)
     start = _twin(Outbox.start)
     stop = _twin(Outbox.stop)
 

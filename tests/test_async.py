@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from support import FAST, INSPECTION, FakeClock, renders_per_entry_ok
 
@@ -100,6 +101,8 @@ def test_journal_calls_work_offline_without_a_key(db_path: Path) -> None:
                 batch[2].id,
             ]
             assert (await ob.counts())[State.PENDING] == 5
+            first_page = await ob.page(state="pending", limit=3)
+            assert [e.id for e in first_page.entries] == [prepared.id, batch[2].id, batch[1].id]
             assert [e.to_state for e in await ob.history(entry.id)] == [State.PENDING]
             assert (await ob.check("inspection-report", INSPECTION)).outcome == "uncached"
             assert await ob.templates() == []
@@ -114,6 +117,9 @@ def test_journal_calls_work_offline_without_a_key(db_path: Path) -> None:
             ]
             assert await ob.check_request(request) is not None
             assert (ob.path, ob.schema_version) == (db_path, ob.sync.schema_version)
+            board = await ob.dashboard(port=0)
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(board.url, follow_redirects=True)).status_code == 200
             cancelled = await ob.cancel(batch[0].id)
             assert cancelled.state is State.CANCELLED
             clock.advance(60)
