@@ -43,6 +43,7 @@ from .models import Event, State
 from .outbox import Outbox
 from .store import Durability
 from .validation import ValidationMode
+from .worker import ErrorCallback
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +213,18 @@ class AsyncOutbox:
     templates = _twin(Outbox.templates)
     sync_templates = _twin(Outbox.sync_templates, own_thread=True)
     dashboard = _twin(Outbox.dashboard)
-    start = _twin(Outbox.start)
     stop = _twin(Outbox.stop)
+
+    @property
+    def worker_error(self) -> Exception | None:
+        """The last exception that escaped the background work (see :meth:`start`), or None."""
+        return self._outbox.worker_error if self._outbox is not None else None
+
+    async def start(self, *, on_error: ErrorCallback | None = None) -> None:
+        """Start the supervised background worker, as :meth:`Outbox.start <outbox.Outbox.start>`
+        does; ``on_error(exc)`` is called on the event loop."""
+        relay = None if on_error is None else _LoopRelay(asyncio.get_running_loop(), on_error)
+        await self._call(lambda outbox: outbox.start(on_error=relay))
 
     async def flush(
         self,
@@ -237,13 +248,13 @@ class AsyncOutbox:
             lambda: outbox.flush(timeout, progress=relay, stop=stop), stop
         )
 
-    async def run(self) -> None:
+    async def run(self, *, on_error: ErrorCallback | None = None) -> None:
         """Work in the background until this coroutine is cancelled, then stop cleanly.
 
         For task groups: ``tg.create_task(ob.run())``. The same as :meth:`start`, then
         :meth:`stop` when cancelled.
         """
-        await self.start()
+        await self.start(on_error=on_error)
         try:
             await asyncio.get_running_loop().create_future()  # until cancelled
         finally:

@@ -23,7 +23,13 @@ import pytest
 from support import FAST, INSPECTION, FakeClock, renders_per_entry_ok
 
 from outbox import AsyncOutbox, Event, Outbox, Settings, State
-from outbox.errors import EntryNotFound, IllegalTransition, InvalidArgument, JournalError
+from outbox.errors import (
+    EntryNotFound,
+    IllegalTransition,
+    InvalidArgument,
+    JournalBusy,
+    JournalError,
+)
 from outbox.models import can_move
 from outbox.sandbox import Faults, Sandbox
 
@@ -210,6 +216,34 @@ def test_start_run_and_stop_work_in_the_background(db_path: Path, sandbox: Sandb
                 await runner
             assert worker_threads() == []
         assert leased(db_path) == 0
+
+    asyncio.run(main())
+
+
+def test_worker_errors_are_reported_on_the_loop(db_path: Path, sandbox: Sandbox) -> None:
+    """A journal locked for longer than busy_timeout escapes the work: the supervised worker
+    reports it (on the event loop) and carries on."""
+
+    async def main() -> None:
+        loop_thread = threading.get_ident()
+        reported: list[tuple[int, Exception]] = []
+        heard = asyncio.Event()
+
+        def on_error(exc: Exception) -> None:
+            reported.append((threading.get_ident(), exc))
+            heard.set()
+
+        async with async_connected(db_path, sandbox, busy_timeout=0.1) as ob:
+            assert ob.worker_error is None
+            with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as other:
+                other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+                await ob.start(on_error=on_error)
+                await asyncio.wait_for(heard.wait(), 60)
+                other.execute("ROLLBACK")
+            assert reported[0][0] == loop_thread
+            assert isinstance(reported[0][1], JournalBusy)
+            assert ob.worker_error is not None
+            await ob.stop()
 
     asyncio.run(main())
 
