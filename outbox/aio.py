@@ -104,6 +104,7 @@ class AsyncOutbox:
         clock: Clock | None = None,
         validation: ValidationMode = "reject",
         transport: httpx.BaseTransport | None = None,
+        create: bool = True,
     ) -> None:
         def open_outbox() -> Outbox:
             return Outbox(
@@ -117,6 +118,7 @@ class AsyncOutbox:
                 clock=clock,
                 validation=validation,
                 transport=transport,
+                create=create,
             )
 
         self._open_outbox = open_outbox  # a closure: the API key never shows in a repr
@@ -197,6 +199,7 @@ class AsyncOutbox:
     enqueue_many = _twin(Outbox.enqueue_many)
     prepare = _twin(Outbox.prepare)
     check_request = _twin(Outbox.check_request)
+    amend = _twin(Outbox.amend)
     cancel = _twin(Outbox.cancel)
     retry = _twin(Outbox.retry)
     purge = _twin(Outbox.purge)

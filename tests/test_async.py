@@ -29,6 +29,7 @@ from outbox.errors import (
     InvalidArgument,
     JournalBusy,
     JournalError,
+    JournalMissing,
 )
 from outbox.models import can_move
 from outbox.sandbox import Faults, Sandbox
@@ -126,6 +127,8 @@ def test_journal_calls_work_offline_without_a_key(db_path: Path) -> None:
             board = await ob.dashboard(port=0)
             async with httpx.AsyncClient() as http:
                 assert (await http.get(board.url, follow_redirects=True)).status_code == 200
+            amended = await ob.amend(entry.id, data={**INSPECTION, "site": "South"})
+            assert (amended.id, amended.key, amended.data["site"]) == (entry.id, "insp-1", "South")
             cancelled = await ob.cancel(batch[0].id)
             assert cancelled.state is State.CANCELLED
             clock.advance(60)
@@ -140,6 +143,9 @@ def test_journal_calls_work_offline_without_a_key(db_path: Path) -> None:
         assert "closed" in repr(ob)
         with pytest.raises(JournalError, match="closed"):
             await ob.get(entry.id)
+        with pytest.raises(JournalMissing):
+            await AsyncOutbox(db_path.with_name("missing.db"), create=False).open()
+        assert not db_path.with_name("missing.db").exists()
 
     asyncio.run(main())
     with Outbox(db_path) as ob:  # everything was written through the sync engine's journal
