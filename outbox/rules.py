@@ -15,8 +15,11 @@ The regular expressions are written to mean the same thing in Python (used with
 from __future__ import annotations
 
 import hashlib
+import math
 import re
-from typing import Final, TypeGuard
+from collections.abc import Sequence
+from datetime import date
+from typing import Any, Final, Protocol, TypeGuard
 
 # --- Template slugs -----------------------------------------------------------------------
 
@@ -151,6 +154,217 @@ FORM_MESSAGES: Final = {
     "url": MSG_INVALID_URL,
     "email": MSG_INVALID_EMAIL,
 }
+
+
+# --- Checking data against a manifest -----------------------------------------------------
+
+#: Field errors in Zod's ``flatten()`` shape: dotted paths to messages.
+FieldErrors = dict[str, list[str]]
+
+_NUMERIC = re.compile(NUMERIC_STRING_PATTERN)
+_DATE_RE = re.compile(DATE_PATTERN)
+_DATETIME_RE = re.compile(DATETIME_PATTERN)
+_URL = re.compile(URL_PATTERN)
+_EMAIL = re.compile(EMAIL_PATTERN)
+
+
+class FieldRule(Protocol):
+    """A manifest variable (or loop item field): its dotted ``key``, ``dataType``, whether
+    it is ``required``. The sandbox's parsed manifests and outbox's cached ones both fit."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def data_type(self) -> str: ...
+
+    @property
+    def required(self) -> bool: ...
+
+
+class LoopRule(Protocol):
+    """A manifest loop: an array under a dot-free ``key``, each item holding ``item_fields``."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def item_fields(self) -> Sequence[FieldRule]: ...
+
+
+def check_value(data_type: str, value: Any) -> tuple[Any, str | None]:
+    """Check one present value of ``data_type`` by the docs' dataType table; return
+    ``(coerced value, error message)``. Raises ValueError for a ``dataType`` outside
+    :data:`DATA_TYPES`.
+
+    ``text``/``longtext``: a string. ``number``/``currency``: a number, or a numeric string
+    (coerced). ``date``/``datetime``: an ISO string of a real calendar day. ``boolean``: a
+    boolean, or "true"/"false" (coerced). ``image``/``url``: an http(s) URL only (no
+    ``data:`` URI). ``email``: a valid address.
+    """
+    if data_type in ("text", "longtext"):
+        if isinstance(value, str):
+            return value, None
+        return None, expected("string", value)
+    if data_type in ("number", "currency"):
+        return _check_number(value)
+    if data_type in ("date", "datetime"):
+        if not isinstance(value, str):
+            return None, expected("string", value)
+        pattern = _DATE_RE if data_type == "date" else _DATETIME_RE
+        message = MSG_INVALID_DATE if data_type == "date" else MSG_INVALID_DATETIME
+        if not pattern.fullmatch(value) or not _real_calendar_date(value[:10]):
+            return None, message
+        return value, None
+    if data_type == "boolean":
+        if isinstance(value, bool):
+            return value, None
+        if isinstance(value, str) and value in BOOLEAN_STRINGS:
+            return BOOLEAN_STRINGS[value], None
+        return None, expected("boolean", value)
+    if data_type in ("image", "url"):
+        if not isinstance(value, str):
+            return None, expected("string", value)
+        if not _URL.fullmatch(value):
+            return None, MSG_INVALID_URL
+        return value, None
+    if data_type == "email":
+        if not isinstance(value, str):
+            return None, expected("string", value)
+        if not _EMAIL.fullmatch(value):
+            return None, MSG_INVALID_EMAIL
+        return value, None
+    raise ValueError(f"unknown dataType {data_type!r}")
+
+
+def check_data(
+    variables: Sequence[FieldRule], loops: Sequence[LoopRule], data: dict[str, Any]
+) -> tuple[dict[str, Any], FieldErrors]:
+    """Check render ``data`` against a manifest's ``variables`` and ``loops`` as Craftkit
+    does; return ``(cleaned data, field errors)`` (no errors: Craftkit accepts it).
+
+    Unknown keys are stripped, numeric and boolean strings coerced; dotted keys are nested
+    objects; loops are arrays of at most :data:`MAX_LOOP_ITEMS` objects (the items of a
+    longer one are not looked into). A field whose ``dataType`` is not in the table (one
+    Craftkit added since) takes any value.
+    """
+    cleaned: dict[str, Any] = {}
+    errors: FieldErrors = {}
+    _check_fields(variables, data, "", cleaned, errors)
+    for loop in loops:
+        value = data.get(loop.key, _MISSING)
+        if value is _MISSING:
+            continue
+        if not isinstance(value, list):
+            _add(errors, loop.key, expected("array", value))
+            continue
+        if len(value) > MAX_LOOP_ITEMS:
+            _add(errors, loop.key, array_too_big())
+            continue
+        items: list[dict[str, Any]] = []
+        for index, item in enumerate(value):
+            prefix = f"{loop.key}.{index}"
+            if not isinstance(item, dict):
+                _add(errors, prefix, expected("object", item))
+                continue
+            cleaned_item: dict[str, Any] = {}
+            _check_fields(loop.item_fields, item, prefix + ".", cleaned_item, errors)
+            items.append(cleaned_item)
+        cleaned[loop.key] = items
+    return cleaned, errors
+
+
+def _check_number(value: Any) -> tuple[Any, str | None]:
+    """Numbers pass; numeric strings are coerced; anything else is refused."""
+    if isinstance(value, bool):
+        return None, expected("number", value)
+    if isinstance(value, int):
+        return value, None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None, expected("number", value)
+        return value, None
+    if isinstance(value, str) and _NUMERIC.fullmatch(value):
+        number = float(value)
+        if not math.isfinite(number):
+            return None, expected("number", value)
+        if number.is_integer() and abs(number) < 2**53:
+            return int(number), None
+        return number, None
+    return None, expected("number", value)
+
+
+def _real_calendar_date(text: str) -> bool:
+    """``2026-02-30`` matches the pattern but is not a date."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+class _Missing:
+    """Marks a value that is absent (as opposed to present and ``null``)."""
+
+
+_MISSING = _Missing()
+#: An absent value whose parent was not an object (that error is already reported).
+_MISSING_REPORTED = _Missing()
+
+
+def _check_fields(
+    fields: Sequence[FieldRule],
+    source: dict[str, Any],
+    prefix: str,
+    out: dict[str, Any],
+    errors: FieldErrors,
+) -> None:
+    """Check ``fields`` found in ``source``, writing cleaned values into ``out``."""
+    for rule in fields:
+        path = tuple(rule.key.split("."))
+        value = _lookup(path, source, prefix, errors)
+        if value is _MISSING_REPORTED:
+            continue
+        if value is _MISSING:
+            if rule.required:
+                _add(errors, prefix + rule.key, MSG_REQUIRED)
+            continue
+        if rule.data_type not in DATA_TYPES:
+            _store(out, path, value)
+            continue
+        coerced, message = check_value(rule.data_type, value)
+        if message is not None:
+            _add(errors, prefix + rule.key, message)
+            continue
+        _store(out, path, coerced)
+
+
+def _lookup(path: tuple[str, ...], source: dict[str, Any], prefix: str, errors: FieldErrors) -> Any:
+    """Follow a dotted path through nested objects; ``_MISSING`` when a level is absent."""
+    node: Any = source
+    for depth, part in enumerate(path):
+        if not isinstance(node, dict):
+            where = prefix + ".".join(path[:depth])
+            message = expected("object", node)
+            if message not in errors.get(where, []):
+                _add(errors, where, message)
+            return _MISSING_REPORTED
+        if part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _store(out: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    """Put ``value`` at a dotted path in ``out``, creating nested objects."""
+    node = out
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+
+
+def _add(errors: FieldErrors, path: str, message: str) -> None:
+    errors.setdefault(path, []).append(message)
 
 
 def received_type(value: object) -> str:
