@@ -25,10 +25,12 @@ import tenacity
 
 from .errors import (
     AuthError,
+    ForeignAnswer,
     NotFound,
     Offline,
     OutcomeUnknown,
     PermanentError,
+    PublicCopyBroken,
     RateLimited,
     RemoteError,
     ServerError,
@@ -188,50 +190,64 @@ class CraftkitClient:
         """Open the render's PDF as a stream: ``(Content-Length or None, chunks)``.
 
         Uses the public ``downloadUrl`` (without credentials) when there is one, and the private
-        stream ``GET /v1/embed/renders/:id/download`` (with the key) when it is null or the
-        public copy is unavailable. Raises :class:`NotReady` while there is no asset yet.
+        stream ``GET /v1/embed/renders/:id/download`` (with the key) when it is null. Raises
+        :class:`NotReady` while the private stream has no asset yet. Anything that goes wrong
+        with the public copy raises :class:`PublicCopyBroken`, never an error that would judge
+        the network or the key: the bucket is not the API (the caller then uses the private
+        stream, see :func:`outbox.outcomes.download_failed`).
         """
-        sources: list[tuple[str, bool]] = []
         if render.download_url:
-            sources.append((render.download_url, False))
-        sources.append((f"{self.base_url}/v1/embed/renders/{render.id}/download", True))
-        for index, (url, authenticate) in enumerate(sources):
-            last = index == len(sources) - 1
-            request = self._http.build_request(
-                "GET",
-                url,
-                headers=self._auth if authenticate else None,
-                timeout=self._timeout(deadline),
-            )
-            try:
-                response = self._http.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                raise self._transport_error(exc, what="the PDF download") from exc
-            try:
-                if response.status_code == 200:
-                    length = response.headers.get("Content-Length")
-                    yield (
-                        int(length) if length and length.isdigit() else None,
-                        _chunks(response, self._transport_error),
-                    )
-                    return
-                response.read()
-                if response.status_code == 404 and authenticate:
-                    raise NotReady(f"render {render.id} has no PDF to download yet", status=404)
-                if response.status_code in (403, 404, 410) and not last:
-                    log.info(
-                        "public copy of render %s unavailable (%d); using the private stream",
-                        render.id,
-                        response.status_code,
-                    )
-                    continue
-                self._raise_for(response)
-                raise Offline(
-                    f"the PDF download answered {response.status_code}, not a PDF",
+            with self._open_public(render.download_url, deadline) as opened:
+                yield opened
+            return
+        url = f"{self.base_url}/v1/embed/renders/{render.id}/download"
+        request = self._http.build_request(
+            "GET", url, headers=self._auth, timeout=self._timeout(deadline)
+        )
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, what="the PDF download") from exc
+        try:
+            if response.status_code == 200:
+                yield _stream(response, self._transport_error)
+                return
+            response.read()
+            if response.status_code == 404:
+                raise NotReady(f"render {render.id} has no PDF to download yet", status=404)
+            self._raise_for(response)
+            raise self._foreign(response, "the PDF download")  # a 2xx other than 200
+        finally:
+            response.close()
+
+    @contextmanager
+    def _open_public(
+        self, url: str, deadline: float | None
+    ) -> Iterator[tuple[int | None, Iterator[bytes]]]:
+        """Open the public copy; every failure is :class:`PublicCopyBroken`, in plain words."""
+        host = httpx.URL(url).host if url.startswith(("http://", "https://")) else None
+        if not host:
+            raise PublicCopyBroken(f"the downloadUrl {url[:80]!r} is not an http(s) URL")
+
+        def broken(exc: httpx.HTTPError) -> PublicCopyBroken:
+            return PublicCopyBroken(f"{host}: {_reason(exc)}")
+
+        try:
+            request = self._http.build_request("GET", url, timeout=self._timeout(deadline))
+            response = self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise broken(exc) from exc
+        try:
+            if response.status_code != 200:
+                where = response.headers.get("Location")
+                raise PublicCopyBroken(
+                    f"{host} answered {response.status_code}"
+                    + (f" (a redirect to {where[:200]})" if where else ""),
                     status=response.status_code,
                 )
-            finally:
-                response.close()
+            yield _stream(response, lambda exc, what: broken(exc))
+        finally:
+            response.close()
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -317,11 +333,7 @@ class CraftkitClient:
         if status >= 500:
             raise ServerError(f"Craftkit server error ({detail})", status=status, code=code)
         if 300 <= status < 400 or envelope is None:
-            raise Offline(
-                f"{response.request.url.host} answered {status} {_content_type(response)} "
-                "instead of the Craftkit API (a captive portal, proxy or wrong base URL?)",
-                status=status,
-            )
+            raise self._foreign(response, f"{response.request.method} {response.request.url.path}")
         issues = envelope.get("issues")
         field_errors = issues.get("fieldErrors") if isinstance(issues, dict) else None
         error_class = NotFound if code == "not_found" else PermanentError
@@ -339,11 +351,8 @@ class CraftkitClient:
             and isinstance(body.get("id"), str)
             and isinstance(body.get("status"), str)
         ):
-            raise Offline(
-                f"{response.request.url.host} answered {response.status_code} "
-                f"{_content_type(response)}, which is not a Craftkit render "
-                "(a captive portal or proxy in the way?)",
-                status=response.status_code,
+            raise self._foreign(
+                response, f"{response.request.method} {response.request.url.path}", "a render"
             )
         duration = body.get("durationMs")
         return Render(
@@ -359,11 +368,36 @@ class CraftkitClient:
     def _json_object(self, response: httpx.Response) -> dict[str, Any]:
         body = _json_or_none(response)
         if not isinstance(body, dict):
-            raise Offline(
-                f"{response.request.url.host} answered {_content_type(response)}, "
-                "not the Craftkit API's JSON"
+            raise self._foreign(
+                response, f"{response.request.method} {response.request.url.path}", "a JSON object"
             )
         return body
+
+    def _foreign(
+        self, response: httpx.Response, what: str, expected: str = "Craftkit's answer"
+    ) -> ForeignAnswer:
+        """The error for an answer that is not the API's: it says exactly what came instead."""
+        status = response.status_code
+        host = response.request.url.host
+        if 300 <= status < 400:
+            where = response.headers.get("Location")
+            got = f"a redirect to {where[:200]}" if where else "a redirect without a Location"
+            return ForeignAnswer(
+                f"{what}: {host} answered {status} ({got}), which outbox does not follow",
+                status=status,
+            )
+        return ForeignAnswer(
+            f"{what}: {host} answered {status} with {_describe_body(response)}, not {expected} "
+            "(a captive portal, a proxy or a wrong base URL?)",
+            status=status,
+        )
+
+
+def _stream(
+    response: httpx.Response, translate: Callable[..., RemoteError]
+) -> tuple[int | None, Iterator[bytes]]:
+    length = response.headers.get("Content-Length")
+    return int(length) if length and length.isdigit() else None, _chunks(response, translate)
 
 
 def _chunks(response: httpx.Response, translate: Callable[..., RemoteError]) -> Iterator[bytes]:
@@ -371,6 +405,24 @@ def _chunks(response: httpx.Response, translate: Callable[..., RemoteError]) -> 
         yield from response.iter_bytes(64 * 1024)
     except httpx.HTTPError as exc:
         raise translate(exc, what="the PDF download") from exc
+
+
+def _describe_body(response: httpx.Response) -> str:
+    """A few words on what a body that is not the expected JSON holds."""
+    content = response.content
+    kind = _content_type(response)
+    if not content.strip():
+        return f"an empty body ({kind})"
+    body = _json_or_none(response)
+    if body is None:
+        return (
+            f"{len(content):,} bytes of {kind} that are not valid JSON (starting {content[:24]!r})"
+        )
+    if isinstance(body, dict):
+        return "a JSON object without a render's id and status"
+    if isinstance(body, list):
+        return "a JSON array"
+    return f"a JSON {type(body).__name__}"
 
 
 def _string(value: Any) -> str | None:

@@ -56,7 +56,12 @@ class Dispatcher:
                 # The cached template may be out of date: refresh it, and say if it changed.
                 note = refresh_after_rejection(crew.journal, self.client, entry, crew.schedule)
             outcome = outcomes.submit_failed(
-                entry, exc, now=crew.clock.now(), schedule=crew.schedule, note=note
+                entry,
+                exc,
+                now=crew.clock.now(),
+                schedule=crew.schedule,
+                note=note,
+                health_ok=outcomes.needs_health_check(exc) and crew.gate.health_ok(deadline),
             )
             crew.apply(entry, outcome, exc)
             return

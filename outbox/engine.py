@@ -273,7 +273,7 @@ class Engine:
         entries = [self.journal.get(entry_id) for entry_id in finished]
         waiting = [
             entry
-            for state in (State.SUBMITTED, State.DOWNLOADING)
+            for state in (State.PENDING, State.SUBMITTED, State.DOWNLOADING)
             for entry in self.journal.list(state=state)
             if entry.error
         ]

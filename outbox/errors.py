@@ -25,10 +25,13 @@ act on them, and never contain the API key. The tree::
     ├── RemoteError           Craftkit, or the network in front of it, did not say yes
     │   ├── TransientError    try again later with the same key
     │   │   ├── Offline       the API was not reached, or something else answered
+    │   │   │   └── ForeignAnswer  a redirect or a body that is not the API's: offline
+    │   │   │                    unless GET /health answers ok, then that request's problem
     │   │   ├── OutcomeUnknown  sent, but no answer came back
     │   │   ├── ServerError   a 5xx
     │   │   ├── RateLimited   a 429
-    │   │   └── DownloadError an incomplete or foreign PDF
+    │   │   ├── DownloadError an incomplete or foreign PDF
+    │   │   └── PublicCopyBroken  the public downloadUrl failed; the private stream takes over
     │   ├── AuthError         the API key was refused (401/403)
     │   └── PermanentError    refused for good (400/404/409...)
     │       └── NotFound      Craftkit does not know the render
@@ -197,6 +200,16 @@ class Offline(TransientError):
     """
 
 
+class ForeignAnswer(Offline):
+    """Something answered that is not the Craftkit API's answer: a redirect, a 2xx whose body
+    is not what the API sends, an error without Craftkit's envelope.
+
+    A captive portal or a proxy answers like this, so on its own it means offline; but when
+    ``GET /health`` answers ok right after, the API is there and the odd answer concerns only
+    the request (and the entry) it came for.
+    """
+
+
 class OutcomeUnknown(TransientError):
     """The request was sent but no answer came back; the render may or may not exist."""
 
@@ -223,6 +236,15 @@ class NotFound(PermanentError):
 
 class DownloadError(TransientError):
     """A PDF download was incomplete or not a PDF; it is retried, never kept."""
+
+
+class PublicCopyBroken(TransientError):
+    """The public ``downloadUrl`` could not be fetched: refused, redirected, any 4xx or 5xx (a
+    401 from the bucket too), or not an http(s) URL.
+
+    The bucket is not the API: this never says anything about the network or the API key. The
+    entry downloads through the private stream instead.
+    """
 
 
 class StorageFull(OutboxError):

@@ -54,6 +54,7 @@ class Gate:
         self._answered_before = False
         self._key_accepted_before = False
         self._server_trouble: str | None = None  # the last 5xx while in trouble
+        self._healthy_at: float | None = None  # monotonic time of the last ok health check
         self._server_record_lock = threading.Lock()
 
     # -- conditions ----------------------------------------------------------------------
@@ -67,6 +68,7 @@ class Gate:
         with self._lock:
             first = self.offline_reason is None
             self.offline_reason = exc.message
+            self._healthy_at = None
         if first:
             log.warning("offline: %s", exc.message)
             self._record("connectivity", {"online": False, "reason": exc.message})
@@ -151,6 +153,27 @@ class Gate:
         elif isinstance(exc, RateLimited):
             self.rate_limited(exc)
 
+    def health_ok(self, deadline: float | None) -> bool:
+        """Whether the API's ``GET /health`` answers ok now (see
+        :func:`outbox.outcomes.needs_health_check`).
+
+        An ok answer is believed for ``schedule.health_confirm_ttl`` seconds, so many entries
+        that each got one odd answer cost one health check, not one each.
+        """
+        now = self.clock.monotonic()
+        with self._lock:
+            recent = self._healthy_at
+        if recent is not None and now - recent < self.schedule.health_confirm_ttl:
+            return True
+        try:
+            self.client.health(deadline=deadline)
+        except RemoteError as exc:
+            log.debug("health check not ok: %s", exc.message)
+            return False
+        with self._lock:
+            self._healthy_at = self.clock.monotonic()
+        return True
+
     # -- waiting -------------------------------------------------------------------------
 
     def acquire(self, deadline: float | None, stop: threading.Event | None = None) -> bool:
@@ -189,6 +212,8 @@ class Gate:
                 # there but not usable yet; keep probing.
                 log.debug("health check not ok: %s", exc.message)
             else:
+                with self._lock:
+                    self._healthy_at = self.clock.monotonic()
                 self.answered()
                 return True
             probes += 1

@@ -22,6 +22,7 @@ from .client import NotReady, Render
 from .downloads import SavedPdf
 from .errors import (
     AuthError,
+    ForeignAnswer,
     IllegalTransition,
     InvalidArgument,
     NotFound,
@@ -58,8 +59,12 @@ class Rule(enum.Enum):
 
     # -- any request --
     OFFLINE = (
-        "connection refused, DNS failure, connect timeout; a 2xx that is not Craftkit's answer, "
-        "or a redirect (a captive portal, a proxy)"
+        "connection refused, DNS failure, connect timeout; a redirect or an answer that is not "
+        "Craftkit's, while `GET /health` does not answer ok either (a captive portal, a proxy)"
+    )
+    FOREIGN_ANSWER = (
+        "a redirect or an answer that is not Craftkit's (garbage, the wrong shape, empty), "
+        "while `GET /health` answers ok"
     )
     KEY_REFUSED = "401, 403"
     RATE_LIMITED = "429 or `rate_limited`"
@@ -81,7 +86,13 @@ class Rule(enum.Enum):
     # -- downloading --
     SAVED = "the whole PDF (`Content-Length`, `%PDF-` header, `%%EOF` trailer)"
     NOT_READY = "404 from the private stream: no PDF yet"
-    DOWNLOAD_BROKEN = "a truncated or foreign body, read timeout, 5xx, other 4xx"
+    PUBLIC_COPY_BROKEN = (
+        "the public `downloadUrl` fails: refused, a redirect, any 4xx (a 401 from the bucket "
+        "too) or 5xx, not http(s), a body that is not the whole PDF"
+    )
+    DOWNLOAD_BROKEN = (
+        "from the private stream: a truncated or foreign body, read timeout, 5xx, other 4xx"
+    )
     DISK_FULL = "no space left on the downloads folder's disk"
     FOLDER_UNWRITABLE = "the downloads folder cannot be written"
     # -- by hand --
@@ -144,9 +155,15 @@ Outcome = Move | GiveBack
 # -- any request -----------------------------------------------------------------------------
 
 
-def _everyone(entry: Entry, error: RemoteError, now: float, schedule: Schedule) -> Outcome | None:
-    """The outcome of an error that concerns every request, not this entry; None if not one."""
-    if isinstance(error, Offline):
+def _everyone(
+    entry: Entry, error: RemoteError, now: float, schedule: Schedule, health_ok: bool
+) -> Outcome | None:
+    """The outcome of an error that concerns every request, not this entry; None if not one.
+
+    ``health_ok``: ``GET /health`` answered ok after ``error`` came, so a :class:`ForeignAnswer`
+    concerns this request only (see :func:`_foreign`), not the network.
+    """
+    if isinstance(error, Offline) and not (health_ok and isinstance(error, ForeignAnswer)):
         return GiveBack(Rule.OFFLINE)
     if isinstance(error, AuthError):
         return GiveBack(Rule.KEY_REFUSED)
@@ -210,6 +227,17 @@ def submit_answered(
     return Move(Rule.ACCEPTED, State.SUBMITTED, changes, detail, http_status, Network.KEY_ACCEPTED)
 
 
+def needs_health_check(error: RemoteError) -> bool:
+    """Whether ``GET /health`` must be asked before deciding what ``error`` means.
+
+    A redirect or a body that is not the API's (:class:`ForeignAnswer`) is what a captive
+    portal sends, so it means offline; but if the API's health check answers ok right after,
+    it was one bad answer, and the entry it came for is its only concern: the ``*_failed``
+    functions take the check's verdict as ``health_ok``.
+    """
+    return isinstance(error, ForeignAnswer)
+
+
 def needs_template_refresh(error: RemoteError) -> bool:
     """Whether Craftkit refused the data, so the cached template should be re-read first."""
     return isinstance(error, PermanentError) and error.code == INVALID_INPUT_DATA
@@ -222,17 +250,34 @@ def submit_failed(
     now: float,
     schedule: Schedule,
     note: str | None = None,
+    health_ok: bool = False,
 ) -> Outcome:
     """The submission got no usable answer, or a refusal.
 
     ``note`` is what re-reading the cached template found after ``invalid_input_data`` (see
-    :func:`needs_template_refresh`); it is added to the error.
+    :func:`needs_template_refresh`); it is added to the error. ``health_ok``: see
+    :func:`needs_health_check`.
     """
     _expect(entry, State.PENDING, "a submit error")
-    shared = _everyone(entry, error, now, schedule)
+    shared = _everyone(entry, error, now, schedule, health_ok)
     if shared is not None:
         return shared
     attempts = entry.attempts + 1
+    if isinstance(error, ForeignAnswer):
+        delay = schedule.submit_retry.delay(attempts)
+        return Move(
+            Rule.FOREIGN_ANSWER,
+            State.PENDING,
+            Changes(
+                attempts=attempts,
+                error=_foreign(error, "submitting"),
+                error_code="foreign_answer",
+                due_at=now + delay,
+            ),
+            f"{_foreign(error, 'submitting')}; sent again with the same key in {delay:.1f} s",
+            error.status,
+            Network.ANSWERED,
+        )
     if isinstance(error, TransientError):
         unknown = isinstance(error, OutcomeUnknown)
         delay = schedule.submit_retry.delay(attempts)
@@ -329,10 +374,20 @@ def poll_answered(entry: Entry, render: Render, *, now: float, schedule: Schedul
     )
 
 
-def poll_failed(entry: Entry, error: RemoteError, *, now: float, schedule: Schedule) -> Outcome:
-    """Asking about the render failed. Nothing ever gives up on a submitted render."""
+def poll_failed(
+    entry: Entry,
+    error: RemoteError,
+    *,
+    now: float,
+    schedule: Schedule,
+    health_ok: bool = False,
+) -> Outcome:
+    """Asking about the render failed. Nothing ever gives up on a submitted render.
+
+    ``health_ok``: see :func:`needs_health_check`.
+    """
     _expect(entry, State.SUBMITTED, "a poll error")
-    shared = _everyone(entry, error, now, schedule)
+    shared = _everyone(entry, error, now, schedule, health_ok)
     if shared is not None:
         return shared
     polls = entry.polls + 1
@@ -351,6 +406,11 @@ def poll_failed(entry: Entry, error: RemoteError, *, now: float, schedule: Sched
         schedule.poll_retry.delay(polls),
         schedule.polling.delay(polls, age) * schedule.poll_retry_factor,
     )
+    if isinstance(error, ForeignAnswer):
+        message = f"{_foreign(error, f'checking render {entry.render_id}')}; still checking"
+        return _problem(
+            Rule.FOREIGN_ANSWER, entry, error, message, polls, now + delay, Network.ANSWERED
+        )
     return _problem(
         Rule.POLL_ERROR,
         entry,
@@ -386,13 +446,41 @@ def download_saved(entry: Entry, saved: SavedPdf, *, now: float) -> Move:
 
 
 def download_failed(
-    entry: Entry, error: Exception, *, now: float, schedule: Schedule, folder: str
+    entry: Entry,
+    error: Exception,
+    *,
+    now: float,
+    schedule: Schedule,
+    folder: str,
+    health_ok: bool = False,
 ) -> Outcome:
     """The PDF could not be fetched or written into ``folder``; it is tried again, never kept
-    half-done. Raises ``error`` itself when it is not a download problem."""
+    half-done. Raises ``error`` itself when it is not a download problem.
+
+    An entry with a ``download_url`` was fetched from the public copy; whatever went wrong
+    there is the bucket's problem, not the network's or the key's: the entry forgets the URL
+    and goes through the private stream at once. ``health_ok``: see :func:`needs_health_check`.
+    """
     _expect(entry, State.DOWNLOADING, "a download error")
     tries = entry.polls + 1
     retry_at = now + schedule.download_retry.delay(tries)
+    if entry.download_url and isinstance(error, RemoteError) and not isinstance(error, NotReady):
+        message = (
+            f"the public copy of render {entry.render_id} failed ({error.message}); "
+            "downloading through the private stream instead"
+        )
+        return Move(
+            Rule.PUBLIC_COPY_BROKEN,
+            State.DOWNLOADING,
+            Changes(
+                download_url=None,
+                error=message,
+                error_code=error.code or type(error).__name__,
+                due_at=now,
+            ),
+            message,
+            error.status,
+        )
     if isinstance(error, NotReady):
         return Move(Rule.NOT_READY, State.DOWNLOADING, Changes(polls=tries, due_at=retry_at))
     if isinstance(error, StorageFull):
@@ -400,9 +488,14 @@ def download_failed(
             Rule.DISK_FULL, entry, error, str(error), tries, now + schedule.storage_retry
         )
     if isinstance(error, RemoteError):
-        shared = _everyone(entry, error, now, schedule)
+        shared = _everyone(entry, error, now, schedule, health_ok)
         if shared is not None:
             return shared
+        if isinstance(error, ForeignAnswer):
+            message = f"{_foreign(error, 'downloading')}; will retry"
+            return _problem(
+                Rule.FOREIGN_ANSWER, entry, error, message, tries, retry_at, Network.ANSWERED
+            )
         message = f"download failed, will retry: {error.message}"
         return _problem(Rule.DOWNLOAD_BROKEN, entry, error, message, tries, retry_at)
     if isinstance(error, OSError):
@@ -595,6 +688,14 @@ def _problem(
         message,
         getattr(error, "status", None),
         network,
+    )
+
+
+def _foreign(error: RemoteError, doing: str) -> str:
+    """What to say about a :class:`ForeignAnswer` that concerns one request only."""
+    return (
+        f"{doing} got an answer that is not Craftkit's ({error.message.rstrip('.')}) while "
+        "the API's health check answers ok, so only this entry waits"
     )
 
 

@@ -57,7 +57,13 @@ class Replay:
         try:
             render = self.client.get_render(entry.render_id, deadline=deadline)
         except RemoteError as exc:
-            outcome = outcomes.poll_failed(entry, exc, now=crew.clock.now(), schedule=crew.schedule)
+            outcome = outcomes.poll_failed(
+                entry,
+                exc,
+                now=crew.clock.now(),
+                schedule=crew.schedule,
+                health_ok=outcomes.needs_health_check(exc) and crew.gate.health_ok(deadline),
+            )
             crew.apply(entry, outcome, exc)
             return
         crew.notice_status(render.status)
@@ -107,12 +113,19 @@ class Replay:
                     expected_size=length,
                 )
         except (NotReady, StorageFull, RemoteError, OSError) as exc:
+            health_ok = (
+                isinstance(exc, RemoteError)
+                and not entry.download_url  # the bucket's answers never need the API's view
+                and outcomes.needs_health_check(exc)
+                and crew.gate.health_ok(deadline)
+            )
             outcome = outcomes.download_failed(
                 entry,
                 exc,
                 now=crew.clock.now(),
                 schedule=crew.schedule,
                 folder=str(self.downloads),
+                health_ok=health_ok,
             )
             crew.apply(entry, outcome, exc)
             return

@@ -161,6 +161,9 @@ class Schedule:
     pacing: Pacing = Pacing()
     #: Between two health checks while offline (0.25 s, 0.5 s ... 10 s).
     health_probe: Backoff = Backoff(0.25, 10.0, jitter=0.0)
+    #: An ok health check is believed this long when deciding whether an odd answer (a
+    #: redirect, a body that is not the API's) means offline or concerns one entry only.
+    health_confirm_ttl: float = 2.0
     #: How long ``flush`` keeps checking an unreachable API before leaving the work for later.
     offline_grace: float = 3.0
     #: How long a long-running outbox waits after a refused API key before trying again.

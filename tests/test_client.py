@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -11,10 +12,12 @@ import pytest
 from outbox.client import CraftkitClient, NotReady, Render
 from outbox.errors import (
     AuthError,
+    ForeignAnswer,
     NotFound,
     Offline,
     OutcomeUnknown,
     PermanentError,
+    PublicCopyBroken,
     RateLimited,
     RemoteError,
     ServerError,
@@ -106,12 +109,12 @@ def test_submit_sends_key_header_and_options_and_parses_202_and_200() -> None:
             httpx.Response(
                 200, text="<html>Hotel Wi-Fi login</html>", headers={"Content-Type": "text/html"}
             ),
-            Offline,
+            ForeignAnswer,
             None,
         ),
-        (httpx.Response(200, json={"ok": True}), Offline, None),
-        (httpx.Response(302, headers={"Location": "http://login.hotel"}), Offline, None),
-        (httpx.Response(404, text="<html>Not found</html>"), Offline, None),
+        (httpx.Response(200, json={"ok": True}), ForeignAnswer, None),
+        (httpx.Response(302, headers={"Location": "http://login.hotel"}), ForeignAnswer, None),
+        (httpx.Response(404, text="<html>Not found</html>"), ForeignAnswer, None),
     ],
 )
 def test_answers_are_classified_as_the_contract_says(
@@ -189,22 +192,62 @@ def test_health_requires_the_real_answer() -> None:
         _client(lambda _r: httpx.Response(200, json={"status": "degraded"})).health()
 
 
-def test_public_download_never_carries_the_key_and_falls_back_to_private() -> None:
+def test_public_download_never_carries_the_key_and_the_private_stream_does() -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        if request.url.host == "cdn.craftkit.test":
-            return httpx.Response(403, text="gone private")
         return httpx.Response(200, content=b"%PDF-1.4 ... %%EOF", headers={"Content-Length": "18"})
 
     client = _client(handler)
-    render = Render("r-1", "succeeded", "https://cdn.craftkit.test/r-1.pdf", None)
-    with client.open_pdf(render) as (length, chunks):
+    public = Render("r-1", "succeeded", "https://cdn.craftkit.test/r-1.pdf", None)
+    with client.open_pdf(public) as (length, chunks):
         assert length == 18 and b"".join(chunks).startswith(b"%PDF-")
-    assert "Authorization" not in seen[0].headers
+    with client.open_pdf(replace(public, download_url=None)) as (length, chunks):
+        assert b"".join(chunks).startswith(b"%PDF-")
+    assert seen[0].url.host == "cdn.craftkit.test" and "Authorization" not in seen[0].headers
     assert seen[1].url.path == "/v1/embed/renders/r-1/download"
     assert seen[1].headers["Authorization"] == f"Bearer {KEY}"
+
+
+def _refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+
+@pytest.mark.parametrize(
+    ("url", "answer", "words"),
+    [
+        ("https://cdn.craftkit.test/r-1.pdf", _refused, "cdn.craftkit.test: [Errno 111]"),
+        (
+            "https://cdn.craftkit.test/r-1.pdf",
+            lambda _r: httpx.Response(302, headers={"Location": "https://cdn.craftkit.test/x"}),
+            "cdn.craftkit.test answered 302 (a redirect to https://cdn.craftkit.test/x)",
+        ),
+        (
+            "https://cdn.craftkit.test/r-1.pdf",
+            lambda _r: httpx.Response(401, json={"error": {"code": "unauthorized"}}),
+            "cdn.craftkit.test answered 401",
+        ),
+        (
+            "https://cdn.craftkit.test/r-1.pdf",
+            lambda _r: httpx.Response(503),
+            "cdn.craftkit.test answered 503",
+        ),
+        ("file:///etc/passwd", _refused, "'file:///etc/passwd' is not an http(s) URL"),
+    ],
+)
+def test_every_failure_of_the_public_copy_is_the_buckets_never_the_apis(
+    url: str, answer: Callable[[httpx.Request], httpx.Response], words: str
+) -> None:
+    """A refused or redirecting bucket is not "offline"; its 401 is not "the key was refused"."""
+    client = _client(answer)
+    with (
+        pytest.raises(PublicCopyBroken) as raised,
+        client.open_pdf(Render("r-1", "succeeded", url, None)),
+    ):
+        pass
+    assert words in raised.value.message
+    assert "API key" not in raised.value.message
 
 
 def test_private_stream_404_means_not_ready() -> None:

@@ -23,12 +23,14 @@ from outbox.downloads import SavedPdf
 from outbox.errors import (
     AuthError,
     DownloadError,
+    ForeignAnswer,
     IllegalTransition,
     InvalidArgument,
     NotFound,
     Offline,
     OutcomeUnknown,
     PermanentError,
+    PublicCopyBroken,
     RateLimited,
     RemoteError,
     ServerError,
@@ -104,22 +106,38 @@ def submitted(status: str, replayed: bool = False) -> Callable[[Entry], Outcome]
     )
 
 
-def submit_error(error: RemoteError, note: str | None = None) -> Callable[[Entry], Outcome]:
-    return lambda e: outcomes.submit_failed(e, error, now=NOW, schedule=SCHEDULE, note=note)
+def submit_error(
+    error: RemoteError, note: str | None = None, health_ok: bool = False
+) -> Callable[[Entry], Outcome]:
+    return lambda e: outcomes.submit_failed(
+        e, error, now=NOW, schedule=SCHEDULE, note=note, health_ok=health_ok
+    )
 
 
 def polled(status: str) -> Callable[[Entry], Outcome]:
     return lambda e: outcomes.poll_answered(e, render(status), now=NOW, schedule=SCHEDULE)
 
 
-def poll_error(error: RemoteError) -> Callable[[Entry], Outcome]:
-    return lambda e: outcomes.poll_failed(e, error, now=NOW, schedule=SCHEDULE)
+def poll_error(error: RemoteError, health_ok: bool = False) -> Callable[[Entry], Outcome]:
+    return lambda e: outcomes.poll_failed(e, error, now=NOW, schedule=SCHEDULE, health_ok=health_ok)
 
 
-def download_error(error: Exception) -> Callable[[Entry], Outcome]:
+def download_error(error: Exception, health_ok: bool = False) -> Callable[[Entry], Outcome]:
     return lambda e: outcomes.download_failed(
-        e, error, now=NOW, schedule=SCHEDULE, folder="/srv/renders"
+        e, error, now=NOW, schedule=SCHEDULE, folder="/srv/renders", health_ok=health_ok
     )
+
+
+#: Each phase with the outcome function of its errors.
+PHASES: list[tuple[State, Callable[[RemoteError], Callable[[Entry], Outcome]]]] = [
+    (State.PENDING, submit_error),
+    (State.SUBMITTED, poll_error),
+    (State.DOWNLOADING, download_error),
+]
+
+#: What a captive portal, a proxy or a broken server sends instead of the API's answer.
+FOREIGN = ForeignAnswer("api.craftkit.dev answered 307 (a redirect to /login)", status=307)
+PUBLIC_URL = "https://bucket.example/r1.pdf"
 
 
 SAVED = SavedPdf(path=Path("/srv/renders/north-42.pdf"), size=48213, sha256="ab" * 32)
@@ -134,16 +152,53 @@ CASES = [
     # -- any request: the same in every phase --
     *[
         Case(f"{phase}-{name}", phase, decide(error), rule, None, False, Network.TROUBLE)
-        for phase, decide in [
-            (State.PENDING, submit_error),
-            (State.SUBMITTED, poll_error),
-            (State.DOWNLOADING, download_error),
-        ]
+        for phase, decide in PHASES
         for name, error, rule in [
             ("offline", Offline("cannot reach"), Rule.OFFLINE),
+            ("foreign-answer-and-no-health", FOREIGN, Rule.OFFLINE),
             ("key-refused", AuthError("refused", status=401), Rule.KEY_REFUSED),
         ]
     ],
+    Case(
+        "submit-foreign-answer-while-healthy",
+        State.PENDING,
+        submit_error(FOREIGN, health_ok=True),
+        Rule.FOREIGN_ANSWER,
+        State.PENDING,
+        True,
+        Network.ANSWERED,
+        Changes(
+            attempts=2,
+            error="submitting got an answer that is not Craftkit's (api.craftkit.dev answered "
+            "307 (a redirect to /login)) while the API's health check answers ok, so only this "
+            "entry waits",
+            error_code="foreign_answer",
+        ),
+        307,
+        {"attempts": 1},
+    ),
+    Case(
+        "poll-foreign-answer-while-healthy",
+        State.SUBMITTED,
+        poll_error(FOREIGN, health_ok=True),
+        Rule.FOREIGN_ANSWER,
+        State.SUBMITTED,
+        True,
+        Network.ANSWERED,
+        Changes(polls=1, error_code="ForeignAnswer"),
+        307,
+    ),
+    Case(
+        "download-foreign-answer-while-healthy",
+        State.DOWNLOADING,
+        download_error(FOREIGN, health_ok=True),
+        Rule.FOREIGN_ANSWER,
+        State.DOWNLOADING,
+        True,
+        Network.ANSWERED,
+        Changes(polls=1, error_code="ForeignAnswer"),
+        307,
+    ),
     *[
         Case(
             f"{phase}-rate-limited-{wait}",
@@ -155,11 +210,7 @@ CASES = [
             Network.TROUBLE,
             Changes(due_at=NOW + (1.0 if wait is None else wait)),
         )
-        for phase, decide in [
-            (State.PENDING, submit_error),
-            (State.SUBMITTED, poll_error),
-            (State.DOWNLOADING, download_error),
-        ]
+        for phase, decide in PHASES
         for wait in (7.0, None)
     ],
     # -- submitting --
@@ -452,6 +503,30 @@ CASES = [
         Network.NOTHING,
         Changes(polls=1),
     ),
+    *[
+        Case(
+            f"public-copy-{name}",
+            State.DOWNLOADING,
+            download_error(error, health_ok=health_ok),
+            Rule.PUBLIC_COPY_BROKEN,
+            State.DOWNLOADING,
+            True,
+            Network.NOTHING,
+            Changes(download_url=None, due_at=NOW),
+            error.status,
+            {"download_url": PUBLIC_URL},
+        )
+        for name, error, health_ok in [
+            ("refused", PublicCopyBroken("connection refused by bucket.example"), False),
+            ("unauthorized", PublicCopyBroken("bucket.example answered 401", status=401), False),
+            ("not-a-pdf", DownloadError("the download is not a PDF"), False),
+            ("cut-off", OutcomeUnknown("no complete answer"), False),
+            ("redirect", FOREIGN, True),
+            # Whatever class an error from the bucket has, it never judges the API or the key.
+            ("offline-by-mistake", Offline("cannot reach bucket.example"), False),
+            ("key-by-mistake", AuthError("refused", status=401), False),
+        ]
+    ],
     Case(
         "truncated",
         State.DOWNLOADING,
