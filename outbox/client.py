@@ -227,7 +227,7 @@ class CraftkitClient:
         """Open the public copy; every failure is :class:`PublicCopyBroken`, in plain words."""
         host = httpx.URL(url).host if url.startswith(("http://", "https://")) else None
         if not host:
-            raise PublicCopyBroken(f"the downloadUrl {url[:80]!r} is not an http(s) URL")
+            raise PublicCopyBroken(f"the downloadUrl {url[:80]!r} is not a plain http(s) URL")
 
         def broken(exc: httpx.HTTPError) -> PublicCopyBroken:
             return PublicCopyBroken(f"{host}: {_reason(exc)}")
@@ -410,14 +410,13 @@ def _chunks(response: httpx.Response, translate: Callable[..., RemoteError]) -> 
 def _describe_body(response: httpx.Response) -> str:
     """A few words on what a body that is not the expected JSON holds."""
     content = response.content
-    kind = _content_type(response)
+    kind = _content_type(response)  # "text/html", or "with no content type"
+    kind = kind if kind.startswith("with ") else f"of {kind}"
     if not content.strip():
-        return f"an empty body ({kind})"
+        return f"an empty body {kind}"
     body = _json_or_none(response)
     if body is None:
-        return (
-            f"{len(content):,} bytes of {kind} that are not valid JSON (starting {content[:24]!r})"
-        )
+        return f"{len(content):,} bytes {kind} that are not valid JSON (starting {content[:24]!r})"
     if isinstance(body, dict):
         return "a JSON object without a render's id and status"
     if isinstance(body, list):

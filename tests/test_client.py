@@ -233,7 +233,7 @@ def _refused(request: httpx.Request) -> httpx.Response:
             lambda _r: httpx.Response(503),
             "cdn.craftkit.test answered 503",
         ),
-        ("file:///etc/passwd", _refused, "'file:///etc/passwd' is not an http(s) URL"),
+        ("file:///etc/passwd", _refused, "'file:///etc/passwd' is not a plain http(s) URL"),
     ],
 )
 def test_every_failure_of_the_public_copy_is_the_buckets_never_the_apis(
