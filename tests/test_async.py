@@ -465,23 +465,26 @@ def test_a_cancelled_flush_leaves_nothing_leased_and_a_later_flush_renders_once(
 
 def test_cancelling_a_journal_call_waits_for_it_or_drops_it(db_path: Path) -> None:
     """A started call finishes before the CancelledError; a queued one never runs."""
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_requests() -> Iterator[dict[str, Any]]:
+        """Requests read on the journal thread, as slowly as the test says."""
+        entered.set()
+        release.wait(60)
+        yield {"template": "inspection-report", "data": INSPECTION, "key": "s"}
 
     async def main() -> None:
-        async with AsyncOutbox(db_path, busy_timeout=60) as ob:
-            await ob.counts()
-            other = sqlite3.connect(db_path, isolation_level=None)
-            other.execute("BEGIN IMMEDIATE")  # another writer holds the journal
-            started = asyncio.create_task(ob.enqueue("inspection-report", INSPECTION, key="s"))
+        async with AsyncOutbox(db_path) as ob:
+            started = asyncio.create_task(ob.enqueue_many(slow_requests()))
             queued = asyncio.create_task(ob.enqueue("inspection-report", INSPECTION, key="q"))
-            await asyncio.sleep(0.2)  # the first call is now waiting for the lock
+            await asyncio.to_thread(entered.wait, 60)  # the first call is running
             queued.cancel()
             started.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await queued
             await asyncio.sleep(0.2)
-            assert not started.done()  # still waiting for the lock, so the caller waits too
-            other.execute("ROLLBACK")
-            other.close()
+            assert not started.done()  # its work is still running, so its caller waits
+            release.set()
             with pytest.raises(asyncio.CancelledError):
                 await started
             keys = [e.key for e in await ob.list()]
