@@ -173,16 +173,10 @@ class Outbox:
         Each item is a :class:`RenderRequest` (from :meth:`prepare`) or a mapping with
         ``template``, ``data`` and optionally ``key``, ``filename``, ``version``.
         """
-        templates: dict[str, CachedTemplate | None] = {}
-
-        def cached(slug: str) -> CachedTemplate | None:  # one lookup per template per batch
-            if slug not in templates:
-                templates[slug] = self.journal.cached_template(slug)
-            return templates[slug]
-
+        cache = _CacheView(self.journal)  # one lookup per template per batch
         return self.journal.enqueue_many(
             [
-                item if isinstance(item, RenderRequest) else self._prepare_mapping(item, cached)
+                item if isinstance(item, RenderRequest) else self._prepare_mapping(item, cache)
                 for item in requests
             ]
         )
@@ -207,7 +201,7 @@ class Outbox:
         already holds this very request (enqueueing it again returns that entry as it is).
         """
         return self._prepare(
-            template, data, key, filename, version, source, validation, self.journal.cached_template
+            template, data, key, filename, version, source, validation, _CacheView(self.journal)
         )
 
     def _prepare(
@@ -219,11 +213,11 @@ class Outbox:
         version: int | None,
         source: str | None,
         validation: ValidationMode | None,
-        cached: Callable[[str], CachedTemplate | None],
+        cache: _CacheView,
     ) -> RenderRequest:
         request = RenderRequest(template, _as_dict(data), key, filename, version, source)
         mode = self.validation if validation is None else validation
-        check = self._apply_check(request, key, mode, cached)
+        check = self._apply_check(request, key, mode, cache)
         if check is not None and not check.passed:
             log.warning("%s; queued anyway (validation=warn)", check.message())
         elif check is not None and check.message() and self._first_note(check):
@@ -253,14 +247,14 @@ class Outbox:
         already holds this very request: enqueueing returns that entry). Logs nothing.
         """
         mode = self.validation if validation is None else validation
-        return self._apply_check(request, request.key, mode, self.journal.cached_template)
+        return self._apply_check(request, request.key, mode, _CacheView(self.journal))
 
     def _apply_check(
         self,
         request: RenderRequest,
         key: str | None,
         mode: ValidationMode,
-        cached: Callable[[str], CachedTemplate | None],
+        cache: _CacheView,
     ) -> DataCheck | None:
         """Check a prepared request's data as ``mode`` says (see :meth:`check_request`).
 
@@ -269,9 +263,7 @@ class Outbox:
         """
         if validation_mode(mode) == "off":
             return None
-        check = self._check_against_cache(
-            cached(request.template), request.template, request.data, request.version
-        )
+        check = self._check_against_cache(cache, request.template, request.data, request.version)
         if not check.passed and key is not None:
             # A key already in use decides first: the same request is that entry, whatever
             # its data; another request is a conflict, whatever the data says.
@@ -285,20 +277,15 @@ class Outbox:
         return check
 
     def _check_against_cache(
-        self,
-        cached: CachedTemplate | None,
-        template: str,
-        data: Mapping[str, Any],
-        version: int | None,
+        self, cache: _CacheView, template: str, data: Mapping[str, Any], version: int | None
     ) -> DataCheck:
         """The check of ``data``; a template missing from the cache is looked up among those
         the last full sync listed (it then does not exist at Craftkit)."""
-        synced_at = self.journal.templates_synced_at() if cached is None else None
+        cached = cache.template(template)
+        synced_at = cache.synced_at() if cached is None else None
         return self._checker.check(cached, template, data, version=version, synced_at=synced_at)
 
-    def _prepare_mapping(
-        self, item: Mapping[str, Any], cached: Callable[[str], CachedTemplate | None]
-    ) -> RenderRequest:
+    def _prepare_mapping(self, item: Mapping[str, Any], cache: _CacheView) -> RenderRequest:
         if not isinstance(item, Mapping):
             raise InvalidArgument(
                 f"each request must be a RenderRequest or a mapping, not {type(item).__name__}"
@@ -314,7 +301,7 @@ class Outbox:
             item.get("version"),
             None,
             None,
-            cached,
+            cache,
         )
 
     def cancel(self, entry_id: str) -> Entry:
@@ -368,7 +355,7 @@ class Outbox:
         )
         move = outcomes.amend_requested(entry, request, now=self.clock.now())
         mode = self.validation if validation is None else validation
-        check = self._apply_check(request, None, mode, self.journal.cached_template)
+        check = self._apply_check(request, None, mode, _CacheView(self.journal))
         if check is not None and not check.passed:
             log.warning("%s; amended anyway (validation=warn)", check.message())
         return self._apply(entry, move)
@@ -653,8 +640,7 @@ class Outbox:
             raise InvalidArgument(
                 f"data must be a JSON object ({{...}}), not {type(data).__name__}"
             )
-        cached = self.journal.cached_template(template)
-        return self._check_against_cache(cached, template, data, version)
+        return self._check_against_cache(_CacheView(self.journal), template, data, version)
 
     def templates(self) -> builtins.list[CachedTemplate]:
         """The cached templates (see :meth:`sync_templates`), by slug. Works offline."""
@@ -671,6 +657,26 @@ class Outbox:
         return template_sync.sync_templates(
             self.journal, client, deadline=self.clock.monotonic() + timeout
         )
+
+
+class _CacheView:
+    """The template cache as one request, or one batch, sees it: each lookup is made once."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._templates: dict[str, CachedTemplate | None] = {}
+        self._synced_at: tuple[str | None] | None = None
+
+    def template(self, slug: str) -> CachedTemplate | None:
+        if slug not in self._templates:
+            self._templates[slug] = self._journal.cached_template(slug)
+        return self._templates[slug]
+
+    def synced_at(self) -> str | None:
+        """When the last full template sync ran (None: never)."""
+        if self._synced_at is None:
+            self._synced_at = (self._journal.templates_synced_at(),)
+        return self._synced_at[0]
 
 
 def _as_dict(data: Mapping[str, Any]) -> dict[str, Any]:
