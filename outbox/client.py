@@ -14,6 +14,7 @@ import email.utils
 import importlib.metadata
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -355,12 +356,14 @@ class CraftkitClient:
                 response, f"{response.request.method} {response.request.url.path}", "a render"
             )
         duration = body.get("durationMs")
+        if not (isinstance(duration, int | float) and math.isfinite(duration)):
+            duration = None
         return Render(
             id=body["id"],
             status=body["status"],
-            download_url=body.get("downloadUrl") or None,
-            error_message=body.get("errorMessage"),
-            duration_ms=int(duration) if isinstance(duration, int | float) else None,
+            download_url=_string(body.get("downloadUrl")) or None,
+            error_message=_string(body.get("errorMessage")),
+            duration_ms=int(duration) if duration is not None else None,
             created_at=_string(body.get("createdAt")),
             completed_at=_string(body.get("completedAt")),
         )

@@ -152,6 +152,30 @@ def test_a_poison_poll_answer_is_that_entrys_problem(
     assert f"waiting {bad.id}" in result.stdout + result.stderr
 
 
+def test_a_render_with_non_finite_numbers_and_one_with_an_unknown_status_stop_no_one(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    db = tmp_path / "j.db"
+    with Outbox(db) as ob:
+        for n in range(GOOD):
+            ob.enqueue("inspection-report", {**INSPECTION, "site": f"S{n}"}, key=f"good-{n}")
+        ob.enqueue("inspection-report", INSPECTION, key="nan")
+        ob.enqueue("inspection-report", {**INSPECTION, "site": "x"}, key="unknown")
+    sb.set_faults(
+        keys={"nan": {"poll_answer": "non_finite"}, "unknown": {"poll_answer": "unknown_status"}}
+    )
+    result = run_cli("flush", "--timeout", "5", env=sandbox_env(sb, db))
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 75, result.stdout + result.stderr  # the unknown one still renders
+    with Outbox(db) as ob:
+        _goods_done(ob)
+        nan = ob.find_by_key("nan")
+        assert nan is not None and nan.state is State.DONE
+        unknown = ob.find_by_key("unknown")
+        assert unknown is not None and unknown.state is State.SUBMITTED
+        assert unknown.remote_status == "processing"
+
+
 def test_flush_json_names_the_waiting_entry(tmp_path: Path, sb: Sandbox) -> None:
     result, ob = _flush_with_one_bad(tmp_path, sb, {"poll_answer": "garbage_json"}, timeout=3)
     ob.close()
