@@ -5,7 +5,9 @@ up on disk, verified. Start with :class:`Outbox`.
 """
 
 from .aio import AsyncOutbox
+from .client import Share
 from .config import Settings
+from .deliveries import Delivery, DeliveryState
 from .engine import FlushReport
 from .errors import (
     AuthError,
@@ -51,6 +53,8 @@ __all__ = [
     "ConfigError",
     "DataCheck",
     "DataInvalid",
+    "Delivery",
+    "DeliveryState",
     "DownloadError",
     "DropFolder",
     "Entry",
@@ -79,6 +83,7 @@ __all__ = [
     "RenderRequest",
     "Schedule",
     "Settings",
+    "Share",
     "State",
     "TemplateUnknown",
     "TemplateUnpublished",

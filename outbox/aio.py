@@ -215,6 +215,9 @@ class AsyncOutbox:
     check = _twin(Outbox.check)
     templates = _twin(Outbox.templates)
     sync_templates = _twin(Outbox.sync_templates, own_thread=True)
+    share = _twin(Outbox.share, own_thread=True)
+    shares = _twin(Outbox.shares, own_thread=True)
+    revoke = _twin(Outbox.revoke, own_thread=True)
     dashboard = _twin(Outbox.dashboard)
     stop = _twin(Outbox.stop)
 

@@ -20,9 +20,11 @@ import click
 
 from . import cli_output as output
 from . import errors
+from .clock import Clock
 from .config import ENV_API_KEY, Config, load_config
-from .exit_codes import exit_code_for
-from .models import RenderRequest, State
+from .deliveries import UNFINISHED_DELIVERY_STATES, Delivery, DeliveryState, delivery_requests
+from .exit_codes import ExitCode, exit_code_for
+from .models import Event, RenderRequest, State
 from .outbox import Outbox
 from .sandbox.cli import sandbox as sandbox_command
 from .validation import VALIDATION_MODES, ValidationMode
@@ -177,6 +179,25 @@ def init(state: _State, as_json: bool) -> None:
     help="Check the data against the cached template (outbox templates sync) first: "
     "refuse bad data (exit 65), warn and queue it anyway, or skip the check.",
 )
+@click.option(
+    "--share",
+    "share_link",
+    is_flag=True,
+    help="Once the PDF is done, make a guest link to it (outbox show prints it).",
+)
+@click.option(
+    "--share-expires",
+    metavar="ISO",
+    help="When that link stops working (e.g. 2026-07-01T00:00:00Z); implies --share.",
+)
+@click.option(
+    "--email-to",
+    "email_to",
+    metavar="ADDR",
+    multiple=True,
+    help="Once the PDF is done, email it to ADDR (repeat for several people).",
+)
+@click.option("--email-message", metavar="TEXT", help="A message for the email (2,000 chars).")
 @json_option
 @pass_state
 def enqueue(
@@ -187,15 +208,41 @@ def enqueue(
     filename: str | None,
     version: int | None,
     validate: ValidationMode,
+    share_link: bool,
+    share_expires: str | None,
+    email_to: tuple[str, ...],
+    email_message: str | None,
     as_json: bool,
 ) -> None:
-    """Add a render request to the journal and print its id. Works offline."""
+    """Add a render request to the journal and print its id. Works offline.
+
+    With --share and --email-to, the finished document is also handed to people, exactly
+    once each: a guest link, an email per address.
+    """
     data = _read_data(data_arg)
-    RenderRequest(template, data, key, filename, version)  # a malformed one creates nothing
+    if email_message is not None and not email_to:
+        raise errors.InvalidArgument("--email-message needs --email-to, the address to send to")
+    share: bool | dict[str, str] = (
+        {"expires_at": share_expires} if share_expires is not None else share_link
+    )
+    email = [
+        {"to": address, **({"message": email_message} if email_message is not None else {})}
+        for address in email_to
+    ]
+    # A malformed request creates nothing, not even the journal.
+    RenderRequest(template, data, key, filename, version)
+    delivery_requests(share, email, now=Clock().now())
     with state.outbox(create=True) as ob:
         existing = ob.find_by_key(key) if key else None
         request = ob.prepare(
-            template, data, key=key, filename=filename, version=version, validation="off"
+            template,
+            data,
+            key=key,
+            filename=filename,
+            version=version,
+            validation="off",
+            share=share,
+            email=email,
         )
         check = ob.check_request(request, validation=validate)
         entry = ob.enqueue_many([request])[0]
@@ -295,6 +342,7 @@ def flush(state: _State, timeout: float, as_json: bool) -> None:
         click.echo(output.report_json(report))
     else:
         click.echo(output.counts_line(report.counts))
+        _echo_lines(output.delivery_summary(report))
         _echo_lines(report.problems, err=True)
     raise SystemExit(report.exit_code)
 
@@ -313,6 +361,7 @@ def run(state: _State, watch_dir: Path | None) -> None:
     # With --watch it takes in new requests, so it may create the journal; without, it only
     # works on what is there.
     with state.outbox(create=watch_dir is not None) as ob, _on_signals(lambda: ob.stop(timeout=0)):
+        ob.on_change(lambda event: _echo_delivery(ob, event))
         stop_watching = threading.Event()
         watcher = None
         if watch_dir is not None:
@@ -413,6 +462,80 @@ def amend(
         return
     new_key = "" if entry.key == before.key else f" (new key; was {before.key})"
     click.echo(f"{entry.id} amended; pending with key {entry.key}{new_key}")
+
+
+@cli.command()
+@click.argument("entry_id", metavar="ID")
+@click.option(
+    "--expires",
+    metavar="ISO",
+    help="When the link stops working (e.g. 2026-07-01T00:00:00Z); never, by default.",
+)
+@click.option("--message", metavar="TEXT", help="A message kept with the link (2,000 chars).")
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to try before leaving the link to the next flush or run.",
+)
+@json_option
+@pass_state
+def share(
+    state: _State,
+    entry_id: str,
+    expires: str | None,
+    message: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Make a guest link to a done entry's PDF now, and print it.
+
+    Exactly once, like links asked for at enqueue: if the answer is lost, the next flush or
+    run finds the link at Craftkit instead of making a second one. Exit codes: 0 made;
+    75 not made yet (offline, say: it is kept and made later); 65 refused.
+    """
+    _require_api_key(state.config)
+    with state.outbox() as ob:
+        delivery = ob.share(entry_id, expires_at=expires, message=message, timeout=timeout)
+    if as_json:
+        click.echo(output.dumps(delivery.to_public()))
+    elif delivery.state is DeliveryState.DELIVERED:
+        click.echo(delivery.share_url)
+    else:
+        click.echo(f"outbox: {delivery.status_line()}", err=True)
+    raise SystemExit(_delivery_exit_code(delivery))
+
+
+@cli.command()
+@click.argument("entry_id", metavar="ID")
+@json_option
+@pass_state
+def shares(state: _State, entry_id: str, as_json: bool) -> None:
+    """The entry's share links at Craftkit, newest first, with click counts."""
+    _require_api_key(state.config)
+    with state.outbox() as ob:
+        found = ob.shares(entry_id)
+        deliveries = ob.get(entry_id).deliveries
+    if as_json:
+        click.echo(output.shares_json(found, deliveries))
+        return
+    if not found:
+        click.echo("no shares for this entry's render", err=True)
+        return
+    _echo_lines(output.shares_table(found, deliveries))
+
+
+@cli.command()
+@click.argument("entry_id", metavar="ID")
+@click.argument("share_id", metavar="SHARE_ID")
+@pass_state
+def revoke(state: _State, entry_id: str, share_id: str) -> None:
+    """Revoke one of the entry's share links (see outbox shares ID): it stops working."""
+    _require_api_key(state.config)
+    with state.outbox() as ob:
+        revoked_at = ob.revoke(entry_id, share_id)
+    click.echo(f"revoked {share_id}" + (f" at {revoked_at}" if revoked_at else ""))
 
 
 @cli.command()
@@ -573,6 +696,22 @@ def _echo_lines(lines: Iterable[str], *, err: bool = False) -> None:
         click.echo(line, err=err)
 
 
+def _echo_delivery(ob: Outbox, event: Event) -> None:
+    """``run``'s line for a delivery that finished (a link made, an email sent, a refusal)."""
+    if event.delivery_id is None or event.delivery_state in (None, *_UNFINISHED_DELIVERIES):
+        return
+    delivery = ob.journal.get_delivery(event.delivery_id)
+    click.echo(output.delivery_line(delivery))
+
+
+def _delivery_exit_code(delivery: Delivery) -> ExitCode:
+    if delivery.state is DeliveryState.DELIVERED:
+        return ExitCode.OK
+    if delivery.state.is_finished:
+        return ExitCode.DATA_ERROR
+    return ExitCode.TRY_LATER
+
+
 def _show_progress(counts: dict[State, int]) -> None:
     click.echo(output.progress_line(counts), nl=False, err=True)
 
@@ -614,6 +753,8 @@ def _open_in_browser(url: str) -> None:
         )
     webbrowser.open(Path(page.name).as_uri())
 
+
+_UNFINISHED_DELIVERIES = tuple(state.value for state in UNFINISHED_DELIVERY_STATES)
 
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 

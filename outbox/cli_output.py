@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .client import Share
+from .deliveries import Delivery
 from .engine import FlushReport
 from .errors import DataInvalid, JournalMissing, KeyConflict, OutboxError, RemoteError
 from .exit_codes import exit_code_for
@@ -101,6 +103,7 @@ def entry_lines(entry: Entry, events: Sequence[Event]) -> list[str]:
     lines: list[str] = []
     fields = entry.to_dict()
     fields.pop("data")
+    fields.pop("deliveries")
     width = max(len(name) for name in fields)
     for name, value in fields.items():
         if value is None:
@@ -111,13 +114,15 @@ def entry_lines(entry: Entry, events: Sequence[Event]) -> list[str]:
             continue
         lines.append(f"{name.ljust(width)}  {value}")
     lines.append(f"{'data'.ljust(width)}  {json.dumps(entry.data, ensure_ascii=False)}")
+    for delivery in entry.deliveries:
+        lines.append(f"{'delivery'.ljust(width)}  {delivery.id}  {delivery.status_line()}")
     lines.append("")
     rows = [("AT", "FROM", "TO", "ATTEMPT", "HTTP", "CODE", "DETAIL")]
     rows += [
         (
             e.at,
             e.from_state.value if e.from_state else "-",
-            e.to_state.value,
+            e.to_state.value if e.delivery_state is None else f"delivery {e.delivery_state}",
             str(e.attempt),
             str(e.http_status or ""),
             e.error_code or "",
@@ -204,10 +209,22 @@ def progress_line(counts: Mapping[State, int]) -> str:
     return "\r" + counts_line(counts) + "   "
 
 
+def delivery_line(delivery: Delivery) -> str:
+    """One line about a delivery that finished, naming its entry (``run``, ``flush``)."""
+    return f"{delivery.state.value} {delivery.entry_id} {delivery.status_line()}"
+
+
+def delivery_summary(report: FlushReport) -> list[str]:
+    """``outbox flush``: the links made and emails sent in this run (failures are problems)."""
+    return [delivery_line(d) for d in report.deliveries if d not in report.failed_deliveries]
+
+
 def report_json(report: FlushReport) -> str:
     """``outbox flush --json``."""
     return dumps(
         {
+            "deliveries": [{"entry_id": d.entry_id, **d.to_public()} for d in report.deliveries],
+            "deliveries_waiting": len(report.deliveries_waiting),
             "exit_code": report.exit_code,
             "drained": report.drained,
             "counts": {s.value: n for s, n in report.counts.items()},
@@ -220,6 +237,52 @@ def report_json(report: FlushReport) -> str:
             "timed_out": report.timed_out,
             "problems": report.problems,
         }
+    )
+
+
+# -- shares ----------------------------------------------------------------------------
+
+
+def shares_table(shares: Sequence[Share], deliveries: Sequence[Delivery]) -> list[str]:
+    """``outbox shares``: one row per share at Craftkit, and which delivery recorded it."""
+    recorded = {d.share_id: d for d in deliveries if d.share_id}
+    rows = [("SHARE ID", "CHANNEL", "TO", "CLICKS", "CREATED", "EXPIRES", "REVOKED", "URL", "BY")]
+    for share in shares:
+        delivery = recorded.get(share.id)
+        rows.append(
+            (
+                share.id,
+                share.channel,
+                share.recipient_email or "",
+                "" if share.click_count is None else str(share.click_count),
+                share.created_at or "",
+                share.expires_at or "never",
+                share.revoked_at or "",
+                share.url or "",
+                f"delivery {delivery.id}" if delivery else "",
+            )
+        )
+    return table(rows)
+
+
+def shares_json(shares: Sequence[Share], deliveries: Sequence[Delivery]) -> str:
+    recorded = {d.share_id: d.id for d in deliveries if d.share_id}
+    return dumps(
+        [
+            {
+                "id": share.id,
+                "channel": share.channel,
+                "recipient_email": share.recipient_email,
+                "message": share.message,
+                "url": share.url,
+                "click_count": share.click_count,
+                "created_at": share.created_at,
+                "expires_at": share.expires_at,
+                "revoked_at": share.revoked_at,
+                "delivery_id": recorded.get(share.id),
+            }
+            for share in shares
+        ]
     )
 
 

@@ -57,6 +57,29 @@ class Render:
     completed_at: str | None = None
 
 
+@dataclass(frozen=True)
+class Share:
+    """A share of a render as Craftkit reports it: a guest link, or an email-channel share.
+
+    ``POST .../shares`` and ``GET .../shares`` give every field but ``email_message_id`` and
+    ``sent_at``; ``POST .../email`` gives ``id``, ``token``, ``url``, ``email_message_id`` and
+    ``sent_at`` only (the rest is what was asked for).
+    """
+
+    id: str
+    token: str | None
+    url: str | None
+    channel: str
+    recipient_email: str | None = None
+    message: str | None = None
+    expires_at: str | None = None
+    revoked_at: str | None = None
+    created_at: str | None = None
+    click_count: int | None = None
+    email_message_id: str | None = None
+    sent_at: str | None = None
+
+
 class NotReady(TransientError):
     """The PDF is not downloadable yet (the private stream's 404 with no code)."""
 
@@ -183,6 +206,93 @@ class CraftkitClient:
         if not isinstance(templates, list):
             raise Offline(f"{self.base_url}/v1/templates did not answer with a template list")
         return templates
+
+    def create_share(
+        self,
+        render_id: str,
+        *,
+        message: str | None = None,
+        expires_at: str | None = None,
+        deadline: float | None = None,
+    ) -> Share:
+        """Make a guest link to a succeeded render (``POST /v1/renders/:id/shares``).
+
+        Craftkit takes no idempotency key here, so a lost answer is never retried inside the
+        call: the caller must look for the share (:meth:`list_shares`) before asking again.
+        """
+        body: dict[str, Any] = {"channel": "link"}
+        if message is not None:
+            body["message"] = message
+        if expires_at is not None:
+            body["expiresAt"] = expires_at
+        response = self._request(
+            "POST", f"/v1/renders/{render_id}/shares", deadline=deadline, json=body
+        )
+        return self._share(response)
+
+    def send_email(
+        self,
+        render_id: str,
+        *,
+        to: str,
+        recipient_name: str | None = None,
+        message: str | None = None,
+        expires_at: str | None = None,
+        deadline: float | None = None,
+    ) -> Share:
+        """Email a succeeded render to ``to`` (``POST /v1/renders/:id/email``).
+
+        Not retried inside the call, for the same reason as :meth:`create_share`. The share
+        that comes back carries what was asked for plus Craftkit's message id and time.
+        """
+        body: dict[str, Any] = {"to": to}
+        if recipient_name is not None:
+            body["recipientName"] = recipient_name
+        if message is not None:
+            body["message"] = message
+        if expires_at is not None:
+            body["expiresAt"] = expires_at
+        response = self._request(
+            "POST", f"/v1/renders/{render_id}/email", deadline=deadline, json=body
+        )
+        share = self._share(response, channel="email")
+        return Share(
+            id=share.id,
+            token=share.token,
+            url=share.url,
+            channel="email",
+            recipient_email=to,
+            message=message,
+            expires_at=expires_at,
+            email_message_id=share.email_message_id,
+            sent_at=share.sent_at,
+        )
+
+    def list_shares(self, render_id: str, *, deadline: float | None = None) -> list[Share]:
+        """The render's shares, newest first, revoked ones included, with click counts."""
+        response = self._retrying(
+            lambda: self._request("GET", f"/v1/renders/{render_id}/shares", deadline=deadline),
+            deadline,
+        )
+        rows = self._json_object(response).get("shares")
+        if not isinstance(rows, list):
+            raise Offline(f"{self.base_url} did not answer with a list of shares")
+        return [self._share_from(row) for row in rows]
+
+    def revoke_share(
+        self, render_id: str, share_id: str, *, deadline: float | None = None
+    ) -> str | None:
+        """Revoke a share (``DELETE /v1/renders/:id/shares/:shareId``); returns ``revokedAt``.
+
+        A share that is unknown or already revoked raises :class:`~outbox.errors.NotFound`.
+        """
+        response = self._retrying(
+            lambda: self._request(
+                "DELETE", f"/v1/renders/{render_id}/shares/{share_id}", deadline=deadline
+            ),
+            deadline,
+        )
+        return _string(self._json_object(response).get("revokedAt"))
 
     @contextmanager
     def open_pdf(
@@ -366,6 +476,37 @@ class CraftkitClient:
             duration_ms=int(duration) if duration is not None else None,
             created_at=_string(body.get("createdAt")),
             completed_at=_string(body.get("completedAt")),
+        )
+
+    def _share(self, response: httpx.Response, channel: str = "link") -> Share:
+        return self._share_from(_json_or_none(response), channel, response)
+
+    def _share_from(
+        self, body: Any, channel: str = "link", response: httpx.Response | None = None
+    ) -> Share:
+        """A share from an answer's JSON; anything else is not Craftkit's answer."""
+        if not (isinstance(body, dict) and isinstance(body.get("id"), str) and body["id"]):
+            where = response.request.url.host if response is not None else self.base_url
+            raise Offline(
+                f"{where} answered with something that is not a Craftkit share "
+                "(a captive portal or proxy in the way?)"
+            )
+        clicks = body.get("clickCount")
+        return Share(
+            id=body["id"],
+            token=_string(body.get("shareToken")),
+            url=_string(body.get("shareUrl")),
+            channel=_string(body.get("channel")) or channel,
+            recipient_email=_string(body.get("recipientEmail")),
+            message=_string(body.get("message")),
+            expires_at=_string(body.get("expiresAt")),
+            revoked_at=_string(body.get("revokedAt")),
+            created_at=_string(body.get("createdAt")),
+            click_count=clicks
+            if isinstance(clicks, int) and not isinstance(clicks, bool)
+            else None,
+            email_message_id=_string(body.get("emailMessageId")),
+            sent_at=_string(body.get("sentAt")),
         )
 
     def _json_object(self, response: httpx.Response) -> dict[str, Any]:

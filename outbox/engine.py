@@ -22,6 +22,8 @@ import httpx
 from .client import CraftkitClient
 from .clock import Clock
 from .config import ENV_API_KEY, Settings
+from .courier import Courier
+from .deliveries import Delivery, DeliveryState
 from .dispatcher import Dispatcher
 from .exit_codes import ExitCode
 from .gate import Gate
@@ -35,6 +37,10 @@ from .worker import process_alive
 log = logging.getLogger(__name__)
 
 _UNFINISHED = sorted(UNFINISHED_STATES)
+_REFUSED_DELIVERIES = (DeliveryState.FAILED, DeliveryState.REJECTED)
+_FINISHED_DELIVERIES = frozenset(
+    state.value for state in (DeliveryState.DELIVERED, *_REFUSED_DELIVERIES)
+)
 
 
 @dataclass
@@ -52,11 +58,22 @@ class FlushReport:
     waiting: list[Entry] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     journal_trouble: str | None = None
+    #: Deliveries (share links, emails) that this run finished: delivered, failed or rejected.
+    deliveries: list[Delivery] = field(default_factory=list)
+    #: Deliveries of done entries still on their way (pending or unconfirmed).
+    deliveries_waiting: list[Delivery] = field(default_factory=list)
 
     @property
     def drained(self) -> bool:
-        """Nothing pending or in progress."""
-        return not any(self.counts.get(state, 0) for state in UNFINISHED_STATES)
+        """Nothing pending or in progress, deliveries of done entries included."""
+        return not self.deliveries_waiting and not any(
+            self.counts.get(state, 0) for state in UNFINISHED_STATES
+        )
+
+    @property
+    def failed_deliveries(self) -> list[Delivery]:
+        """Deliveries this run moved to ``failed`` or ``rejected``."""
+        return [d for d in self.deliveries if d.state in _REFUSED_DELIVERIES]
 
     @property
     def exit_code(self) -> ExitCode:
@@ -67,7 +84,7 @@ class FlushReport:
             return ExitCode.KEY_REFUSED
         if not self.drained or self.journal_trouble:
             return ExitCode.TRY_LATER
-        if self.failed or self.rejected:
+        if self.failed or self.rejected or self.failed_deliveries:
             return ExitCode.DATA_ERROR
         return ExitCode.OK
 
@@ -96,8 +113,21 @@ class FlushReport:
             lines.append(
                 f"failed {entry.id} ({entry.template}): {entry.error}; retry it to render again"
             )
+        for delivery in self.failed_deliveries:
+            lines.append(
+                f"{delivery.state.value} {delivery.entry_id} {delivery.describe()}: "
+                f"{delivery.error}; the entry stays done"
+            )
+            for name, messages in (delivery.field_errors or {}).items():
+                lines.append(f"  field {name}: {'; '.join(messages)}")
         for entry in self.waiting:
             lines.append(f"waiting {entry.id} ({entry.state}): {entry.error}")
+        for delivery in self.deliveries_waiting[:20]:
+            if delivery.error:
+                lines.append(
+                    f"waiting {delivery.entry_id} {delivery.describe()} ({delivery.state.value}): "
+                    f"{delivery.error}"
+                )
         lines.extend(self.unexpected)
         return lines
 
@@ -152,6 +182,7 @@ class Engine:
         self._saved_render_times = self.render_times.snapshot()
         self.dispatcher = Dispatcher(self.crew, self.client, self.render_times)
         self.replay = Replay(self.crew, self.client, self.render_times, downloads)
+        self.courier = Courier(self.crew, self.client)
         self._nudge = threading.Event()
         self._remove_listener = journal.add_listener(self._on_change)
 
@@ -189,7 +220,26 @@ class Engine:
         handled = self.dispatcher.submit_due(deadline=deadline, stop=stop)
         handled += self.replay.poll_due(deadline=deadline, stop=stop)
         handled += self.replay.download_due(deadline=deadline, stop=stop)
+        handled += self.courier.deliver_due(deadline=deadline, stop=stop)
         return handled
+
+    def deliver_now(self, delivery_id: str, timeout: float) -> Delivery:
+        """Carry out one delivery at once (``Outbox.share``); returns it as it then stands.
+
+        If it cannot be finished now (offline, a lost answer), it stays in the journal and a
+        later flush or run finishes it, reconciled like any other.
+        """
+        self.reclaim_dead_leases()
+        deadline = self.clock.monotonic() + timeout
+        while True:
+            self.courier.deliver_due(deadline=deadline, only=delivery_id)
+            delivery = self.journal.get_delivery(delivery_id)
+            if delivery.state.is_finished or self.gate.blocked:
+                return delivery
+            wait = max(delivery.due_at - self.clock.now(), self.schedule.between_passes)
+            if self.clock.monotonic() + wait >= deadline:
+                return delivery
+            self.clock.wait(self._nudge, wait)
 
     def reclaim_dead_leases(self) -> None:
         """Take back leases of processes on this machine that died (e.g. killed mid-request)."""
@@ -209,9 +259,18 @@ class Engine:
         If work looks due but this pass handled nothing, another process holds it: look again
         shortly rather than spinning.
         """
-        next_due = self.journal.next_due_at(_UNFINISHED, horizon=self.schedule.horizon)
-        if next_due is None:
+        horizon = self.schedule.horizon
+        dues = [
+            due
+            for due in (
+                self.journal.next_due_at(_UNFINISHED, horizon=horizon),
+                self.journal.next_delivery_due_at(horizon=horizon),
+            )
+            if due is not None
+        ]
+        if not dues:
             return None
+        next_due = min(dues)
         wait = next_due - self.clock.now()
         floor = self.schedule.between_passes if handled else self.schedule.busy_elsewhere_wait
         return max(wait, floor)
@@ -229,8 +288,11 @@ class Engine:
         deadline = self.clock.monotonic() + timeout
         finished: dict[str, State] = {}
         moved: dict[State, int] = {}
+        delivered: dict[str, None] = {}
 
         def collect(event: Event) -> None:
+            if event.delivery_id is not None and event.delivery_state in _FINISHED_DELIVERIES:
+                delivered[event.delivery_id] = None
             if event.from_state != event.to_state:
                 moved[event.to_state] = moved.get(event.to_state, 0) + 1
                 if event.to_state in (State.FAILED, State.REJECTED):
@@ -264,12 +326,17 @@ class Engine:
         finally:
             remove()
         self._save_render_times()
-        return self._report(moved, finished, timed_out)
+        return self._report(moved, finished, timed_out, list(delivered))
 
     def _report(
-        self, moved: dict[State, int], finished: dict[str, State], timed_out: bool
+        self,
+        moved: dict[State, int],
+        finished: dict[str, State],
+        timed_out: bool,
+        delivered: list[str],
     ) -> FlushReport:
         counts = self.journal.counts()
+        deliveries_waiting = self.journal.unfinished_deliveries()
         entries = [self.journal.get(entry_id) for entry_id in finished]
         waiting = [
             entry
@@ -285,10 +352,13 @@ class Engine:
             offline=self.gate.offline_reason,
             auth_error=self.gate.auth_error.message if self.gate.auth_error else None,
             rate_limited=self.gate.rate_limited_count,
-            timed_out=timed_out and any(counts[s] for s in UNFINISHED_STATES),
+            timed_out=timed_out
+            and (bool(deliveries_waiting) or any(counts[s] for s in UNFINISHED_STATES)),
             waiting=waiting[:20],
             unexpected=list(self.crew.unexpected),
             journal_trouble=self.crew.journal_trouble,
+            deliveries=[self.journal.get_delivery(delivery_id) for delivery_id in delivered],
+            deliveries_waiting=deliveries_waiting,
         )
 
     # -- long-running --------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A job file is ``NAME.json`` holding one strict JSON object::
 
-    {"template": "slug", "data": {...}, "key": "...", "filename": "x.pdf", "version": 3}
+    {"template": "slug", "data": {...}, "key": "...", "filename": "x.pdf", "version": 3,
+     "share": true, "email": {"to": "ada@example.com"}}
 
 Everything here is pure (bytes and strings in, values or a problem out: no file system, no
 journal), so the rules can be tested over generated input. :mod:`outbox.watcher` reads the files
@@ -20,7 +21,7 @@ from typing import Any
 
 from .errors import InvalidArgument
 
-JOB_FIELDS = ("template", "data", "key", "filename", "version")
+JOB_FIELDS = ("template", "data", "key", "filename", "version", "share", "email")
 #: Longest job file name, in bytes, so that ``NAME.result.json`` and friends fit in 255.
 MAX_NAME_BYTES = 200
 SUFFIX = ".json"
@@ -36,6 +37,9 @@ class Job:
     key: str
     filename: str | None
     version: int | None
+    #: The deliveries asked for, as written (checked by ``Outbox.prepare``).
+    share: Any = None
+    email: Any = None
 
 
 # -- names -----------------------------------------------------------------------------
@@ -157,24 +161,38 @@ def job_from_document(document: Any) -> Job:
         raise InvalidArgument(
             "the file contains a \\u escape for half of a surrogate pair, which is not valid text"
         ) from None
+    share, email = document.get("share"), document.get("email")
     if key is None:
-        key = derive_key(template, data, filename, version)
-    return Job(template, data, key, filename, version)
+        key = derive_key(template, data, filename, version, share=share, email=email)
+    return Job(template, data, key, filename, version, share, email)
 
 
 def derive_key(
-    template: str, data: dict[str, Any], filename: str | None, version: int | None
+    template: str,
+    data: dict[str, Any],
+    filename: str | None,
+    version: int | None,
+    *,
+    share: Any = None,
+    email: Any = None,
 ) -> str:
     """The idempotency key of a job file without one: a hash of what it asks for.
 
     Dropping identical content again (under any file name) therefore maps to the same entry.
+    Deliveries count only when there are some, so a job without them keeps the key it has
+    always had.
     """
-    canonical = json.dumps(
-        {"template": template, "data": data, "filename": filename, "version": version},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-    )
+    asked: dict[str, Any] = {
+        "template": template,
+        "data": data,
+        "filename": filename,
+        "version": version,
+    }
+    if share is not None:
+        asked["share"] = share
+    if email is not None:
+        asked["email"] = email
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return "drop-" + hashlib.sha256(canonical.encode("ascii")).hexdigest()[:40]
 
 

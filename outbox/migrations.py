@@ -172,6 +172,62 @@ def _migrate_6(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_entries_template_seq ON entries (template, seq)")
 
 
+def _migrate_7(db: sqlite_utils.Database) -> None:
+    # Deliveries: share links and emails made once an entry is done, each with its own state,
+    # lease and schedule. Their history is the entry's events, marked with the delivery's id.
+    deliveries = db.table("deliveries")
+    deliveries.create(
+        {
+            "seq": int,
+            "id": str,
+            "entry_id": str,
+            "channel": str,
+            "recipient": str,
+            "recipient_name": str,
+            "message": str,
+            "expires_at": str,
+            "by_hand": int,
+            "state": str,
+            "attempts": int,
+            "due_at": float,
+            "lease_owner": str,
+            "lease_until": float,
+            "attempt_started_at": float,
+            "share_id": str,
+            "share_token": str,
+            "share_url": str,
+            "email_message_id": str,
+            "sent_at": str,
+            "revoked_at": str,
+            "error": str,
+            "error_code": str,
+            "field_errors": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="seq",
+        not_null={
+            "id",
+            "entry_id",
+            "channel",
+            "by_hand",
+            "state",
+            "attempts",
+            "due_at",
+            "created_at",
+            "updated_at",
+        },
+        defaults={"attempts": 0, "by_hand": 0},
+    )
+    deliveries.create_index(["id"], unique=True)
+    deliveries.create_index(["entry_id"])
+    deliveries.create_index(["state", "due_at"])
+    # One share is recorded by one delivery at most: two deliveries never adopt the same one.
+    deliveries.create_index(["share_id"], unique=True)
+    db.execute("ALTER TABLE events ADD COLUMN delivery_id TEXT")
+    db.execute("ALTER TABLE events ADD COLUMN delivery_state TEXT")
+
+
 #: Index ``i`` upgrades a journal from version ``i`` to ``i + 1``. Append only; never edit.
 MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
     _migrate_1,
@@ -180,6 +236,7 @@ MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
     _migrate_4,
     _migrate_5,
     _migrate_6,
+    _migrate_7,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

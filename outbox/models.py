@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypedDict
 
 from . import rules
+from .deliveries import Delivery, DeliveryRequest, same_deliveries
 from .errors import InvalidArgument, KeyConflict
 
 
@@ -173,15 +174,25 @@ class Entry:
     polls: int = field(repr=False, default=0)
     submitted_at: float | None = field(repr=False, default=None)
     download_url: str | None = field(repr=False, default=None)
+    #: The share links and emails that go with the request (see :mod:`outbox.deliveries`),
+    #: oldest first. Filled in by the journal's reads (``get``, ``list``, ``find_by_key``,
+    #: ``enqueue``); empty on the entries a worker claims.
+    deliveries: tuple[Delivery, ...] = field(repr=False, default=())
 
     def to_public(self) -> dict[str, Any]:
         """The stable, JSON-ready view used by ``--json`` output."""
         return {name: _plain(getattr(self, name)) for name in PUBLIC_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field except internal bookkeeping, JSON-ready."""
-        hidden = {"due_at", "generation", "polls", "submitted_at", "download_url"}
-        return {name: _plain(value) for name, value in asdict(self).items() if name not in hidden}
+        """Every field except internal bookkeeping, JSON-ready; deliveries as a list."""
+        hidden = {"due_at", "generation", "polls", "submitted_at", "download_url", "deliveries"}
+        fields = {
+            name: _plain(getattr(self, name))
+            for name in self.__dataclass_fields__
+            if name not in hidden
+        }
+        fields["deliveries"] = [delivery.to_public() for delivery in self.deliveries]
+        return fields
 
 
 @dataclass(frozen=True)
@@ -197,6 +208,10 @@ class Event:
     http_status: int | None
     error_code: str | None
     detail: str | None
+    #: Set when the event is about one of the entry's deliveries (the entry's own state is
+    #: then unchanged: ``from_state == to_state``), with the delivery's state after it.
+    delivery_id: str | None = None
+    delivery_state: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: _plain(value) for name, value in asdict(self).items()}
@@ -235,6 +250,9 @@ class RenderRequest:
     version: int | None = None
     #: Where the request came from (e.g. a drop-folder file); kept in the journal, not sent.
     source: str | None = None
+    #: Share links and emails to make once the PDF is done, checked by
+    #: :func:`outbox.deliveries.delivery_requests`.
+    deliveries: tuple[DeliveryRequest, ...] = ()
     #: ``data`` as compact JSON, made once while checking it.
     data_json: str = field(init=False, repr=False, compare=False, default="")
 
@@ -247,6 +265,13 @@ class RenderRequest:
             _check_key(self.key)
         if self.filename is not None:
             _check_filename(self.filename)
+        if not isinstance(self.deliveries, tuple) or not all(
+            isinstance(item, DeliveryRequest) for item in self.deliveries
+        ):
+            raise InvalidArgument(
+                "deliveries must be a tuple of DeliveryRequest (use Outbox.prepare(share=..., "
+                "email=...))"
+            )
         if self.version is not None and (
             isinstance(self.version, bool)
             or not isinstance(self.version, int)
@@ -258,7 +283,7 @@ class RenderRequest:
 
 
 #: What "the same request" compares, in the order a conflict names the differences.
-REQUEST_FIELDS = ("template", "data", "filename", "version")
+REQUEST_FIELDS = ("template", "data", "filename", "version", "deliveries")
 
 
 def request_differences(entry: Entry, request: RenderRequest) -> list[str]:
@@ -267,7 +292,8 @@ def request_differences(entry: Entry, request: RenderRequest) -> list[str]:
     Two requests are *the same request* when they render the same template slug, with data
     equal as JSON values (object keys in any order; numbers by value, so ``1`` and ``1.0``
     are equal but ``true`` and ``1`` are not; strings exactly), the same ``filename`` and the
-    same ``version`` (no filename and no version are values of their own). Where the request
+    same ``version`` (no filename and no version are values of their own), and the same share
+    links and emails (in any order; links made later by hand do not count). Where the request
     came from (``source``) does not count.
     """
     different = []
@@ -279,6 +305,9 @@ def request_differences(entry: Entry, request: RenderRequest) -> list[str]:
         different.append("filename")
     if entry.version != request.version:
         different.append("version")
+    asked_with_it = tuple(d.request for d in entry.deliveries if not d.by_hand)
+    if not same_deliveries(asked_with_it, request.deliveries):
+        different.append("deliveries")
     return different
 
 

@@ -11,7 +11,7 @@ import enum
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from . import outcomes, template_sync, worker
+from .client import Share
 from .clock import Clock
 from .config import DEFAULT_BASE_URL, Settings, default_downloads
+from .deliveries import Delivery, DeliveryState, delivery_requests
 from .engine import Engine, FlushReport
-from .errors import ConfigError, InvalidArgument
+from .errors import ConfigError, IllegalTransition, InvalidArgument
 from .models import Entry, EntryPage, Event, RenderRequest, State, key_conflict
 from .store import Durability, Journal
 from .templates import CachedTemplate
@@ -146,6 +148,8 @@ class Outbox:
         filename: str | None = None,
         version: int | None = None,
         validation: ValidationMode | None = None,
+        share: bool | Mapping[str, Any] | Sequence[Any] | None = None,
+        email: str | Mapping[str, Any] | Sequence[Any] | None = None,
     ) -> Entry:
         """Save a render request; durable when this returns. Needs no network and no API key.
 
@@ -157,10 +161,23 @@ class Outbox:
         from the business event (``inspection-42``) so that a retried ``enqueue`` after a crash
         cannot create a second entry. The data is checked against the cached template first
         (see :meth:`prepare`; ``validation`` overrides the outbox's mode for this call).
+
+        ``share`` and ``email`` hand the document to people once its PDF is done, each exactly
+        once: ``share=True`` (or ``{"expires_at": "2026-07-01T00:00:00Z", "message": ...}``)
+        makes a guest link, ``email={"to": ..., "recipient_name": ..., "message": ...,
+        "expires_at": ...}`` (or just the address) sends it; a list asks for several. They
+        are checked now (see the README's "Delivering documents").
         """
         return self.journal.enqueue(
             self.prepare(
-                template, data, key=key, filename=filename, version=version, validation=validation
+                template,
+                data,
+                key=key,
+                filename=filename,
+                version=version,
+                validation=validation,
+                share=share,
+                email=email,
             )
         )
 
@@ -171,7 +188,8 @@ class Outbox:
         the rule of :meth:`enqueue` (a conflict anywhere saves nothing).
 
         Each item is a :class:`RenderRequest` (from :meth:`prepare`) or a mapping with
-        ``template``, ``data`` and optionally ``key``, ``filename``, ``version``.
+        ``template``, ``data`` and optionally ``key``, ``filename``, ``version``, ``share``,
+        ``email``.
         """
         cache = _CacheView(self.journal)  # one lookup per template per batch
         return self.journal.enqueue_many(
@@ -191,8 +209,13 @@ class Outbox:
         version: int | None = None,
         source: str | None = None,
         validation: ValidationMode | None = None,
+        share: bool | Mapping[str, Any] | Sequence[Any] | None = None,
+        email: str | Mapping[str, Any] | Sequence[Any] | None = None,
     ) -> RenderRequest:
         """Check a request without saving it; raises :class:`InvalidArgument` naming the problem.
+
+        ``share`` and ``email`` are checked as :meth:`enqueue` describes: addresses, messages
+        of at most 2,000 characters, names of at most 200, expiry times in the future.
 
         ``source`` records where the request came from (for example a drop-folder file).
         The data is also checked against the cached template (see :meth:`check`), as
@@ -201,7 +224,16 @@ class Outbox:
         already holds this very request (enqueueing it again returns that entry as it is).
         """
         return self._prepare(
-            template, data, key, filename, version, source, validation, _CacheView(self.journal)
+            template,
+            data,
+            key,
+            filename,
+            version,
+            source,
+            validation,
+            _CacheView(self.journal),
+            share,
+            email,
         )
 
     def _prepare(
@@ -214,8 +246,13 @@ class Outbox:
         source: str | None,
         validation: ValidationMode | None,
         cache: _CacheView,
+        share: Any = None,
+        email: Any = None,
     ) -> RenderRequest:
-        request = RenderRequest(template, _as_dict(data), key, filename, version, source)
+        deliveries = delivery_requests(share, email, now=self.clock.now())
+        request = RenderRequest(
+            template, _as_dict(data), key, filename, version, source, deliveries
+        )
         mode = self.validation if validation is None else validation
         check = self._apply_check(request, key, mode, cache)
         if check is not None and not check.passed:
@@ -290,7 +327,7 @@ class Outbox:
             raise InvalidArgument(
                 f"each request must be a RenderRequest or a mapping, not {type(item).__name__}"
             )
-        unknown = set(item) - {"template", "data", "key", "filename", "version"}
+        unknown = set(item) - {"template", "data", "key", "filename", "version", "share", "email"}
         if unknown:
             raise InvalidArgument(f"unknown request fields: {sorted(unknown)}")
         return self._prepare(
@@ -302,6 +339,8 @@ class Outbox:
             None,
             None,
             cache,
+            item.get("share"),
+            item.get("email"),
         )
 
     def cancel(self, entry_id: str) -> Entry:
@@ -473,6 +512,71 @@ class Outbox:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+
+    # -- delivering by hand ----------------------------------------------------------------
+
+    def share(
+        self,
+        entry_id: str,
+        *,
+        expires_at: str | None = None,
+        message: str | None = None,
+        timeout: float = 30.0,
+    ) -> Delivery:
+        """Make a guest link to a ``done`` entry's PDF now, and return the delivery holding it.
+
+        The link is journalled like a requested one and made exactly once: if the answer is
+        lost, the delivery stays ``unconfirmed`` and is reconciled (adopted, not made again)
+        here or by the next flush or run. ``state`` says how it stands: ``delivered`` with
+        ``share_url``, or still ``pending``/``unconfirmed`` (offline, say) with ``error``.
+        """
+        engine = self._get_engine()
+        entry = self.journal.get(entry_id)
+        outcomes.share_requested(entry)
+        wanted = {
+            name: value
+            for name, value in (("expires_at", expires_at), ("message", message))
+            if value is not None
+        }
+        request = delivery_requests(wanted or True, None, now=self.clock.now())[0]
+        delivery = self.journal.add_delivery(entry.id, request)
+        return engine.deliver_now(delivery.id, timeout)
+
+    def shares(self, entry_id: str, *, timeout: float = 30.0) -> builtins.list[Share]:
+        """Every share of the entry's render at Craftkit (newest first, revoked ones included,
+        with click counts); needs the network."""
+        engine = self._get_engine()
+        render_id = self._render_id(entry_id)
+        return engine.client.list_shares(render_id, deadline=self.clock.monotonic() + timeout)
+
+    def revoke(self, entry_id: str, share_id: str, *, timeout: float = 30.0) -> str | None:
+        """Revoke a share of the entry's render, so its link no longer opens; returns when
+        (Craftkit's ``revokedAt``). A delivery that recorded the share becomes ``revoked``.
+        An unknown or already revoked share raises :class:`~outbox.errors.NotFound`."""
+        engine = self._get_engine()
+        render_id = self._render_id(entry_id)
+        deadline = self.clock.monotonic() + timeout
+        revoked_at = engine.client.revoke_share(render_id, share_id, deadline=deadline)
+        for delivery in self.journal.get(entry_id).deliveries:
+            if delivery.share_id == share_id and delivery.state is DeliveryState.DELIVERED:
+                move = outcomes.revoke_recorded(delivery, revoked_at, now=self.clock.now())
+                self.journal.move_delivery(
+                    delivery.id,
+                    delivery.state,
+                    move.target,
+                    http_status=move.http_status,
+                    detail=move.detail or "",
+                    **move.changes,
+                )
+        return revoked_at
+
+    def _render_id(self, entry_id: str) -> str:
+        entry = self.journal.get(entry_id)
+        if entry.render_id is None:
+            raise IllegalTransition(
+                f"entry {entry.id} is {entry.state} and has no render at Craftkit yet"
+            )
+        return entry.render_id
 
     def _get_engine(self) -> Engine:
         with self._engine_lock:

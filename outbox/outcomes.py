@@ -18,7 +18,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .client import NotReady, Render
+from .client import NotReady, Render, Share
+from .clock import iso, parse_iso
+from .deliveries import EMAIL, Delivery, DeliveryChanges, DeliveryState, same_instant
 from .downloads import SavedPdf
 from .errors import (
     AuthError,
@@ -49,6 +51,10 @@ from .schedule import Schedule
 
 #: The error code Craftkit answers when data does not match the template.
 INVALID_INPUT_DATA = "invalid_input_data"
+#: The error codes of shares and emails that decide something (craftkit-api.md 3.2).
+NOT_READY = "not_ready"
+EMAIL_NOT_CONFIGURED = "email_not_configured"
+EMAIL_SEND_FAILED = "email_send_failed"
 
 
 class Rule(enum.Enum):
@@ -95,6 +101,21 @@ class Rule(enum.Enum):
     )
     DISK_FULL = "no space left on the downloads folder's disk"
     FOLDER_UNWRITABLE = "the downloads folder cannot be written"
+    # -- delivering --
+    DELIVERY_SENDING = "before each create"
+    DELIVERY_CREATED = "201 with the share (for an email, also its message id and time)"
+    DELIVERY_NOT_READY = "409 `not_ready`"
+    DELIVERY_EMAIL_NOT_CONFIGURED = "503 `email_not_configured`"
+    DELIVERY_REFUSED = "400 and other 4xx"
+    DELIVERY_OUTCOME_UNKNOWN = (
+        "502 `email_send_failed`, other 5xx, read timeout, connection reset after sending"
+    )
+    DELIVERY_ADOPTED = (
+        "`unconfirmed`, and the render's shares include a match: same channel, recipient, "
+        "message and expiry, created after the attempt started, recorded by no other delivery"
+    )
+    DELIVERY_NO_MATCH = "`unconfirmed`, and no share matches"
+    DELIVERY_LIST_FAILED = "`unconfirmed`, and listing the shares failed"
     # -- by hand --
     CANCEL = "`cancel` a `pending` entry"
     RETRY_FAILED = "`retry` a `failed` entry"
@@ -107,7 +128,9 @@ class Rule(enum.Enum):
         "`amend` a `failed` entry, or a `pending` or `cancelled` one whose earlier submission's "
         "outcome is unknown"
     )
-    NOT_ALLOWED = "`cancel`, `retry` or `amend` an entry in any other state"
+    SHARE = "`share` a `done` entry"
+    REVOKE = "`revoke` a share of a `done` entry"
+    NOT_ALLOWED = "`cancel`, `retry`, `amend` or `share` an entry in any other state"
 
 
 class Network(enum.Enum):
@@ -150,6 +173,26 @@ class GiveBack:
 
 
 Outcome = Move | GiveBack
+
+
+@dataclass(frozen=True)
+class DeliveryMove:
+    """Move a delivery to ``target`` (its current state for "stay"), changing ``changes``.
+
+    As with :class:`Move`, a ``detail`` adds a line to the entry's history. ``keep_lease``
+    keeps the delivery leased after the move: the worker is about to send its create.
+    """
+
+    rule: Rule
+    target: DeliveryState
+    changes: DeliveryChanges = field(default_factory=lambda: DeliveryChanges())
+    detail: str | None = None
+    http_status: int | None = None
+    network: Network = Network.NOTHING
+    keep_lease: bool = False
+
+
+DeliveryOutcome = DeliveryMove | GiveBack
 
 
 # -- any request -----------------------------------------------------------------------------
@@ -504,6 +547,299 @@ def download_failed(
             Rule.FOLDER_UNWRITABLE, entry, error, message, tries, now + schedule.storage_retry
         )
     raise error
+
+
+# -- delivering ------------------------------------------------------------------------------
+
+
+def delivery_sending(delivery: Delivery, *, now: float, schedule: Schedule) -> DeliveryMove:
+    """Record, before anything is sent, that a create is about to go out, and when.
+
+    Once this is on disk a crash can only leave the delivery ``unconfirmed``, and the next
+    worker looks for the share (:func:`shares_listed`) before it creates anything. It is due
+    again ``delivery_settle`` seconds later at the earliest, so a create the server was still
+    working on when its sender died has landed by the time anyone looks.
+    """
+    _expect_delivery(delivery, (DeliveryState.PENDING,), "a new create")
+    attempt = delivery.attempts + 1
+    return DeliveryMove(
+        Rule.DELIVERY_SENDING,
+        DeliveryState.UNCONFIRMED,
+        _attempt(delivery, now, schedule),
+        f"sending the {delivery.describe()} (attempt {attempt})",
+        keep_lease=True,
+    )
+
+
+def delivery_created(delivery: Delivery, share: Share, *, now: float) -> DeliveryMove:
+    """Craftkit made the share (201); for an email, it was sent."""
+    _expect_delivery(delivery, (DeliveryState.UNCONFIRMED,), "a create answer")
+    changes = _recorded(share)
+    if delivery.channel == EMAIL:
+        changes["sent_at"] = share.sent_at or iso(now)
+        detail = f"email to {delivery.to} sent"
+        if share.email_message_id:
+            detail += f" (message {share.email_message_id})"
+        detail += f"; link {share.url}"
+    else:
+        detail = f"share link created: {share.url}"
+    return DeliveryMove(
+        Rule.DELIVERY_CREATED,
+        DeliveryState.DELIVERED,
+        changes,
+        detail,
+        201,
+        Network.KEY_ACCEPTED,
+    )
+
+
+def delivery_failed(
+    delivery: Delivery, error: RemoteError, *, now: float, schedule: Schedule
+) -> DeliveryOutcome:
+    """The create got no usable answer, or a refusal. A failed delivery never touches the
+    entry: it stays ``done``."""
+    _expect_delivery(delivery, (DeliveryState.UNCONFIRMED,), "a create error")
+    shared = _everyone_delivery(delivery, error, now, schedule)
+    if shared is not None:
+        return shared
+    retry_at = now + schedule.delivery_retry.delay(delivery.attempts)
+    if error.code == EMAIL_NOT_CONFIGURED:
+        message = "email is not configured for this Craftkit project"
+        return DeliveryMove(
+            Rule.DELIVERY_EMAIL_NOT_CONFIGURED,
+            DeliveryState.FAILED,
+            DeliveryChanges(error=message, error_code=error.code, attempt_started_at=None),
+            f"{delivery.describe()} failed: {message}; not retried",
+            error.status,
+            Network.KEY_ACCEPTED,
+        )
+    if isinstance(error, PermanentError) and error.code == NOT_READY:
+        message = f"the render is not ready to share yet ({error.message})"
+        return DeliveryMove(
+            Rule.DELIVERY_NOT_READY,
+            DeliveryState.PENDING,
+            DeliveryChanges(error=message, error_code=error.code, due_at=retry_at),
+            f"{message}; trying again in {retry_at - now:.1f} s",
+            error.status,
+            Network.KEY_ACCEPTED,
+        )
+    if isinstance(error, TransientError):
+        # The server may still be working on it: never look for it sooner than the settle time.
+        retry_at = max(retry_at, now + schedule.delivery_settle)
+        message = f"no answer to the {delivery.describe()} ({error.message})"
+        send_failed = error.code == EMAIL_SEND_FAILED
+        if send_failed:
+            message = f"Craftkit could not send the email to {delivery.to} ({error.message})"
+        return DeliveryMove(
+            Rule.DELIVERY_OUTCOME_UNKNOWN,
+            DeliveryState.UNCONFIRMED,
+            DeliveryChanges(
+                error=message,
+                error_code=error.code or type(error).__name__,
+                due_at=retry_at,
+            ),
+            f"{message}; in {retry_at - now:.1f} s the render's shares are checked before "
+            "sending again",
+            error.status,
+            Network.TROUBLE
+            if isinstance(error, ServerError) and not send_failed
+            else Network.ANSWERED
+            if send_failed
+            else Network.NOTHING,
+        )
+    if isinstance(error, PermanentError):
+        return DeliveryMove(
+            Rule.DELIVERY_REFUSED,
+            DeliveryState.REJECTED,
+            DeliveryChanges(
+                error=error.message,
+                error_code=error.code,
+                field_errors=error.field_errors,
+                attempt_started_at=None,
+            ),
+            f"Craftkit refused the {delivery.describe()}: {error.message}",
+            error.status,
+            Network.KEY_ACCEPTED,
+        )
+    raise error  # every kind of RemoteError is handled above
+
+
+def shares_listed(
+    delivery: Delivery,
+    shares: list[Share],
+    *,
+    recorded: set[str],
+    now: float,
+    schedule: Schedule,
+) -> DeliveryMove:
+    """An ``unconfirmed`` delivery's render has these shares (newest first): adopt the one
+    its lost create made, or, if none matches, send the create again (recording the new
+    attempt first, as :func:`delivery_sending` does). ``recorded`` are the share ids other
+    deliveries of the entry hold."""
+    _expect_delivery(delivery, (DeliveryState.UNCONFIRMED,), "a share listing")
+    share = matching_share(delivery, shares, recorded=recorded, slack=schedule.share_clock_slack)
+    if share is not None:
+        changes = _recorded(share)
+        if delivery.channel == EMAIL:
+            changes["sent_at"] = share.sent_at or share.created_at
+        return DeliveryMove(
+            Rule.DELIVERY_ADOPTED,
+            DeliveryState.DELIVERED,
+            changes,
+            f"the lost create of the {delivery.describe()} did reach Craftkit: adopted share "
+            f"{share.id} ({share.url}); nothing was sent again",
+            200,
+            Network.KEY_ACCEPTED,
+        )
+    started = delivery.attempt_started_at
+    since = f" since {iso(started)}" if started is not None else ""
+    return DeliveryMove(
+        Rule.DELIVERY_NO_MATCH,
+        DeliveryState.UNCONFIRMED,
+        _attempt(delivery, now, schedule),
+        f"no share of the render matches the {delivery.describe()}{since}: it never reached "
+        f"Craftkit; sending it again (attempt {delivery.attempts + 1})",
+        200,
+        Network.KEY_ACCEPTED,
+        keep_lease=True,
+    )
+
+
+def listing_failed(
+    delivery: Delivery, error: RemoteError, *, now: float, schedule: Schedule
+) -> DeliveryOutcome:
+    """The render's shares could not be listed: nothing may be created until they are."""
+    _expect_delivery(delivery, (DeliveryState.UNCONFIRMED,), "a listing error")
+    shared = _everyone_delivery(delivery, error, now, schedule)
+    if shared is not None:
+        return shared
+    due_at = now + schedule.delivery_retry.delay(max(1, delivery.attempts))
+    message = f"checking the render's shares failed: {error.message}"
+    network = (
+        Network.TROUBLE
+        if isinstance(error, ServerError)
+        else Network.NOTHING
+        if isinstance(error, OutcomeUnknown)
+        else Network.ANSWERED
+    )
+    if message == delivery.error:
+        return DeliveryMove(
+            Rule.DELIVERY_LIST_FAILED,
+            DeliveryState.UNCONFIRMED,
+            DeliveryChanges(due_at=due_at),
+            network=network,
+        )
+    return DeliveryMove(
+        Rule.DELIVERY_LIST_FAILED,
+        DeliveryState.UNCONFIRMED,
+        DeliveryChanges(
+            error=message, error_code=error.code or type(error).__name__, due_at=due_at
+        ),
+        message,
+        error.status,
+        network,
+    )
+
+
+def matching_share(
+    delivery: Delivery, shares: list[Share], *, recorded: set[str], slack: float
+) -> Share | None:
+    """The share an ``unconfirmed`` delivery's lost create made, if the list holds it.
+
+    It has the delivery's channel, recipient, message and expiry, Craftkit created it no
+    earlier than the attempt started (less ``slack`` seconds, for the two clocks), and no
+    other delivery recorded it. Revoked shares count: the create happened. Of several, the
+    oldest is the first create that landed.
+    """
+    started = delivery.attempt_started_at
+    if started is None:
+        return None
+    for share in reversed(shares):
+        if share.id in recorded or share.channel != delivery.channel:
+            continue
+        if (share.recipient_email or "").casefold() != (delivery.to or "").casefold():
+            continue
+        if (share.message or None) != (delivery.message or None):
+            continue
+        if not same_instant(share.expires_at, delivery.expires_at):
+            continue
+        try:
+            created = parse_iso(share.created_at) if share.created_at else None
+        except ValueError:
+            created = None
+        if created is None or created < started - slack:
+            continue
+        return share
+    return None
+
+
+def revoke_recorded(delivery: Delivery, revoked_at: str | None, *, now: float) -> DeliveryMove:
+    """A person revoked the share a delivery recorded."""
+    _expect_delivery(delivery, (DeliveryState.DELIVERED,), "a revocation")
+    stamp = revoked_at or iso(now)
+    return DeliveryMove(
+        Rule.REVOKE,
+        DeliveryState.REVOKED,
+        DeliveryChanges(revoked_at=stamp),
+        f"revoked by hand: share {delivery.share_id} ({delivery.share_url}) no longer opens",
+        200,
+        Network.KEY_ACCEPTED,
+    )
+
+
+def share_requested(entry: Entry) -> None:
+    """A person asks for a link to the entry's PDF now; only a ``done`` entry has one."""
+    if entry.state is not State.DONE:
+        raise IllegalTransition(
+            f"entry {entry.id} is {entry.state}; a link can be made once it is done"
+        )
+
+
+def _attempt(delivery: Delivery, now: float, schedule: Schedule) -> DeliveryChanges:
+    return DeliveryChanges(
+        attempts=delivery.attempts + 1,
+        attempt_started_at=now,
+        due_at=now + schedule.delivery_settle,
+    )
+
+
+def _recorded(share: Share) -> DeliveryChanges:
+    return DeliveryChanges(
+        share_id=share.id,
+        share_token=share.token,
+        share_url=share.url,
+        email_message_id=share.email_message_id,
+        error=None,
+        error_code=None,
+        field_errors=None,
+    )
+
+
+def _everyone_delivery(
+    delivery: Delivery, error: RemoteError, now: float, schedule: Schedule
+) -> DeliveryOutcome | None:
+    """The outcome of an error that concerns every request (as :func:`_everyone`)."""
+    if isinstance(error, Offline):
+        return GiveBack(Rule.OFFLINE)
+    if isinstance(error, AuthError):
+        return GiveBack(Rule.KEY_REFUSED)
+    if isinstance(error, RateLimited):
+        pause = schedule.pacing.pause_after(error.retry_after)
+        return DeliveryMove(
+            Rule.RATE_LIMITED,
+            delivery.state,
+            DeliveryChanges(due_at=now + pause),
+            network=Network.TROUBLE,
+        )
+    return None
+
+
+def _expect_delivery(delivery: Delivery, states: tuple[DeliveryState, ...], what: str) -> None:
+    if delivery.state not in states:
+        wanted = " or ".join(state.value for state in states)
+        raise IllegalTransition(
+            f"{what} for delivery {delivery.id}, which is {delivery.state}, not {wanted}"
+        )
 
 
 # -- by hand ---------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Drop-folder result files: ``results/NAME.result.json`` once a job's entry is finished.
 
+A finished entry's result is written again whenever one of its deliveries (a share link, an
+email) changes, so the file ends up holding the link and whether the email went out.
+
 A result file is written for every name a job was dropped under: the file that made the entry
 (its ``source``) and, through alias marks, every later file with the same key. The marks are
 empty hidden files in ``results/`` (``.alias-ENTRYID-NAME.json.alias``), so they survive restarts
@@ -16,7 +19,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from .deliveries import Delivery
 from .errors import EntryNotFound
 from .files import fsync_dir, own_subfolder, write_atomically
 from .jobfiles import shown, side_name
@@ -116,6 +121,7 @@ class ResultFiles:
             "error_code": entry.error_code,
             "field_errors": entry.field_errors,
             "updated_at": entry.updated_at,
+            "deliveries": [_delivery_result(d) for d in entry.deliveries],
         }
         write_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         written = ResultWritten(name, entry, path)
@@ -161,3 +167,21 @@ class ResultFiles:
             names.append(os.path.basename(entry.source))
         names.extend(name for name in aliases.get(entry.id, []) if name not in names)
         return names
+
+
+def _delivery_result(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as a result file shows it: what it is, how it stands, the link."""
+    return {
+        "id": delivery.id,
+        "channel": delivery.channel,
+        "to": delivery.to,
+        "state": delivery.state.value,
+        "share_url": delivery.share_url,
+        "share_id": delivery.share_id,
+        "email_message_id": delivery.email_message_id,
+        "sent_at": delivery.sent_at,
+        "expires_at": delivery.expires_at,
+        "revoked_at": delivery.revoked_at,
+        "error": delivery.error,
+        "error_code": delivery.error_code,
+    }

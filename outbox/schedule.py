@@ -157,6 +157,18 @@ class Schedule:
     #: Before trying a download again when the disk was full or not writable.
     storage_retry: float = 30.0
 
+    # -- delivering (share links and emails) --
+    #: Between two tries of a delivery: after a lost answer or a 5xx (its shares are listed
+    #: first), a 409 ``not_ready``, or a failed listing (1, 2, 4 s ... 5 min).
+    delivery_retry: Backoff = Backoff(1.0, 300.0)
+    #: A delivery whose create may be on the wire is not looked for among the render's shares
+    #: sooner than this after the create was sent, so one that a dying sender left with the
+    #: server has landed by then.
+    delivery_settle: float = 2.0
+    #: A listed share counts as made by an attempt if Craftkit created it no more than this
+    #: many seconds before the attempt started by this device's clock (clocks disagree).
+    share_clock_slack: float = 120.0
+
     # -- the network as a whole --
     pacing: Pacing = Pacing()
     #: Between two health checks while offline (0.25 s, 0.5 s ... 10 s).

@@ -23,10 +23,19 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Unpack
 
 from .clock import Clock, iso
+from .deliveries import (
+    UNFINISHED_DELIVERY_STATES,
+    Delivery,
+    DeliveryChanges,
+    DeliveryRequest,
+    DeliveryState,
+    can_move_delivery,
+)
 from .errors import (
     EntryBusy,
     EntryNotFound,
@@ -73,6 +82,9 @@ TEMPLATES_SYNCED = "templates_synced"
 
 #: Columns that :meth:`Journal.transition` and :meth:`Journal.reschedule` may set.
 _UPDATABLE = frozenset(Changes.__optional_keys__)
+#: Columns that :meth:`Journal.move_delivery` and :meth:`Journal.reschedule_delivery` may set.
+_DELIVERY_UPDATABLE = frozenset(DeliveryChanges.__optional_keys__)
+_UNFINISHED_DELIVERIES = tuple(sorted(state.value for state in UNFINISHED_DELIVERY_STATES))
 
 
 class Journal:
@@ -234,11 +246,16 @@ class Journal:
                     ),
                 ).fetchone()
                 if row is None:
-                    existing = _entry(
-                        conn.execute(
-                            "SELECT * FROM entries WHERE base_key = ?", (request.key,)
-                        ).fetchone()
-                    )
+                    existing = _with_deliveries(
+                        conn,
+                        [
+                            _entry(
+                                conn.execute(
+                                    "SELECT * FROM entries WHERE base_key = ?", (request.key,)
+                                ).fetchone()
+                            )
+                        ],
+                    )[0]
                     conflict = key_conflict(existing, request)
                     if conflict is not None:
                         raise conflict  # the whole batch is rolled back
@@ -256,7 +273,22 @@ class Journal:
                             + (f" from {request.source}" if request.source else ""),
                         )
                     )
-                    result.append(_entry(row, data=request.data))  # no need to re-parse it
+                    deliveries = [
+                        _insert_delivery(conn, row["id"], wanted, now, stamp, by_hand=False)
+                        for wanted in request.deliveries
+                    ]
+                    for delivery in deliveries:
+                        events.append(
+                            _delivery_event(
+                                conn,
+                                delivery,
+                                stamp,
+                                State.PENDING,
+                                f"{delivery.describe()} asked for; made once the PDF is done",
+                            )
+                        )
+                    entry = _entry(row, data=request.data)  # no need to re-parse the data
+                    result.append(replace(entry, deliveries=tuple(deliveries)))
         self._notify(events)
         return result
 
@@ -276,15 +308,15 @@ class Journal:
                     (entry_id, entry_id + "g"),
                 ).fetchall()
                 row = rows[0] if len(rows) == 1 else None
-        if row is None:
-            raise EntryNotFound(f"no entry with id {entry_id!r} in {self.path}")
-        return _entry(row)
+            if row is None:
+                raise EntryNotFound(f"no entry with id {entry_id!r} in {self.path}")
+            return _with_deliveries(conn, [_entry(row)])[0]
 
     def find_by_key(self, key: str) -> Entry | None:
         """The entry enqueued with this idempotency key, if any."""
         with self._read() as conn:
             row = conn.execute("SELECT * FROM entries WHERE base_key = ?", (key,)).fetchone()
-        return None if row is None else _entry(row)
+            return None if row is None else _with_deliveries(conn, [_entry(row)])[0]
 
     def list(
         self, *, state: State | str | None = None, limit: int | None = None
@@ -300,7 +332,7 @@ class Journal:
             sql += " LIMIT ?"
             params.append(limit)
         with self._read() as conn:
-            return [_entry(row) for row in conn.execute(sql, params)]
+            return _with_deliveries(conn, [_entry(row) for row in conn.execute(sql, params)])
 
     def page(
         self,
@@ -467,21 +499,26 @@ class Journal:
 
     def lease_owners(self) -> builtins.list[str]:
         """Everyone holding a live lease right now."""
+        now = self.clock.now()
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT DISTINCT lease_owner FROM entries WHERE lease_until > ?",
-                (self.clock.now(),),
+                "SELECT lease_owner FROM entries WHERE lease_until > ?"
+                " UNION SELECT lease_owner FROM deliveries WHERE lease_until > ?",
+                (now, now),
             ).fetchall()
         return [row[0] for row in rows if row[0]]
 
     def release_all(self, owner: str) -> int:
         """Give back every lease ``owner`` holds (it stopped, or it died); returns how many."""
         with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE entries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
-                (owner,),
-            )
-            return cursor.rowcount
+            released = 0
+            for table in ("entries", "deliveries"):
+                released += conn.execute(
+                    f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL"
+                    " WHERE lease_owner = ?",
+                    (owner,),
+                ).rowcount
+            return released
 
     def purge(self, finished_before: float, *, dry_run: bool = False) -> int:
         """Delete terminal entries (and their events) last changed before ``finished_before``.
@@ -492,24 +529,23 @@ class Journal:
         cutoff = iso(finished_before)
         terminal = [s.value for s in State if s.is_terminal]
         marks = ",".join("?" for _ in terminal)
+        # A done entry whose link or email is still on its way is not finished yet.
+        busy = ",".join("?" for _ in _UNFINISHED_DELIVERIES)
+        purgeable = (
+            f"SELECT id FROM entries WHERE state IN ({marks}) AND updated_at < ? AND id NOT IN"
+            f" (SELECT entry_id FROM deliveries WHERE state IN ({busy}) AND entry_id IN"
+            f" (SELECT id FROM entries WHERE state = 'done'))"
+        )
+        params = [*terminal, cutoff, *_UNFINISHED_DELIVERIES]
         if dry_run:
             with self._read() as conn:
                 return int(
-                    conn.execute(
-                        f"SELECT count(*) FROM entries WHERE state IN ({marks}) AND updated_at < ?",
-                        [*terminal, cutoff],
-                    ).fetchone()[0]
+                    conn.execute(f"SELECT count(*) FROM ({purgeable})", params).fetchone()[0]
                 )
         with self._write() as conn:
-            conn.execute(
-                "DELETE FROM events WHERE entry_id IN (SELECT id FROM entries WHERE"
-                f" state IN ({marks}) AND updated_at < ?)",
-                [*terminal, cutoff],
-            )
-            cursor = conn.execute(
-                f"DELETE FROM entries WHERE state IN ({marks}) AND updated_at < ?",
-                [*terminal, cutoff],
-            )
+            conn.execute(f"DELETE FROM events WHERE entry_id IN ({purgeable})", params)
+            conn.execute(f"DELETE FROM deliveries WHERE entry_id IN ({purgeable})", params)
+            cursor = conn.execute(f"DELETE FROM entries WHERE id IN ({purgeable})", params)
             return cursor.rowcount
 
     def transition(
@@ -658,6 +694,220 @@ class Journal:
         """SQLite's ``PRAGMA integrity_check``: ``"ok"`` for a healthy journal."""
         with self._read() as conn:
             return "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
+
+    # -- deliveries ----------------------------------------------------------------------
+
+    def add_delivery(self, entry_id: str, request: DeliveryRequest) -> Delivery:
+        """Add a delivery made by hand to a ``done`` entry, with its event; durable on return.
+
+        Raises :class:`IllegalTransition` if the entry is not done (its PDF is what is shared).
+        """
+        now = self.clock.now()
+        stamp = iso(now)
+        with self._write() as conn:
+            row = conn.execute("SELECT state FROM entries WHERE id = ?", (entry_id,)).fetchone()
+            if row is None:
+                raise EntryNotFound(f"no entry with id {entry_id!r} in {self.path}")
+            if row["state"] != State.DONE.value:
+                raise IllegalTransition(
+                    f"entry {entry_id} is {row['state']}; a link can be made once it is done"
+                )
+            delivery = _insert_delivery(conn, entry_id, request, now, stamp, by_hand=True)
+            event = _delivery_event(
+                conn, delivery, stamp, State.DONE, f"{delivery.describe()} asked for by hand"
+            )
+        self._notify([event])
+        return delivery
+
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        """The delivery with this id."""
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        if row is None:
+            raise EntryNotFound(f"no delivery with id {delivery_id!r} in {self.path}")
+        return _delivery(row)
+
+    def recorded_share_ids(self, entry_id: str) -> set[str]:
+        """The share ids the entry's deliveries have recorded: shares that are spoken for."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT share_id FROM deliveries WHERE entry_id = ? AND share_id IS NOT NULL",
+                (entry_id,),
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def claim_due_deliveries(
+        self,
+        *,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        horizon: float,
+        delivery_id: str | None = None,
+    ) -> builtins.list[Delivery]:
+        """Lease up to ``limit`` unfinished deliveries of ``done`` entries that are due.
+
+        Due, leases and clock jumps as in :meth:`claim_due`. With ``delivery_id``, only that
+        delivery is claimed (if it is due and free).
+        """
+        now = self.clock.now()
+        only = " AND d.id = ?" if delivery_id is not None else ""
+        with self._write() as conn:
+            rows = conn.execute(
+                "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE seq IN ("
+                " SELECT d.seq FROM deliveries d JOIN entries e ON e.id = d.entry_id"
+                " WHERE d.state IN (?, ?) AND e.state = 'done'"
+                " AND (d.due_at <= ? OR d.due_at > ?)"
+                " AND (d.lease_until IS NULL OR d.lease_until <= ? OR d.lease_until > ?)"
+                f"{only} ORDER BY d.due_at LIMIT ?) RETURNING *",
+                (
+                    owner,
+                    now + lease_seconds,
+                    *_UNFINISHED_DELIVERIES,
+                    now,
+                    now + horizon,
+                    now,
+                    now + horizon,
+                    *([delivery_id] if delivery_id is not None else []),
+                    limit,
+                ),
+            ).fetchall()
+        rows.sort(key=lambda row: row["due_at"])
+        return [_delivery(row) for row in rows]
+
+    def next_delivery_due_at(self, *, horizon: float) -> float | None:
+        """The earliest ``due_at`` of an unfinished delivery of a ``done`` entry (None if
+        there is none); one more than ``horizon`` seconds ahead counts as now."""
+        now = self.clock.now()
+        with self._read() as conn:
+            value = conn.execute(
+                "SELECT min(CASE WHEN d.due_at > ? THEN ? ELSE d.due_at END)"
+                " FROM deliveries d JOIN entries e ON e.id = d.entry_id"
+                " WHERE d.state IN (?, ?) AND e.state = 'done'",
+                (now + horizon, now, *_UNFINISHED_DELIVERIES),
+            ).fetchone()[0]
+        return None if value is None else float(value)
+
+    def unfinished_deliveries(self) -> builtins.list[Delivery]:
+        """Deliveries of ``done`` entries that are not finished yet, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT d.* FROM deliveries d JOIN entries e ON e.id = d.entry_id"
+                " WHERE d.state IN (?, ?) AND e.state = 'done' ORDER BY d.seq",
+                _UNFINISHED_DELIVERIES,
+            ).fetchall()
+        return [_delivery(row) for row in rows]
+
+    def move_delivery(
+        self,
+        delivery_id: str,
+        source: DeliveryState,
+        target: DeliveryState,
+        *,
+        owner: str | None = None,
+        keep_lease: bool = False,
+        http_status: int | None = None,
+        detail: str,
+        **changes: Unpack[DeliveryChanges],
+    ) -> Delivery:
+        """Move a delivery from ``source`` to ``target`` and add ``detail`` to its entry's
+        history, atomically; a compare-and-set like :meth:`transition`.
+
+        Releases the lease unless ``keep_lease`` (the holder is about to send a request).
+        Recording a share id another delivery holds raises :class:`LostRace`.
+        """
+        if not can_move_delivery(source, target):
+            raise IllegalTransition(f"a delivery cannot move from {source} to {target}")
+        stamp = iso(self.clock.now())
+        assignments, params = _delivery_assignments(changes)
+        lease = "" if keep_lease else ", lease_owner = NULL, lease_until = NULL"
+        with self._write() as conn:
+            try:
+                row = self._delivery_compare_and_set(
+                    conn,
+                    delivery_id,
+                    source,
+                    owner,
+                    "state = ?, updated_at = ?" + lease + assignments,
+                    [target.value, stamp, *params],
+                )
+            except sqlite3.IntegrityError as exc:
+                raise LostRace(
+                    f"share {changes.get('share_id')} is already recorded by another delivery"
+                ) from exc
+            delivery = _delivery(row)
+            state = conn.execute(
+                "SELECT state FROM entries WHERE id = ?", (delivery.entry_id,)
+            ).fetchone()[0]
+            event = _delivery_event(
+                conn,
+                delivery,
+                stamp,
+                State(state),
+                detail,
+                http_status=http_status,
+                error_code=changes.get("error_code"),
+            )
+        self._notify([event])
+        return delivery
+
+    def reschedule_delivery(
+        self,
+        delivery_id: str,
+        source: DeliveryState,
+        *,
+        owner: str | None = None,
+        **changes: Unpack[DeliveryChanges],
+    ) -> Delivery:
+        """Update a delivery's bookkeeping without an event; releases the lease."""
+        assignments, params = _delivery_assignments(changes)
+        with self._write() as conn:
+            row = self._delivery_compare_and_set(
+                conn,
+                delivery_id,
+                source,
+                owner,
+                "lease_owner = NULL, lease_until = NULL" + assignments,
+                params,
+            )
+        return _delivery(row)
+
+    def release_delivery(self, delivery_id: str, owner: str) -> None:
+        """Give a delivery's lease back untouched."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL"
+                " WHERE id = ? AND lease_owner = ?",
+                (delivery_id, owner),
+            )
+
+    def _delivery_compare_and_set(
+        self,
+        conn: sqlite3.Connection,
+        delivery_id: str,
+        source: DeliveryState,
+        owner: str | None,
+        assignments: str,
+        params: Sequence[Any],
+    ) -> sqlite3.Row:
+        sql = f"UPDATE deliveries SET {assignments} WHERE id = ? AND state = ?"
+        where: builtins.list[Any] = [delivery_id, source.value]
+        if owner is not None:
+            sql += " AND lease_owner = ?"
+            where.append(owner)
+        row: sqlite3.Row | None = conn.execute(sql + " RETURNING *", [*params, *where]).fetchone()
+        if row is not None:
+            return row
+        current = conn.execute(
+            "SELECT state FROM deliveries WHERE id = ?", (delivery_id,)
+        ).fetchone()
+        if current is None:
+            raise EntryNotFound(f"no delivery with id {delivery_id!r} in {self.path}")
+        if current["state"] != source.value:
+            raise LostRace(
+                f"delivery {delivery_id} is {current['state']}, not {source}; someone else moved it"
+            )
+        raise LostRace(f"delivery {delivery_id} is no longer leased by this process")
 
     # -- change feed ---------------------------------------------------------------------
 
@@ -835,10 +1085,13 @@ def _append_event(
     http_status: int | None = None,
     error_code: str | None = None,
     detail: str | None = None,
+    delivery_id: str | None = None,
+    delivery_state: DeliveryState | None = None,
 ) -> Event:
     row = conn.execute(
         "INSERT INTO events (entry_id, at, from_state, to_state, attempt, http_status,"
-        " error_code, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        " error_code, detail, delivery_id, delivery_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " RETURNING *",
         (
             entry_id,
             stamp,
@@ -848,9 +1101,129 @@ def _append_event(
             http_status,
             error_code,
             detail,
+            delivery_id,
+            delivery_state.value if delivery_state else None,
         ),
     ).fetchone()
     return _event(row)
+
+
+def _insert_delivery(
+    conn: sqlite3.Connection,
+    entry_id: str,
+    request: DeliveryRequest,
+    now: float,
+    stamp: str,
+    *,
+    by_hand: bool,
+) -> Delivery:
+    row = conn.execute(
+        "INSERT INTO deliveries (id, entry_id, channel, recipient, recipient_name, message,"
+        " expires_at, by_hand, state, due_at, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) RETURNING *",
+        (
+            secrets.token_hex(8),
+            entry_id,
+            request.channel,
+            request.to,
+            request.recipient_name,
+            request.message,
+            request.expires_at,
+            int(by_hand),
+            now,
+            stamp,
+            stamp,
+        ),
+    ).fetchone()
+    return _delivery(row)
+
+
+def _delivery_event(
+    conn: sqlite3.Connection,
+    delivery: Delivery,
+    stamp: str,
+    entry_state: State,
+    detail: str,
+    *,
+    http_status: int | None = None,
+    error_code: str | None = None,
+) -> Event:
+    """An event of the delivery's entry that leaves the entry's state as it is."""
+    return _append_event(
+        conn,
+        delivery.entry_id,
+        stamp,
+        entry_state,
+        entry_state,
+        delivery.attempts,
+        http_status=http_status,
+        error_code=error_code,
+        detail=detail,
+        delivery_id=delivery.id,
+        delivery_state=delivery.state,
+    )
+
+
+def _with_deliveries(
+    conn: sqlite3.Connection, entries: builtins.list[Entry]
+) -> builtins.list[Entry]:
+    """``entries`` with their deliveries filled in (one query per 500 entries)."""
+    if not entries or conn.execute("SELECT 1 FROM deliveries LIMIT 1").fetchone() is None:
+        return entries
+    found: dict[str, builtins.list[Delivery]] = {}
+    ids = [entry.id for entry in entries]
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" for _ in chunk)
+        for row in conn.execute(
+            f"SELECT * FROM deliveries WHERE entry_id IN ({marks}) ORDER BY seq", chunk
+        ):
+            found.setdefault(row["entry_id"], []).append(_delivery(row))
+    return [
+        replace(entry, deliveries=tuple(found[entry.id])) if entry.id in found else entry
+        for entry in entries
+    ]
+
+
+def _delivery_assignments(changes: DeliveryChanges) -> tuple[str, builtins.list[Any]]:
+    unknown = set(changes) - _DELIVERY_UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    sql = "".join(f", {name} = ?" for name in changes)
+    params = [
+        json.dumps(value) if name == "field_errors" and value is not None else value
+        for name, value in changes.items()
+    ]
+    return sql, params
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    field_errors = row["field_errors"]
+    return Delivery(
+        id=row["id"],
+        entry_id=row["entry_id"],
+        channel=row["channel"],
+        to=row["recipient"],
+        recipient_name=row["recipient_name"],
+        message=row["message"],
+        expires_at=row["expires_at"],
+        state=DeliveryState(row["state"]),
+        attempts=row["attempts"],
+        share_id=row["share_id"],
+        share_token=row["share_token"],
+        share_url=row["share_url"],
+        email_message_id=row["email_message_id"],
+        sent_at=row["sent_at"],
+        revoked_at=row["revoked_at"],
+        error=row["error"],
+        error_code=row["error_code"],
+        field_errors=json.loads(field_errors) if field_errors else None,
+        by_hand=bool(row["by_hand"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        due_at=row["due_at"],
+        attempt_started_at=row["attempt_started_at"],
+    )
 
 
 def _assignments(changes: Changes) -> tuple[str, list[Any]]:
@@ -913,6 +1286,8 @@ def _event(row: sqlite3.Row) -> Event:
         http_status=row["http_status"],
         error_code=row["error_code"],
         detail=row["detail"],
+        delivery_id=row["delivery_id"],
+        delivery_state=row["delivery_state"],
     )
 
 

@@ -377,6 +377,8 @@ class DropFolder:
             filename=job.filename,
             version=job.version,
             source=str(self.folder / name),
+            share=job.share,
+            email=job.email,
         )
 
     # -- accepting and rejecting ---------------------------------------------------------

@@ -677,7 +677,9 @@ def test_an_unchanged_amendment_is_refused() -> None:
 
 
 def test_the_cases_cover_every_row() -> None:
-    covered = {case.rule for case in CASES}
+    from test_delivery_outcomes import COVERED as DELIVERY_RULES
+
+    covered = {case.rule for case in CASES} | DELIVERY_RULES
     covered |= {Rule.CANCEL, Rule.RETRY_FAILED, Rule.RETRY_REJECTED, Rule.NOT_ALLOWED}
     covered |= {Rule.AMEND_SAME_KEY, Rule.AMEND_NEW_KEY}
     assert covered == set(Rule)

@@ -501,6 +501,7 @@ def test_result_files_appear_for_done_failed_rejected_and_cancelled(
         "error_code": None,
         "field_errors": None,
         "updated_at": ob.get(ids["done.json"]).updated_at,
+        "deliveries": [],
     }
     failed = result(folder, "failed")
     assert failed and (failed["state"], failed["error"]) == ("failed", "font missing")
