@@ -1,6 +1,7 @@
 """Deliveries end to end, in-process: enqueue checks (offline), then share links and emails
-made against the sandbox over a real socket — exactly once through lost answers and 5xx, the
-409/503/502/400 paths, adoption, by-hand links, revocation, and the drop folder's jobs."""
+made against the sandbox (through its in-process transport) — exactly once through lost answers
+and 5xx, the 409/503/502/400 paths, adoption, by-hand links, revocation, the drop folder's jobs.
+The real processes killed between create and record are in ``test_delivery_processes.py``."""
 
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ from outbox import (
 )
 from outbox.clock import iso
 from outbox.deliveries import DeliveryRequest
+from outbox.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from outbox.sandbox import Sandbox
 from outbox.schedule import Backoff
-from outbox.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 #: Backoffs of a few milliseconds and no in-call retries, so every answer reaches the table and
 #: the tests never wait out a real backoff.
@@ -341,8 +342,8 @@ def test_an_expiry_that_passed_offline_is_a_rejected_delivery_with_craftkits_mes
 class NotReadyFirst(httpx.BaseTransport):
     """In front of the sandbox: the first share POST is answered 409 ``not_ready``."""
 
-    def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
+    def __init__(self, sb: Sandbox) -> None:
+        self.inner = sb.transport()
         self.refused = 0
 
     def close(self) -> None:
@@ -361,7 +362,7 @@ class NotReadyFirst(httpx.BaseTransport):
 def test_not_ready_waits_and_tries_again(db_path: Path, sb: Sandbox) -> None:
     with Outbox(db_path) as ob:
         entry = ob.enqueue("inspection-report", INSPECTION, key="nr", share=True)
-    transport = NotReadyFirst()
+    transport = NotReadyFirst(sb)
     with quick(db_path, sb, transport=transport) as ob:
         assert ob.flush(timeout=30).exit_code is ExitCode.OK
         [link] = ob.get(entry.id).deliveries
