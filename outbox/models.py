@@ -324,7 +324,7 @@ def key_conflict(entry: Entry, request: RenderRequest) -> KeyConflict | None:
     return KeyConflict(
         f'the key "{request.key}" already belongs to entry {entry.id} ({entry.state}; '
         f"{origin} at {entry.created_at}), which asks for a different request "
-        f"({' and '.join(different)} differ{'s' if len(different) == 1 else ''}); nothing was "
+        f"({' and '.join(different)} {'differ' if _plural(different) else 'differs'}); nothing was "
         "queued. Give this request its own key, or change that entry's request with "
         f"`outbox amend {entry.id}`",
         key=str(request.key),
@@ -332,6 +332,10 @@ def key_conflict(entry: Entry, request: RenderRequest) -> KeyConflict | None:
         state=entry.state.value,
         differences=different,
     )
+
+
+def _plural(different: list[str]) -> bool:
+    return len(different) > 1 or different == ["deliveries"]
 
 
 def canonical_json(value: Any) -> str:

@@ -24,6 +24,7 @@ from outbox import (
     ExitCode,
     IllegalTransition,
     InvalidArgument,
+    KeyConflict,
     LostRace,
     Outbox,
     PermanentError,
@@ -117,8 +118,21 @@ def test_deliveries_are_journalled_offline_and_survive_a_reopen(db_path: Path) -
         history = [e for e in ob.history(entry.id) if e.delivery_id is not None]
         assert [e.delivery_id for e in history] == [d.id for d in entry.deliveries]
         assert {e.delivery_state for e in history} == {"pending"}
-        # The same key again returns the entry; it does not add deliveries.
-        assert ob.enqueue("inspection-report", INSPECTION, key="visit-1", share=True) == again
+        # The same request again under its key is the entry; other deliveries are another
+        # request, refused.
+        same = ob.enqueue(
+            "inspection-report",
+            INSPECTION,
+            key="visit-1",
+            email=[
+                "bob@example.com",
+                {"to": "ada@example.com", "recipient_name": "Ada", "message": "Hi"},
+            ],
+            share={"expires_at": "2031-01-01T00:00:00Z", "message": "Report"},
+        )
+        assert same == again
+        with pytest.raises(KeyConflict, match=r"\(deliveries differ\); nothing was queued"):
+            ob.enqueue("inspection-report", INSPECTION, key="visit-1", share=True)
 
 
 @pytest.mark.parametrize(
