@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +36,11 @@ from outbox.sandbox import Faults, Sandbox
 
 
 def async_connected(db: Path, sb: Sandbox | SandboxProcess, **kwargs: Any) -> AsyncOutbox:
+    """An AsyncOutbox on ``db`` that talks to ``sb``: in-process through its transport, or
+    over a socket to a sandbox in another process."""
     options: dict[str, Any] = {"settings": FAST, **kwargs}
+    if isinstance(sb, Sandbox):
+        options.setdefault("transport", sb.transport())
     return AsyncOutbox(db, api_key=sb.api_key, base_url=sb.base_url, **options)
 
 
@@ -421,8 +425,8 @@ def test_the_event_loop_keeps_ticking_during_flush_and_enqueue_many(
 def test_a_cancelled_flush_leaves_nothing_leased_and_a_later_flush_renders_once(
     db_path: Path, how: str
 ) -> None:
-    count = 40
-    with Sandbox(render_seconds=0.05, seed=5, faults=Faults(latency=0.1)) as sb:
+    count = 24
+    with Sandbox(render_seconds=0.05, seed=5, faults=Faults(latency=0.05)) as sb:
 
         async def main() -> None:
             async with async_connected(db_path, sb) as ob:
@@ -435,19 +439,28 @@ def test_a_cancelled_flush_leaves_nothing_leased_and_a_later_flush_renders_once(
                     for i in range(count)
                 )
                 first_submit = asyncio.Event()
-                await ob.on_change(
-                    lambda e: first_submit.set() if e.to_state is State.SUBMITTED else None
-                )
+                on_first_submit: list[Callable[[], None]] = []
+
+                def submitted(event: Event) -> None:
+                    if event.to_state is State.SUBMITTED and not first_submit.is_set():
+                        first_submit.set()
+                        for hook in on_first_submit:
+                            hook()
+
+                await ob.on_change(submitted)
                 if how == "task.cancel":
                     flush = asyncio.create_task(ob.flush(timeout=120))
                     await asyncio.wait_for(first_submit.wait(), 60)
                     flush.cancel()
                     with pytest.raises(asyncio.CancelledError):
                         await flush
-                else:
+                else:  # the deadline passes as soon as the first entry is submitted
+                    loop = asyncio.get_running_loop()
                     with pytest.raises(TimeoutError):
-                        async with asyncio.timeout(0.35):
+                        async with asyncio.timeout(None) as deadline:
+                            on_first_submit.append(lambda: deadline.reschedule(loop.time()))
                             await ob.flush(timeout=120)
+                    assert first_submit.is_set()
                 # At the CancelledError, the flush is over: nothing leased, nothing running.
                 assert leased(db_path) == 0
                 moves = [e.id async for e in ob.changes(since=0, timeout=0.3)]
