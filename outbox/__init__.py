@@ -2,13 +2,18 @@
 
 A render request written to the outbox is never lost and never rendered twice, and its PDF ends
 up on disk, verified. Start with :class:`Outbox`.
+
+The names below are imported on first use (PEP 562), so that ``import outbox`` (and every CLI
+command) loads only the modules it needs: queueing a request needs neither the network stack
+nor the drop-folder watcher nor the JSON Schema library.
 """
 
-from .aio import AsyncOutbox
-from .client import Share
-from .config import Settings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .deliveries import Delivery, DeliveryState
-from .engine import FlushReport
 from .errors import (
     AuthError,
     ConfigError,
@@ -37,13 +42,48 @@ from .errors import (
 )
 from .exit_codes import ExitCode
 from .models import Entry, EntryPage, Event, RenderRequest, State
-from .outbox import Outbox
-from .schedule import Schedule
-from .templates import CachedTemplate
-from .validation import CheckOutcome, DataCheck, ValidationMode
-from .watcher import DropFolder
+
+if TYPE_CHECKING:
+    from .aio import AsyncOutbox
+    from .client import Share
+    from .config import Settings
+    from .engine import FlushReport
+    from .outbox import Outbox
+    from .schedule import Schedule
+    from .templates import CachedTemplate
+    from .validation import CheckOutcome, DataCheck, ValidationMode
+    from .watcher import DropFolder
 
 __version__ = "0.1.0"
+
+#: Public names that live in a module loaded only when the name is first used.
+_LAZY = {
+    "AsyncOutbox": "aio",
+    "CachedTemplate": "templates",
+    "CheckOutcome": "validation",
+    "DataCheck": "validation",
+    "DropFolder": "watcher",
+    "FlushReport": "engine",
+    "Outbox": "outbox",
+    "Schedule": "schedule",
+    "Settings": "config",
+    "Share": "client",
+    "ValidationMode": "validation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'outbox' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next lookup does not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AsyncOutbox",

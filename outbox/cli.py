@@ -6,6 +6,7 @@ What the commands print is formatted in :mod:`outbox.cli_output`.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import signal
@@ -26,13 +27,20 @@ from .deliveries import UNFINISHED_DELIVERY_STATES, Delivery, DeliveryState, del
 from .exit_codes import ExitCode, exit_code_for
 from .models import Event, RenderRequest, State
 from .outbox import Outbox
-from .sandbox.cli import sandbox as sandbox_command
 from .validation import VALIDATION_MODES, ValidationMode
-from .watcher import DropFolder
 
 
 class _Group(click.Group):
-    """Turns library errors into a message and an exit code instead of a traceback."""
+    """Turns library errors into a message and an exit code instead of a traceback, and
+    loads a :class:`_LazyCommand` only when it is the one that runs."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if isinstance(command, _LazyCommand):
+            command = command.load()
+        return name, command, rest
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -42,6 +50,25 @@ class _Group(click.Group):
             if ctx.meta.get(_JSON_ASKED):
                 click.echo(output.error_json(exc))
             ctx.exit(exit_code_for(exc))
+
+
+class _LazyCommand(click.Command):
+    """A subcommand whose module is imported only when it runs (or shows its own help).
+
+    ``outbox --help`` lists it from ``short_help`` alone, so the commands that do not use
+    it start without loading it (the sandbox brings an HTTP server and a JSON Schema library).
+    """
+
+    def __init__(self, name: str, target: str, *, short_help: str) -> None:
+        super().__init__(name, short_help=short_help)
+        self.target = target
+
+    def load(self) -> click.Command:
+        """The real command (``target`` is ``module:attribute``)."""
+        module, _, attribute = self.target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command), self.target
+        return command
 
 
 class _State:
@@ -365,6 +392,8 @@ def run(state: _State, watch_dir: Path | None) -> None:
         stop_watching = threading.Event()
         watcher = None
         if watch_dir is not None:
+            from .watcher import DropFolder  # the only commands that load watchfiles
+
             drop = DropFolder(
                 ob, watch_dir, on_outcome=lambda outcome: click.echo(outcome.describe())
             )
@@ -572,6 +601,8 @@ def watch(state: _State, folder: Path) -> None:
     DIR/accepted/, invalid ones to DIR/rejected/ beside NAME.error.txt, and
     DIR/results/NAME.result.json appears once the render is done, failed or rejected.
     """
+    from .watcher import DropFolder
+
     stop = threading.Event()
     with _on_signals(stop.set), state.outbox(create=True) as ob:
         drop = DropFolder(ob, folder, on_outcome=lambda outcome: click.echo(outcome.describe()))
@@ -623,7 +654,13 @@ def dashboard(state: _State, port: int, host: str, open_page: bool) -> None:
     click.echo("dashboard stopped", err=True)
 
 
-cli.add_command(sandbox_command)
+cli.add_command(
+    _LazyCommand(
+        "sandbox",
+        "outbox.sandbox.cli:sandbox",
+        short_help="Run a local Craftkit-compatible sandbox server until Ctrl-C.",
+    )
+)
 
 
 @cli.group(name="templates")

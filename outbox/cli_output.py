@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .client import Share
 from .deliveries import Delivery
-from .engine import FlushReport
 from .errors import DataInvalid, JournalMissing, KeyConflict, OutboxError, RemoteError
 from .exit_codes import exit_code_for
 from .facts import network_facts
 from .models import Entry, Event, State
 from .templates import CachedTemplate
 from .worker import worker_facts
+
+if TYPE_CHECKING:
+    from .client import Share
+    from .engine import FlushReport
 
 #: How a sync changed each cached template, in the order the summary counts them.
 TEMPLATE_CHANGES = ("new", "updated", "unchanged")

@@ -24,11 +24,13 @@ import sqlite3
 import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from .errors import JournalDamaged, JournalError, JournalTooNew, NotAJournal
 from .files import fsync_dir, hard_link, rename_if_free
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +258,8 @@ def upgrade(conn: sqlite3.Connection, path: Path) -> None:
         return
     if version == 0:
         conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    import sqlite_utils  # only a journal to build or upgrade needs it
+
     # No plugins and no connection settings of sqlite-utils' own: it only writes the schema.
     db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
     for step in range(version, SCHEMA_VERSION):

@@ -17,14 +17,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from . import outcomes, template_sync, worker
-from .client import Share
+from . import outcomes, worker
 from .clock import Clock
 from .config import DEFAULT_BASE_URL, Settings, default_downloads
 from .deliveries import Delivery, DeliveryState, delivery_requests
-from .engine import Engine, FlushReport
 from .errors import ConfigError, IllegalTransition, InvalidArgument
 from .models import Entry, EntryPage, Event, RenderRequest, State, key_conflict
 from .store import Durability, Journal
@@ -33,7 +29,11 @@ from .validation import Checker, CheckOutcome, DataCheck, ValidationMode, valida
 from .worker import ErrorCallback, Supervisor
 
 if TYPE_CHECKING:
+    import httpx
+
+    from .client import Share
     from .dashboard import DashboardServer
+    from .engine import Engine, FlushReport
 
 log = logging.getLogger(__name__)
 
@@ -581,6 +581,8 @@ class Outbox:
     def _get_engine(self) -> Engine:
         with self._engine_lock:
             if self._engine is None:
+                from .engine import Engine  # only who talks to Craftkit loads the network stack
+
                 if not self._api_key:
                     raise ConfigError(
                         "no Craftkit API key: pass api_key= (the CLI reads CRAFTKIT_API_KEY)"
@@ -757,6 +759,8 @@ class Outbox:
         cache is replaced as a whole (templates deleted at Craftkit leave it) or, if the
         network or the key fails, left as it was. Returns the cache as it now stands.
         """
+        from . import template_sync
+
         client = self._get_engine().client
         return template_sync.sync_templates(
             self.journal, client, deadline=self.clock.monotonic() + timeout

@@ -16,9 +16,8 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .client import NotReady, Render, Share
 from .clock import iso, parse_iso
 from .deliveries import EMAIL, Delivery, DeliveryChanges, DeliveryState, same_instant
 from .downloads import SavedPdf
@@ -48,6 +47,9 @@ from .models import (
 )
 from .rules import derived_key
 from .schedule import Schedule
+
+if TYPE_CHECKING:  # a person's moves (cancel, retry, amend) need no network stack
+    from .client import Render, Share
 
 #: The error code Craftkit answers when data does not match the template.
 INVALID_INPUT_DATA = "invalid_input_data"
@@ -507,6 +509,8 @@ def download_failed(
     _expect(entry, State.DOWNLOADING, "a download error")
     tries = entry.polls + 1
     retry_at = now + schedule.download_retry.delay(tries)
+    from .client import NotReady  # loaded already by whoever downloaded
+
     if entry.download_url and isinstance(error, RemoteError) and not isinstance(error, NotReady):
         message = (
             f"the public copy of render {entry.render_id} failed ({error.message}); "
