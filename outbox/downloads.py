@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DownloadError, StorageFull
-from .files import fsync_dir, hard_link, rename_if_free
+from .files import ensure_folder, fsync_dir, hard_link, rename_if_free
 
 CHUNK = 64 * 1024
 _UNSAFE = re.compile(r"[^\w ._()+,=@-]+")
@@ -56,7 +56,7 @@ def save_pdf(
     bytes (a previous attempt crashed after saving), that file is reused.
     """
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        ensure_folder(folder)
         for stale in folder.glob(f".outbox-{entry_id}-*.part"):
             stale.unlink(missing_ok=True)
         temp = folder / f".outbox-{entry_id}-{secrets.token_hex(4)}.part"

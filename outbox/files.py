@@ -5,6 +5,11 @@ hard link (atomic: it fails if the name is taken), and only where the file syste
 links (FAT on SD cards, some network shares) with a rename after checking the name is free.
 Writes that replace a file of ours go through a temporary file and an atomic rename, so readers
 see the old content or the whole new one.
+
+A power cut keeps only what was fsynced: a file's contents once the file was, a name once its
+folder was. So the helpers keep one order: contents are fsynced before a name points at them, a
+new name is fsynced before the old one is removed, and a new folder is fsynced into its parent
+before anything is put in it (README: "Why a power cut loses nothing").
 """
 
 from __future__ import annotations
@@ -41,15 +46,21 @@ class LinkedFolder(OSError):
 
 
 def own_subfolder(parent: Path, name: str) -> Path:
-    """``parent/name`` as a real folder, made if missing; never a symbolic link.
+    """``parent/name`` as a real folder, made if missing; never a symbolic link. Its name is
+    durable before this returns (see :func:`ensure_folder`).
 
     Raises :class:`LinkedFolder` when ``parent/name`` is a symbolic link or not a folder (see
     :func:`check_subfolder`).
     """
     path = parent / name
-    with contextlib.suppress(FileExistsError):
+    try:
         os.mkdir(path)
-    check_subfolder(parent, name)
+    except FileExistsError:
+        check_subfolder(parent, name)
+        _sync_name_once(path)
+    else:
+        check_subfolder(parent, name)
+        _sync_name(path)
     return path
 
 
@@ -87,6 +98,28 @@ def move_without_overwriting(
     destination that already is this file (linked before a crash, or by another process) is
     taken as it is. ``before_release`` runs once the destination holds the file and before the
     original name is freed, so a crash in between leaves the file in place to be handled again.
+    The new name is made durable before the original goes, so a power cut cannot lose both.
+    """
+    target = claim(source, expected, target_dir, names)
+    if target is None:
+        return None
+    if before_release is not None:
+        before_release(target)
+    fsync_dir(target_dir)
+    release(source, expected)
+    return target
+
+
+def claim(
+    source: Path, expected: FileIdentity, target_dir: Path, names: Callable[[int], str]
+) -> Path | None:
+    """The first step of :func:`move_without_overwriting`: give the file a name in
+    ``target_dir`` and keep the original, so that several files can be claimed, their folder
+    fsynced once, and then released.
+
+    Where the file system has no hard links, the file is renamed instead (the original is then
+    gone already, and :func:`release` has nothing to do). ``target_dir`` is made if missing and
+    must not be a symbolic link (:func:`own_subfolder`).
     """
     own_subfolder(target_dir.parent, target_dir.name)
     for attempt in itertools.count(1):
@@ -95,31 +128,33 @@ def move_without_overwriting(
             linked = hard_link(source, target)
         except FileExistsError:
             if identity(target) == expected:
-                break  # linked before a crash, or by another process
+                return target  # linked before a crash, or by another process
             continue
         except FileNotFoundError:
             return None
         if not linked:
-            return _move_by_rename(source, expected, target_dir, names, before_release)
+            return _move_by_rename(source, expected, target_dir, names)
         if identity(target) != expected:
             _unlink(target)  # a new file took the name after ours was read
             return None
-        break
-    if before_release is not None:
-        before_release(target)
+        return target
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def release(source: Path, expected: FileIdentity) -> None:
+    """Remove the original name of a claimed file, unless another file has taken it since.
+
+    Call it only once the claimed name is durable (:func:`fsync_dir` of its folder): a power cut
+    may keep the removal and lose a new name that was not synced.
+    """
     if identity(source) == expected:
         _unlink(source)
-    return target
 
 
 def _move_by_rename(
-    source: Path,
-    expected: FileIdentity,
-    target_dir: Path,
-    names: Callable[[int], str],
-    before_release: Callable[[Path], None] | None,
+    source: Path, expected: FileIdentity, target_dir: Path, names: Callable[[int], str]
 ) -> Path | None:
-    """:func:`move_without_overwriting` where there are no hard links."""
+    """:func:`claim` where there are no hard links."""
     for attempt in itertools.count(1):
         target = target_dir / names(attempt)
         if identity(source) != expected:
@@ -129,8 +164,6 @@ def _move_by_rename(
                 continue
         except FileNotFoundError:
             return None
-        if before_release is not None:
-            before_release(target)
         return target
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -185,6 +218,45 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         _unlink(temporary)
         raise
+
+
+def ensure_folder(path: Path, mode: int = 0o777) -> None:
+    """Create the folder ``path`` (and missing parents) so that a power cut cannot take it away.
+
+    A new folder's name lives in its parent, which therefore is fsynced after each folder is
+    made; files made durable inside a folder whose own name was not would vanish with it. The
+    first time a process uses a folder, its parent is fsynced even if the folder was there
+    already: another process may have made it and crashed (or not got there yet) before it
+    synced. Raises :class:`FileExistsError` if ``path`` exists and is not a folder.
+    """
+    missing = []
+    folder = path
+    while not os.path.lexists(folder) and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=mode, exist_ok=True)
+        _sync_name(folder)
+    if not missing:
+        if not path.is_dir():
+            raise FileExistsError(errno.EEXIST, "a file is in the way of the folder", str(path))
+        _sync_name_once(path)
+
+
+#: Folders whose names this process has fsynced into their parents.
+_durable_folders: set[str] = set()
+
+
+def _sync_name(folder: Path) -> None:
+    """Make the name of ``folder`` (just made) durable in its parent."""
+    fsync_dir(folder.parent)
+    _durable_folders.add(os.path.abspath(folder))
+
+
+def _sync_name_once(folder: Path) -> None:
+    """Make the name of ``folder`` (found there) durable, the first time this process uses it."""
+    if os.path.abspath(folder) not in _durable_folders:
+        _sync_name(folder)
 
 
 def fsync_dir(path: Path) -> None:

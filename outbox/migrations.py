@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import JournalDamaged, JournalError, JournalTooNew, NotAJournal
-from .files import fsync_dir, hard_link, rename_if_free
+from .files import ensure_folder, fsync_dir, hard_link, rename_if_free
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -408,7 +408,7 @@ def create_journal(path: Path, synchronous: str) -> None:
     one would be refused), and processes creating the same journal at once all end up with the
     one that was linked first.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_folder(path.parent, mode=0o700)  # its name durable before the journal's
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.new")
     try:
         fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)

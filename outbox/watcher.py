@@ -32,6 +32,7 @@ In a long-running process (this is what ``outbox watch`` does)::
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import stat
@@ -48,8 +49,11 @@ from .errors import InvalidArgument, JournalError
 from .files import (
     LinkedFolder,
     check_subfolder,
+    claim,
+    fsync_dir,
     identity,
     move_without_overwriting,
+    release,
     write_atomically,
 )
 from .jobfiles import (
@@ -391,6 +395,10 @@ class DropFolder:
         outcomes = self._enqueue(requests)
         if self.after_enqueue is not None:
             self.after_enqueue([o for o in outcomes if isinstance(o, Entry)])
+        # Power-cut order: the entries are committed (durably) above; every file gets its name in
+        # accepted/ (and its result or alias mark, if any), those names are fsynced, and only
+        # then are the originals removed. One fsync per folder covers the whole batch.
+        claimed: list[tuple[_Look, RenderRequest, Entry, Path]] = []
         marked = False
         for look, request, outcome in zip(looks, requests, outcomes, strict=True):
             if isinstance(outcome, str):
@@ -399,20 +407,30 @@ class DropFolder:
             if outcome.source != request.source:
                 self._results.mark_alias(outcome.id, look.name)
                 marked = True
-            moved = self._move(look, ACCEPTED)
+            target = claim(
+                self.folder / look.name,
+                look.signature[:2],
+                self.folder / ACCEPTED,
+                functools.partial(numbered, look.name),
+            )
             self._sightings.pop(look.name, None)
-            if moved is None:
+            if target is None:
                 log.debug("%s was moved or replaced by someone else", shown(look.name))
                 continue
-            again = request.key in known or outcome.source != request.source
-            accepted = Accepted(look.name, outcome, again, moved)
-            report.accepted.append(accepted)
-            self._tell(accepted)
             if outcome.state.is_terminal:
                 self._results.write(look.name, outcome)
                 marked = True
+            claimed.append((look, request, outcome, target))
         if marked:
             self._results.sync()
+        if claimed:
+            fsync_dir(self.folder / ACCEPTED)
+        for look, request, outcome, target in claimed:
+            release(self.folder / look.name, look.signature[:2])
+            again = request.key in known or outcome.source != request.source
+            accepted = Accepted(look.name, outcome, again, target)
+            report.accepted.append(accepted)
+            self._tell(accepted)
 
     def _enqueue(self, requests: list[RenderRequest]) -> list[Entry | str]:
         """Enqueue in one transaction; if one request breaks it, enqueue one by one.
