@@ -7,7 +7,7 @@ every process gets SIGKILL and the power goes; after the remount the invariants 
 tests/powercut/scenario.py). Then it counts the fsyncs outbox asks for to drain a journal: its
 price per entry, for entries enqueued by the library and for drop-folder files.
 
-    python bench/powercut.py [--cuts 300] [--cuts-per-site 4] [--seed 14] [--entries 200]
+    python bench/powercut.py [--cuts 300] [--cuts-per-site 6] [--seed 14] [--entries 200]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from scenario import Scenario, drain_price  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cuts", type=int, default=300)
-    parser.add_argument("--cuts-per-site", type=int, default=4)
+    parser.add_argument("--cuts-per-site", type=int, default=6)
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--entries", type=int, default=200, help="entries for the fsync price")
     args = parser.parse_args()

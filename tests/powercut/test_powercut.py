@@ -13,15 +13,17 @@ from pathlib import Path
 
 from scenario import Scenario, drain_price
 
-CUTS = 104
+CUTS = 102
+CUTS_PER_SITE = 6
 
 
 def test_power_cuts_lose_nothing_acknowledged(tmp_path: Path) -> None:
-    figures = Scenario(tmp_path, cuts=CUTS, cuts_per_site=4, seed=14).run()
+    figures = Scenario(tmp_path, cuts=CUTS, cuts_per_site=CUTS_PER_SITE, seed=14).run()
     print(
         f"{figures.cuts} cuts, {figures.sites} sites, {figures.entries} entries, "
         f"{figures.acknowledged_enqueues} enqueues and {figures.acknowledged_drops} drops "
-        f"acknowledged, {figures.done_seen_at_cuts} done entries checked after cuts"
+        f"acknowledged, {figures.done_seen_at_cuts} done entries checked after cuts; seconds: "
+        + ", ".join(f"{phase} {seconds:.0f}" for phase, seconds in figures.seconds.items())
     )
     assert figures.cuts == CUTS
     # The workload must have been cut in the middle of real work, not only at start-up.
