@@ -14,7 +14,8 @@ the invariants are checked:
 - ``PRAGMA integrity_check`` is ok and every history is a legal path through the states.
 
 Work is done in sites (a journal with its downloads and drop folder): each site sees a few cuts,
-starting from nothing, so creating the journal and the folders is cut too. A site ends with a
+starting from nothing, so creating the journal and the folders is cut too (at every other site
+the installer made the journal's folder). A site ends with a
 run that drains it, itself followed by a cut: then every entry must be ``done``. At the very end
 the sandbox must have made exactly one render per key.
 """
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,9 +133,14 @@ class Scenario:
     ) -> None:
         site = disk.mountpoint / f"site-{number}"
         drop = site / "drop"
-        # The installer creates the site and its drop folder, durably.
+        # The installer creates the site and its drop folder, durably; at every other site also
+        # the journal's folder, which elsewhere outbox creates itself.
         drop.mkdir(parents=True)
-        for folder in (drop, site, disk.mountpoint):
+        folders = [drop, site, disk.mountpoint]
+        if number % 2 == 0:
+            _journal(site).parent.mkdir()
+            folders.insert(0, _journal(site).parent)
+        for folder in folders:
             _fsync_dir(folder)
         acks = Acks()
         env = _env(sb, site)
@@ -289,9 +295,11 @@ class Scenario:
         legal = bool(events) and events[0].from_state is None
         legal = legal and events[0].to_state is State.PENDING
         for previous, event in zip(events, events[1:], strict=False):
-            legal = legal and event.from_state == previous.to_state
-            legal = legal and event.from_state is not None
-            legal = legal and can_move(event.from_state, event.to_state)
+            legal = (
+                legal
+                and event.from_state == previous.to_state
+                and can_move(previous.to_state, event.to_state)
+            )
         if not legal:
             path = " -> ".join(f"{e.from_state}->{e.to_state}" for e in events)
             self._violation(
@@ -329,7 +337,7 @@ class Scenario:
                     f"{site.name}: renders/{pdf.name} is partial ({len(data)} bytes)",
                 )
 
-    def _check_drop_folder(self, site: Path, acks: Acks, entries: dict[str, object]) -> None:
+    def _check_drop_folder(self, site: Path, acks: Acks, entries: Mapping[str, object]) -> None:
         drop = site / "drop"
         found: dict[bytes, str] = {}
         for place in (drop, drop / "accepted", drop / "rejected"):
@@ -354,12 +362,12 @@ class Scenario:
                         f"{site.name}: {where} was accepted but has no entry",
                     )
         for name, content in acks.dropped.items():
-            where = found.get(content)
-            if where is None:
+            place_found = found.get(content)
+            if place_found is None:
                 self._violation(
                     "dropped file lost", f"{site.name}: the dropped file {name} is lost"
                 )
-            elif where.startswith("rejected/"):
+            elif place_found.startswith("rejected/"):
                 self._violation(
                     "valid drop rejected",
                     f"{site.name}: the valid dropped file {name} was rejected",
@@ -413,9 +421,10 @@ class _AckReader(threading.Thread):
         self.start()
 
     def run(self) -> None:
-        for line in iter(self.stream.readline, b""):
-            self.lines.append(line.decode())
-            self.first.set()
+        with self.stream:
+            for line in iter(self.stream.readline, b""):
+                self.lines.append(line.decode())
+                self.first.set()
         self.first.set()
 
 

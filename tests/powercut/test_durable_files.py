@@ -1,6 +1,7 @@
 """Each place where outbox puts a name on disk keeps it through a power cut: the journal in a
 folder it creates, a PDF in a downloads folder it creates, a job file moved to ``accepted/``
-while the app syncs the drop folder, a result file in a ``results/`` folder it creates."""
+while the app syncs the drop folder, a result file in a ``results/`` folder it creates, and a
+folder another process made but never synced."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from outbox.resultfiles import ResultFiles, ResultWritten
 from outbox.watcher import DropFolder
 
 PDF = b"%PDF-1.7\n" + b"x" * 5000 + b"\n%%EOF\n"
-JOB = {"template": "inspection-report", "data": {"inspector": "Ada", "site": "North"}}
+DATA = {"inspector": "Ada", "site": "North"}
+JOB = {"template": "inspection-report", "data": DATA}
 
 
 def sync_dir(path: Path) -> None:
@@ -48,7 +50,7 @@ def reboot(disk: PowerCutDisk) -> Path:
 def test_an_enqueue_into_a_journal_in_new_folders_survives(disk: PowerCutDisk) -> None:
     db = disk.mountpoint / "new" / "deeper" / "journal.db"
     with Outbox(db) as ob:
-        entry = ob.enqueue("inspection-report", JOB["data"], key="kept")
+        entry = ob.enqueue("inspection-report", DATA, key="kept")
     db = reboot(disk) / "new" / "deeper" / "journal.db"
     with Outbox(db) as ob:
         assert ob.get(entry.id).key == "kept"
@@ -63,6 +65,16 @@ def test_a_pdf_saved_into_a_new_downloads_folder_survives(disk: PowerCutDisk) ->
     assert saved.path == folder / "r.pdf"
     folder = reboot(disk) / "data" / "renders"
     assert os.listdir(folder) == ["r.pdf"]
+    assert (folder / "r.pdf").read_bytes() == PDF
+
+
+def test_a_folder_another_process_made_but_never_synced_is_synced_on_first_use(
+    disk: PowerCutDisk,
+) -> None:
+    folder = disk.mountpoint / "renders"
+    folder.mkdir()  # made by a process that died before it synced the parent
+    save_pdf([PDF], folder=folder, name="r.pdf", entry_id="e2", expected_size=len(PDF))
+    folder = reboot(disk) / "renders"
     assert (folder / "r.pdf").read_bytes() == PDF
 
 
@@ -104,7 +116,7 @@ def test_a_result_file_in_a_new_results_folder_survives(disk: PowerCutDisk) -> N
     sync_dir(disk.mountpoint)
     written: list[ResultWritten] = []
     with Outbox(disk.mountpoint / "journal.db") as ob:
-        entry = ob.enqueue("inspection-report", JOB["data"], key="k")
+        entry = ob.enqueue("inspection-report", DATA, key="k")
         results = ResultFiles(ob, drop, written.append)
         results.write("job.json", entry)
         results.sync()

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from scenario import Scenario, drain_price
+
+pytestmark = pytest.mark.e2e
 
 CUTS = 102
 CUTS_PER_SITE = 6
