@@ -3,7 +3,10 @@
 Three conditions stop or slow every request at once, rather than entry by entry:
 
 - **offline**: the API could not be reached, or something else answered. Requests stop and a
-  single prober checks ``GET /health`` with backoff until the real API answers.
+  single prober checks ``GET /health`` with backoff until the real API answers. An odd answer
+  (a redirect, a body that is not the API's) is checked against ``GET /health`` first
+  (:meth:`Gate.health_ok`): when the API answers ok, it concerns that one request only. Only
+  the API's own address decides: a public download URL on another host never does.
 - **auth**: the API key was refused (401/403). Everything pauses; nothing is consumed.
 - **rate limited**: a 429. Everyone waits out ``Retry-After``, and the pace of new requests is
   halved; it then creeps back up while answers keep coming (additive increase, multiplicative
