@@ -469,8 +469,8 @@ class CraftkitClient:
         if not (isinstance(duration, int | float) and math.isfinite(duration)):
             duration = None
         return Render(
-            id=body["id"],
-            status=body["status"],
+            id=_storable(body["id"]),
+            status=_storable(body["status"]),
             download_url=_string(body.get("downloadUrl")) or None,
             error_message=_string(body.get("errorMessage")),
             duration_ms=int(duration) if duration is not None else None,
@@ -569,7 +569,14 @@ def _describe_body(response: httpx.Response) -> str:
 
 
 def _string(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    """``value`` if it is a string (lone surrogates replaced, see :func:`_storable`)."""
+    return _storable(value) if isinstance(value, str) else None
+
+
+def _storable(text: str) -> str:
+    """``text`` with lone surrogates (a ``\\ud800`` escape in JSON) replaced, so that it can be
+    stored and printed as UTF-8."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _json_or_none(response: httpx.Response) -> Any:
