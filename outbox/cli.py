@@ -9,10 +9,9 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,6 +26,7 @@ from .deliveries import UNFINISHED_DELIVERY_STATES, Delivery, DeliveryState, del
 from .exit_codes import ExitCode, exit_code_for
 from .models import Event, RenderRequest, State
 from .outbox import Outbox
+from .platform import on_stop_request
 from .validation import VALIDATION_MODES, ValidationMode
 
 
@@ -360,7 +360,7 @@ def flush(state: _State, timeout: float, as_json: bool) -> None:
     77 the API key was refused; 78 configuration error.
     """
     _require_api_key(state.config)
-    with state.outbox() as ob, _on_signals(lambda: ob.stop(timeout=0)):
+    with state.outbox() as ob, on_stop_request(lambda: ob.stop(timeout=0)):
         live = sys.stderr.isatty() and not as_json
         report = ob.flush(timeout, progress=_show_progress if live else None)
     if live:
@@ -387,7 +387,10 @@ def run(state: _State, watch_dir: Path | None) -> None:
     _require_api_key(state.config)
     # With --watch it takes in new requests, so it may create the journal; without, it only
     # works on what is there.
-    with state.outbox(create=watch_dir is not None) as ob, _on_signals(lambda: ob.stop(timeout=0)):
+    with (
+        state.outbox(create=watch_dir is not None) as ob,
+        on_stop_request(lambda: ob.stop(timeout=0)),
+    ):
         ob.on_change(lambda event: _echo_delivery(ob, event))
         stop_watching = threading.Event()
         watcher = None
@@ -604,7 +607,7 @@ def watch(state: _State, folder: Path) -> None:
     from .watcher import DropFolder
 
     stop = threading.Event()
-    with _on_signals(stop.set), state.outbox(create=True) as ob:
+    with on_stop_request(stop.set), state.outbox(create=True) as ob:
         drop = DropFolder(ob, folder, on_outcome=lambda outcome: click.echo(outcome.describe()))
         click.echo(f"watching {drop.folder} (journal {ob.path}); Ctrl-C stops", err=True)
         drop.run(stop)
@@ -636,7 +639,7 @@ def dashboard(state: _State, port: int, host: str, open_page: bool) -> None:
     from .dashboard.server import is_loopback
 
     stop = threading.Event()
-    with _on_signals(stop.set), state.outbox() as ob:
+    with on_stop_request(stop.set), state.outbox() as ob:
         server = ob.dashboard(host=host, port=port)
         if not is_loopback(host):
             click.echo(
@@ -758,21 +761,6 @@ def _require_api_key(config: Config) -> None:
         raise errors.ConfigError(
             f"no Craftkit API key: set {ENV_API_KEY} (it is never read from a flag or a file)"
         )
-
-
-@contextmanager
-def _on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM call ``stop`` (a clean stop) instead of killing us mid-request."""
-
-    def handler(signum: int, frame: Any) -> None:
-        stop()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _open_in_browser(url: str) -> None:

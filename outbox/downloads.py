@@ -10,18 +10,18 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import platform
 from .errors import DownloadError, StorageFull
-from .files import ensure_folder, fsync_dir, hard_link, rename_if_free
+from .files import ensure_folder, folder_names, fsync_dir, hard_link, rename_if_free
 
 CHUNK = 64 * 1024
-_UNSAFE = re.compile(r"[^\w ._()+,=@-]+")
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+_PDF = ".pdf"
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,15 @@ class SavedPdf:
 
 
 def safe_filename(name: str | None, fallback: str) -> str:
-    """A plain, portable file name ending in ``.pdf``: no folders, no hidden files."""
-    base = os.path.basename((name or "").replace("\\", "/"))
-    base = _UNSAFE.sub("_", base).strip(" .")
-    if not base.lower().endswith(".pdf"):
-        base = (base or fallback) + ".pdf"
-    stem = base[:-4].strip(" .") or fallback
-    return stem[:150] + ".pdf"
+    """A plain file name ending in ``.pdf`` that is valid on Windows, macOS and Linux alike
+    (:func:`outbox.platform.portable_name`: ``CON.pdf`` -> ``CON_.pdf``, ``a:b.pdf`` ->
+    ``a_b.pdf``): no folders, no hidden files. ``fallback`` (the entry id) names a PDF that was
+    given no usable name."""
+    base = os.path.basename((name or "").replace("\\", "/")).lstrip(" .")
+    if base.lower().endswith(_PDF):
+        base = base[: -len(_PDF)]
+    stem = platform.portable_name(base, fallback=fallback).lstrip(" .") or fallback
+    return platform.portable_name(stem + _PDF, fallback=fallback + _PDF)
 
 
 def save_pdf(
@@ -60,11 +62,14 @@ def save_pdf(
         for stale in folder.glob(f".outbox-{entry_id}-*.part"):
             stale.unlink(missing_ok=True)
         temp = folder / f".outbox-{entry_id}-{secrets.token_hex(4)}.part"
+        taken = folder_names(folder)
         try:
             size, digest = _write_verified(chunks, temp, expected_size)
+            taken.add(temp.name)  # our own change: no need to list the folder again
             path = _link_unique(temp, folder, name, size, digest)
         finally:
             temp.unlink(missing_ok=True)
+            taken.remove(temp.name)
         fsync_dir(folder)
     except OSError as exc:
         if exc.errno in _NO_SPACE:
@@ -82,7 +87,7 @@ def _write_verified(
     size = 0
     head = b""
     tail = b""
-    fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | platform.BINARY, 0o644)
     with os.fdopen(fd, "wb") as handle:
         for chunk in chunks:
             if not chunk:
@@ -98,7 +103,7 @@ def _write_verified(
                     f"the PDF download sent more than the announced {expected_size} bytes"
                 )
         handle.flush()
-        os.fsync(handle.fileno())
+        platform.sync_file(handle.fileno())
     if expected_size is not None and size != expected_size:
         raise DownloadError(
             f"the PDF download was truncated: {size} of {expected_size} bytes arrived"
@@ -111,13 +116,20 @@ def _write_verified(
 
 
 def _link_unique(temp: Path, folder: Path, name: str, size: int, digest: str) -> Path:
-    stem, suffix = name[:-4], name[-4:]
+    """Give the verified file ``temp`` the first free name of ``name``, ``stem (2).pdf``...
+    A name the folder holds in another case (``Report.pdf`` for ``report.pdf``) is taken too:
+    on Windows and macOS it is the same file."""
+    stem, suffix = name[: -len(_PDF)], name[-len(_PDF) :]
+    taken = folder_names(folder)
     for n in range(1, 10_000):
-        candidate = folder / (name if n == 1 else f"{stem} ({n}){suffix}")
+        candidate = folder / (name if n == 1 else platform.fit_name(stem, f" ({n}){suffix}"))
         if candidate.parent != folder:  # defence in depth: never outside the folder
             raise DownloadError(f"refusing to write {candidate} outside {folder}")
+        if taken.in_another_case(candidate.name):
+            continue
         try:
             if hard_link(temp, candidate) or rename_if_free(temp, candidate):
+                taken.add(candidate.name)
                 return candidate
         except FileExistsError:
             pass

@@ -28,11 +28,11 @@ from .dispatcher import Dispatcher
 from .exit_codes import ExitCode
 from .gate import Gate
 from .models import UNFINISHED_STATES, Entry, Event, State
+from .platform import process_alive
 from .pool import Crew
 from .replay import Replay
 from .schedule import RenderTimes
 from .store import Journal
-from .worker import process_alive
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,11 @@ import itertools
 import os
 import secrets
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
-#: Errors from ``link()`` that mean "no hard links here", not "something is wrong".
-NO_HARD_LINK_ERRNOS = frozenset(
-    {errno.EPERM, errno.EACCES, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
-)
+from . import platform
 
 #: Device and inode: which file a name points to.
 FileIdentity = tuple[int, int]
@@ -122,8 +120,11 @@ def claim(
     must not be a symbolic link (:func:`own_subfolder`).
     """
     own_subfolder(target_dir.parent, target_dir.name)
+    taken = folder_names(target_dir)
     for attempt in itertools.count(1):
         target = target_dir / names(attempt)
+        if taken.in_another_case(target.name):
+            continue
         try:
             linked = hard_link(source, target)
         except FileExistsError:
@@ -137,6 +138,7 @@ def claim(
         if identity(target) != expected:
             _unlink(target)  # a new file took the name after ours was read
             return None
+        taken.add(target.name)
         return target
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -155,50 +157,44 @@ def _move_by_rename(
     source: Path, expected: FileIdentity, target_dir: Path, names: Callable[[int], str]
 ) -> Path | None:
     """:func:`claim` where there are no hard links."""
+    taken = folder_names(target_dir)
     for attempt in itertools.count(1):
         target = target_dir / names(attempt)
         if identity(source) != expected:
             return None
+        if taken.in_another_case(target.name):
+            continue
         try:
             if not rename_if_free(source, target):
                 continue
         except FileNotFoundError:
             return None
+        taken.add(target.name)
         return target
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def hard_link(source: Path, target: Path) -> bool:
-    """Give the file at ``source`` the extra name ``target``; False if hard links are impossible.
+    """Give the file at ``source`` the extra name ``target``; False if names are claimed by a
+    rename here (no hard links on this file system, or Windows: see
+    :func:`outbox.platform.hard_link`).
 
     Never follows a symbolic link at ``source`` and never replaces ``target``: raises
     :class:`FileExistsError` if the name is taken and :class:`FileNotFoundError` if ``source`` is
     gone. Any other error is raised too; False means the caller should fall back to
     :func:`rename_if_free`.
     """
-    try:
-        os.link(source, target, follow_symlinks=False)
-    except NotImplementedError:  # no link() without following symlinks on this platform
-        return False
-    except OSError as exc:
-        if exc.errno in NO_HARD_LINK_ERRNOS:
-            return False
-        raise
-    return True
+    return platform.hard_link(source, target)
 
 
 def rename_if_free(source: Path, target: Path) -> bool:
     """Rename ``source`` to ``target`` unless ``target`` exists (then return False).
 
-    The fallback for file systems without hard links. The check and the rename are two steps, so
-    a writer racing for the same name could be overwritten; with hard links that cannot happen,
-    which is why :func:`hard_link` comes first. Raises :class:`FileNotFoundError` if ``source``
+    The fallback for file systems without hard links, and the way names are claimed on Windows
+    (see :func:`outbox.platform.move_if_free`). Raises :class:`FileNotFoundError` if ``source``
     is gone.
     """
-    if os.path.lexists(target):
-        return False
-    os.rename(source, target)
-    return True
+    return platform.move_if_free(source, target)
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -208,13 +204,13 @@ def write_atomically(path: Path, text: str) -> None:
     rename; call :func:`fsync_dir` afterwards to make the rename itself durable.
     """
     temporary = path.with_name(f".{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | platform.BINARY, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(text.encode("utf-8", "surrogateescape"))
             handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+            platform.sync_file(handle.fileno())
+        platform.replace(temporary, path)
     except BaseException:
         _unlink(temporary)
         raise
@@ -259,20 +255,90 @@ def _sync_name_once(folder: Path) -> None:
         _sync_name(folder)
 
 
+class FolderNames:
+    """The names in one folder by :func:`~outbox.platform.name_key`, to tell whether a new name
+    is already there in another case (``Report.pdf`` when ``report.pdf`` is wanted): a
+    case-insensitive file system (NTFS, APFS) finds that itself, a case-sensitive one (Linux)
+    would make a second file that clashes once the folder is copied.
+
+    The folder is listed again only when its modification time changed since this process last
+    listed it or added a name itself, so claiming one name after another in a big folder does
+    not list it each time. A name another process adds within the same tick of the folder's
+    clock as one of ours can be missed (the clash then exists on Linux only, as it would
+    without this check); within one process nothing is missed.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._listed = False
+        self._seen: int | None = None
+        self._keys: dict[str, set[str]] = {}
+
+    def in_another_case(self, name: str) -> bool:
+        """Whether the folder holds ``name`` under another spelling of the same key, and not
+        ``name`` itself (a name that exists is for the caller's own checks)."""
+        with self._lock:
+            self._refresh()
+            spellings = self._keys.get(platform.name_key(name), set())
+            return bool(spellings) and name not in spellings
+
+    def add(self, name: str) -> None:
+        """Note that this process just gave a file the name ``name`` in the folder."""
+        with self._lock:
+            if not self._listed:
+                self._refresh()
+                return
+            self._keys.setdefault(platform.name_key(name), set()).add(name)
+            self._seen = _modified(self.folder)
+
+    def remove(self, name: str) -> None:
+        """Note that this process just removed the name ``name`` from the folder."""
+        with self._lock:
+            if not self._listed:
+                return
+            spellings = self._keys.get(platform.name_key(name), set())
+            spellings.discard(name)
+            if not spellings:
+                self._keys.pop(platform.name_key(name), None)
+            self._seen = _modified(self.folder)
+
+    def _refresh(self) -> None:
+        modified = _modified(self.folder)
+        if self._listed and modified is not None and modified == self._seen:
+            return
+        self._keys = {}
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for name in os.listdir(self.folder):
+                self._keys.setdefault(platform.name_key(name), set()).add(name)
+        self._listed = True
+        self._seen = modified
+
+
+_folder_names: dict[str, FolderNames] = {}
+_folder_names_lock = threading.Lock()
+
+
+def folder_names(folder: Path) -> FolderNames:
+    """The :class:`FolderNames` of ``folder``, shared by every thread of this process."""
+    key = os.path.abspath(folder)
+    with _folder_names_lock:
+        if key not in _folder_names:
+            _folder_names[key] = FolderNames(folder)
+        return _folder_names[key]
+
+
+def _modified(folder: Path) -> int | None:
+    try:
+        return os.stat(folder).st_mtime_ns
+    except OSError:
+        return None
+
+
 def fsync_dir(path: Path) -> None:
-    """Make renames and links in ``path`` durable; a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Make renames and links in ``path`` durable (:func:`outbox.platform.sync_folder`)."""
+    platform.sync_folder(path)
 
 
 def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    platform.remove(path)

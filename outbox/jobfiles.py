@@ -15,10 +15,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
+from . import platform
 from .errors import InvalidArgument
 
 JOB_FIELDS = ("template", "data", "key", "filename", "version", "share", "email")
@@ -71,27 +71,25 @@ def stem(name: str) -> str:
 
 
 def numbered(name: str, attempt: int) -> str:
-    """``name`` for the first attempt, then ``stem.2.json``, ``stem.3.json``..."""
+    """The name a job file gets in ``accepted/`` or ``rejected/``: ``name`` made valid on every
+    system (:func:`outbox.platform.portable_name`: ``CON.json`` -> ``CON_.json``) for the first
+    attempt, then ``stem.2.json``, ``stem.3.json``..."""
+    portable = platform.portable_name(name, fallback="job" + SUFFIX)
     if attempt == 1:
-        return name
-    suffix = name[len(stem(name)) :]
-    tag = f".{attempt}{suffix}"
-    return _truncated(stem(name), 255 - len(os.fsencode(tag))) + tag
+        return portable
+    suffix = portable[len(stem(portable)) :]
+    return platform.fit_name(stem(portable), f".{attempt}{suffix}")
 
 
 def side_name(name: str, suffix: str) -> str:
-    """``job1.json`` -> ``job1`` + ``suffix``, within the 255-byte limit for names."""
-    return _truncated(stem(name), 255 - len(suffix)) + suffix
+    """``job1.json`` -> ``job1`` + ``suffix`` (made valid on every system, within the 255-byte
+    limit for names)."""
+    return platform.fit_name(stem(platform.portable_name(name, fallback="job" + SUFFIX)), suffix)
 
 
 def shown(text: str) -> str:
     """``text`` safe to print even when a file name is not valid UTF-8."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _truncated(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` bytes of its file-system encoding."""
-    return os.fsdecode(os.fsencode(text)[:limit])
 
 
 # -- content ---------------------------------------------------------------------------

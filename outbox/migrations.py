@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import platform
 from .errors import JournalDamaged, JournalError, JournalTooNew, NotAJournal
 from .files import ensure_folder, fsync_dir, hard_link, rename_if_free
 
@@ -416,15 +417,17 @@ def create_journal(path: Path, synchronous: str) -> None:
         conn = sqlite3.connect(temporary, isolation_level=None)
         try:
             conn.execute(f"PRAGMA synchronous={synchronous}")
+            for pragma in platform.journal_pragmas():
+                conn.execute(pragma)
             conn.execute("BEGIN IMMEDIATE")
             upgrade(conn, path)
             conn.execute("COMMIT")
             conn.execute("PRAGMA journal_mode=WAL")
         finally:
             conn.close()
-        fd = os.open(temporary, os.O_RDONLY)
+        fd = os.open(temporary, os.O_RDONLY | platform.BINARY)
         try:
-            os.fsync(fd)
+            platform.sync_file(fd)
         finally:
             os.close(fd)
         try:

@@ -484,10 +484,19 @@ def download_saved(entry: Entry, saved: SavedPdf, *, now: float) -> Move:
             error_code=None,
             finished_at=now,
         ),
-        f"saved {saved.path.name} ({saved.size} bytes, sha256 {saved.sha256[:12]}…)",
+        f"saved {saved.path.name}{_asked_for(entry.filename, saved.path.name)} "
+        f"({saved.size} bytes, sha256 {saved.sha256[:12]}…)",
         200,
         Network.ANSWERED,
     )
+
+
+def _asked_for(filename: str | None, used: str) -> str:
+    """Why the PDF's name is not the one the request gave: another file had it (in any case),
+    or it is not valid on every system (``CON.pdf``, ``a:b.pdf``)."""
+    if filename is None or filename == used:
+        return ""
+    return f" (the request asked for {filename!r})"
 
 
 def download_failed(

@@ -14,6 +14,7 @@ Which entries finished is read from the journal's change feed, from where the pr
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable
@@ -21,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import platform
 from .deliveries import Delivery
 from .errors import EntryNotFound
-from .files import fsync_dir, own_subfolder, write_atomically
-from .jobfiles import shown, side_name
+from .files import folder_names, fsync_dir, own_subfolder, write_atomically
+from .jobfiles import numbered, shown, side_name
 from .models import Entry
 from .outbox import Outbox
 
@@ -108,7 +110,7 @@ class ResultFiles:
 
     def write(self, name: str, entry: Entry) -> ResultWritten:
         """Write (atomically) the result file for job file ``name``; :meth:`sync` makes it last."""
-        path = own_subfolder(self.folder, RESULTS) / side_name(name, _RESULT_SUFFIX)
+        path = self.path_for(name)
         payload = {
             "file": name,
             "entry_id": entry.id,
@@ -124,16 +126,37 @@ class ResultFiles:
             "deliveries": [_delivery_result(d) for d in entry.deliveries],
         }
         write_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        folder_names(path.parent).add(path.name)
         written = ResultWritten(name, entry, path)
         self.on_written(written)
         return written
+
+    def path_for(self, name: str) -> Path:
+        """Where the result of job file ``name`` goes: ``results/NAME.result.json``, with the
+        name made valid on every system (``CON.json`` -> ``CON_.result.json``).
+
+        Two job names can map to one result name (``a:b.json`` and ``a_b.json``, or
+        ``Job.json`` and ``job.json``, one file on Windows and macOS): a result file already
+        there for another job file (its ``"file"`` says which) keeps its name, and this one
+        becomes ``NAME.2.result.json``, ``NAME.3.result.json``...
+        """
+        results = own_subfolder(self.folder, RESULTS)
+        taken = folder_names(results)
+        for attempt in itertools.count(1):
+            candidate = side_name(numbered(name, attempt), _RESULT_SUFFIX)
+            if taken.in_another_case(candidate):
+                continue
+            owner = _result_owner(results / candidate)
+            if owner is None or owner == name:
+                return results / candidate
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def mark_alias(self, entry_id: str, name: str) -> None:
         """Remember that ``name`` is answered by ``entry_id`` (made from another file)."""
         results = own_subfolder(self.folder, RESULTS)
         fd = os.open(
             results / f"{_ALIAS_PREFIX}{entry_id}-{name}{_ALIAS_SUFFIX}",
-            os.O_WRONLY | os.O_CREAT,
+            os.O_WRONLY | os.O_CREAT | platform.BINARY,
             0o666,
         )
         os.close(fd)
@@ -185,3 +208,20 @@ def _delivery_result(delivery: Delivery) -> dict[str, Any]:
         "error": delivery.error,
         "error_code": delivery.error_code,
     }
+
+
+def _result_owner(path: Path) -> str | None:
+    """The job file name a result file at ``path`` answers; None if there is no file there, and
+    ``""`` if it is not a result file outbox wrote (so it is never overwritten)."""
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""
+    try:
+        document = json.loads(content)
+    except ValueError:
+        return ""
+    owner = document.get("file") if isinstance(document, dict) else None
+    return owner if isinstance(owner, str) else ""

@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Unpack
 
+from . import platform
 from .clock import Clock, iso
 from .deliveries import (
     UNFINISHED_DELIVERY_STATES,
@@ -130,6 +131,8 @@ class Journal:
             check_identity(self._conn, self.path)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
+            for pragma in platform.journal_pragmas():
+                self._conn.execute(pragma)
             self._migrate()
         except BaseException:
             self._conn.close()

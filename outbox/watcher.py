@@ -44,6 +44,7 @@ from typing import Literal
 
 import watchfiles
 
+from . import platform
 from .clock import Clock
 from .errors import InvalidArgument, JournalError
 from .files import (
@@ -343,9 +344,9 @@ class DropFolder:
 
     def _read(self, path: Path) -> tuple[bytes, Signature]:
         """The file's bytes and its signature as read; never follows a link, never blocks."""
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        flags = os.O_RDONLY | platform.BINARY | platform.NO_FOLLOW | platform.NO_BLOCK
         try:
-            fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(path, flags | platform.CLOSE_ON_EXEC)
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # swapped for a link since it was listed
                 raise _Unstable from exc

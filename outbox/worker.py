@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .clock import Clock, iso
+from .platform import process_alive
 from .schedule import Backoff
 
 log = logging.getLogger(__name__)
@@ -177,16 +178,3 @@ def worker_facts(facts: Mapping[str, Any]) -> list[WorkerFact]:
             )
         )
     return found
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -66,7 +66,14 @@ def test_a_crash_after_saving_reuses_the_same_file(tmp_path: Path) -> None:
         ("a/b/c.PDF", "c.pdf"),
         ("bad:name?.pdf", "bad_name_.pdf"),
         ("Prüfbericht Nord.pdf", "Prüfbericht Nord.pdf"),
-        ("x" * 300 + ".pdf", "x" * 150 + ".pdf"),
+        ("x" * 300 + ".pdf", "x" * 251 + ".pdf"),  # 255 bytes
+        ("é" * 200 + ".pdf", "é" * 125 + ".pdf"),  # 254 bytes: no half character
+        ("CON.pdf", "CON_.pdf"),
+        ("nul.PDF", "nul_.pdf"),
+        ("a:b.pdf", "a_b.pdf"),
+        ("Q&A #3 [draft].pdf", "Q&A #3 [draft].pdf"),  # valid everywhere: kept
+        ("report. .pdf", "report.pdf"),
+        ("CON", "CON_.pdf"),
     ],
 )
 def test_file_names_are_sanitised(name: str | None, expected: str) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from outbox import Outbox
 from outbox.downloads import save_pdf
-from outbox.files import NO_HARD_LINK_ERRNOS, hard_link, rename_if_free, write_atomically
+from outbox.files import hard_link, rename_if_free, write_atomically
+from outbox.platform import NO_HARD_LINK_ERRNOS
 from outbox.watcher import DropFolder
 
 PDF = b"%PDF-1.4\n" + b"x" * 1000 + b"\n%%EOF\n"

@@ -25,6 +25,7 @@ from outbox.jobfiles import (
     parse,
     side_name,
 )
+from outbox.platform import portable_name
 
 json_values = st.recursive(
     st.none()
@@ -151,12 +152,16 @@ def test_what_is_wrong_with_a_document_is_named(document: Any, problem: str) -> 
 @given(file_names, st.integers(min_value=2, max_value=10**6))
 def test_numbered_and_side_names_fit_and_keep_their_ending(name: str, attempt: int) -> None:
     job = name + ".json"
-    assert numbered(job, 1) == job
+    first = numbered(job, 1)
+    assert first == portable_name(job, fallback="job.json")  # CON.json -> CON_.json and so on
+    assert numbered(first, 1) == first
     again = numbered(job, attempt)
-    assert again != job and again.endswith(f".{attempt}.json")
+    assert again != first and again.endswith(f".{attempt}.json")
+    assert portable_name(again, fallback="-") == again
     assert len(os.fsencode(again)) <= 255
     side = side_name(job, ".result.json")
     assert side.endswith(".result.json") and len(os.fsencode(side)) <= 255
+    assert portable_name(side, fallback="-") == side
 
 
 @given(file_names)

@@ -353,7 +353,9 @@ def test_names_that_cannot_be_answered_are_rejected(ob: Outbox, folder: Path) ->
         "rejected caf\\udce9.json: the file name is not valid UTF-8"
     ]
     rejected = folder / "rejected"
-    assert (rejected / os.fsdecode(b"caf\xe9.error.txt")).read_bytes().startswith(b"caf\xe9.json: ")
+    # In rejected/ the name is one that every system can hold; the explanation names the file.
+    assert (rejected / "caf_.json").exists()
+    assert (rejected / "caf_.error.txt").read_bytes().startswith(b"caf\xe9.json: ")
     assert (rejected / ("x" * 196 + ".error.txt")).exists()
     assert ob.list() == []
 

@@ -35,7 +35,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from .. import errors
+from .. import errors, platform
 from ..models import UNFINISHED_STATES, Entry, Event, State
 from . import views
 from .guard import Guard, Refused
@@ -389,7 +389,7 @@ class DashboardApp:
         if recorded.is_absolute() and os.path.realpath(recorded) != candidate:
             return None  # the journal says the PDF is somewhere else
         try:
-            fd = os.open(candidate, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(candidate, os.O_RDONLY | platform.BINARY | platform.NO_FOLLOW)
         except OSError:
             return None
         handle = os.fdopen(fd, "rb")

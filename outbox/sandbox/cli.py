@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sys
 import textwrap
 import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
+from outbox.platform import on_stop_request
 from outbox.sandbox.faults import (
     DOWNLOAD_URL_MODES,
     POLL_ANSWER_MODES,
@@ -288,34 +287,28 @@ def sandbox(
     except (TemplateFileError, ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from exc
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with on_stop_request(stop.set):
         try:
-            sb.start()
-        except OSError as exc:
-            raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
-        click.echo(f"Craftkit sandbox listening on {sb.base_url}")
-        click.echo(f"API key: {sb.api_key}")
-        click.echo(f"Other project's key: {sb.other_project_key}")
-        click.echo(f"State: {sb.state_dir}")
-        click.echo(f"export CRAFTKIT_BASE_URL={sb.base_url} CRAFTKIT_API_KEY={sb.api_key}")
-        if host in ("0.0.0.0", "::", ""):
-            click.echo(
-                f"Listening on all interfaces: other devices use this machine's "
-                f"address and port {sb.port}."
-            )
-        click.echo("Press Ctrl-C to stop.")
-        sys.stdout.flush()
-        while not stop.wait(0.5):
-            pass
-    finally:
-        sb.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            try:
+                sb.start()
+            except OSError as exc:
+                raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+            click.echo(f"Craftkit sandbox listening on {sb.base_url}")
+            click.echo(f"API key: {sb.api_key}")
+            click.echo(f"Other project's key: {sb.other_project_key}")
+            click.echo(f"State: {sb.state_dir}")
+            click.echo(f"export CRAFTKIT_BASE_URL={sb.base_url} CRAFTKIT_API_KEY={sb.api_key}")
+            if host in ("0.0.0.0", "::", ""):
+                click.echo(
+                    f"Listening on all interfaces: other devices use this machine's "
+                    f"address and port {sb.port}."
+                )
+            click.echo("Press Ctrl-C to stop.")
+            sys.stdout.flush()
+            while not stop.wait(0.5):
+                pass
+        finally:
+            sb.stop()
     click.echo("Craftkit sandbox stopped.")
 
 
