@@ -15,12 +15,17 @@ import importlib.metadata
 import json
 import logging
 import math
+import re
+import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
+import httpcore
 import httpx
 import tenacity
 
@@ -36,12 +41,28 @@ from .errors import (
     RemoteError,
     ServerError,
     TransientError,
+    UnusableAnswer,
 )
 from .schedule import Schedule
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"outbox/{importlib.metadata.version('outbox')}"
+
+#: The largest JSON answer read. A render is well under 1 KiB, a template's schema a few KiB.
+MAX_JSON_BYTES = 1024 * 1024
+#: The largest error answer read; only its envelope (code, message, field errors) matters.
+MAX_ERROR_BYTES = 64 * 1024
+#: Default cap on a PDF download (``Settings.max_pdf_bytes``).
+DEFAULT_MAX_PDF_BYTES = 512 * 1024 * 1024
+#: Render ids outbox accepts: Craftkit's are UUIDs; letters, digits, ``-`` and ``_`` are safe
+#: in a URL path and on a terminal, whatever the id scheme.
+RENDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+#: Longest render duration believed (a week); larger or negative values are ignored.
+MAX_DURATION_MS = 7 * 24 * 3600 * 1000
+#: Longest wait inside one socket call, so a deadline or a stop is noticed this quickly.
+WAIT_SLICE = 0.25
+CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,9 @@ class CraftkitClient:
         *,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
+        request_timeout: float = 60.0,
+        download_timeout: float = 600.0,
+        max_pdf_bytes: int = DEFAULT_MAX_PDF_BYTES,
         max_connections: int = 8,
         retries: int = 2,
         transport: httpx.BaseTransport | None = None,
@@ -110,11 +134,17 @@ class CraftkitClient:
         self.base_url = base_url.rstrip("/")
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.request_timeout = request_timeout
+        self.download_timeout = download_timeout
+        self.max_pdf_bytes = max_pdf_bytes
         self.retries = retries
         self.schedule = schedule or Schedule()
         self._sleep = sleep
         self._monotonic = monotonic
         self._auth = {"Authorization": f"Bearer {api_key}"}
+        # Ways the key could appear in an HTTP library's message, to cut them out.
+        self._secrets = sorted({api_key, repr(api_key)[1:-1], repr(api_key.encode())[2:-1]})
+        self._budget = _Budget(monotonic)
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
@@ -122,9 +152,22 @@ class CraftkitClient:
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             limits=limits,
             transport=transport,
-            headers={"User-Agent": USER_AGENT},
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             follow_redirects=False,
         )
+        _bound_pools(self._http, self._budget)
+
+    def interrupt(self, grace: float = 2.0) -> None:
+        """End every request in flight after ``grace`` seconds (a stop was asked for).
+
+        A request cut short fails like a lost answer (outcome unknown), which is always safe to
+        repeat. :meth:`resume` lets requests run to their own deadlines again.
+        """
+        self._budget.interrupt(grace)
+
+    def resume(self) -> None:
+        """Undo :meth:`interrupt`."""
+        self._budget.resume()
 
     def close(self) -> None:
         self._http.close()
@@ -136,16 +179,14 @@ class CraftkitClient:
 
     def health(self, *, deadline: float | None = None) -> None:
         """Return if the API answers like the real API (``{"status": "ok"}``); else raise."""
-        response = self._request("GET", "/health", deadline=deadline, authenticate=False)
-        body = _json_or_none(response)
-        if response.status_code != 200 or not (
-            isinstance(body, dict) and body.get("status") == "ok"
-        ):
+        answer = self._request("GET", "/health", deadline=deadline, authenticate=False)
+        body = answer.json()
+        if answer.status != 200 or not (isinstance(body, dict) and body.get("status") == "ok"):
             raise Offline(
-                f"{self.base_url}/health answered {response.status_code} "
-                f"{_content_type(response)}, not Craftkit's health check "
+                f"{self.base_url}/health answered {answer.status} "
+                f"{answer.content_type}, not Craftkit's health check "
                 "(a captive portal or proxy in the way?)",
-                status=response.status_code,
+                status=answer.status,
             )
 
     def submit(
@@ -171,38 +212,42 @@ class CraftkitClient:
             options["filename"] = filename
         if options:
             body["options"] = options
-        response = self._retrying(
+        if not (key and all(" " <= char <= "~" for char in key) and key == key.strip(" ")):
+            raise PermanentError(
+                "the idempotency key cannot be sent as an HTTP header (printable ASCII without "
+                "spaces at its ends); nothing was sent",
+                code="invalid_key",
+            )
+        answer = self._retrying(
             lambda: self._request(
                 "POST",
-                f"/v1/templates/{template}/render",
+                f"/v1/templates/{_segment(template)}/render",
                 deadline=deadline,
                 json=body,
                 headers={"Idempotency-Key": key},
             ),
             deadline,
         )
-        return self._render(response), response.status_code == 200
+        return self._render(answer), answer.status == 200
 
     def get_render(self, render_id: str, *, deadline: float | None = None) -> Render:
         """The render's current state. Valid forever for the project that owns it."""
-        response = self._retrying(
-            lambda: self._request("GET", f"/v1/renders/{render_id}", deadline=deadline), deadline
-        )
-        return self._render(response)
+        path = f"/v1/renders/{_render_id_segment(render_id)}"
+        answer = self._retrying(lambda: self._request("GET", path, deadline=deadline), deadline)
+        return self._render(answer)
 
     def get_template(self, slug: str, *, deadline: float | None = None) -> dict[str, Any]:
         """One template with its published ``manifest`` and ``jsonSchema``."""
-        response = self._retrying(
-            lambda: self._request("GET", f"/v1/templates/{slug}", deadline=deadline), deadline
-        )
-        return self._json_object(response)
+        path = f"/v1/templates/{_segment(slug)}"
+        answer = self._retrying(lambda: self._request("GET", path, deadline=deadline), deadline)
+        return self._json_object(answer)
 
     def list_templates(self, *, deadline: float | None = None) -> list[dict[str, Any]]:
         """The project's templates (without manifests), newest-updated first."""
-        response = self._retrying(
+        answer = self._retrying(
             lambda: self._request("GET", "/v1/templates", deadline=deadline), deadline
         )
-        templates = self._json_object(response).get("templates")
+        templates = self._json_object(answer).get("templates")
         if not isinstance(templates, list):
             raise Offline(f"{self.base_url}/v1/templates did not answer with a template list")
         return templates
@@ -225,10 +270,8 @@ class CraftkitClient:
             body["message"] = message
         if expires_at is not None:
             body["expiresAt"] = expires_at
-        response = self._request(
-            "POST", f"/v1/renders/{render_id}/shares", deadline=deadline, json=body
-        )
-        return self._share(response)
+        path = f"/v1/renders/{_render_id_segment(render_id)}/shares"
+        return self._share(self._request("POST", path, deadline=deadline, json=body))
 
     def send_email(
         self,
@@ -252,10 +295,8 @@ class CraftkitClient:
             body["message"] = message
         if expires_at is not None:
             body["expiresAt"] = expires_at
-        response = self._request(
-            "POST", f"/v1/renders/{render_id}/email", deadline=deadline, json=body
-        )
-        share = self._share(response, channel="email")
+        path = f"/v1/renders/{_render_id_segment(render_id)}/email"
+        share = self._share(self._request("POST", path, deadline=deadline, json=body), "email")
         return Share(
             id=share.id,
             token=share.token,
@@ -270,11 +311,9 @@ class CraftkitClient:
 
     def list_shares(self, render_id: str, *, deadline: float | None = None) -> list[Share]:
         """The render's shares, newest first, revoked ones included, with click counts."""
-        response = self._retrying(
-            lambda: self._request("GET", f"/v1/renders/{render_id}/shares", deadline=deadline),
-            deadline,
-        )
-        rows = self._json_object(response).get("shares")
+        path = f"/v1/renders/{_render_id_segment(render_id)}/shares"
+        answer = self._retrying(lambda: self._request("GET", path, deadline=deadline), deadline)
+        rows = self._json_object(answer).get("shares")
         if not isinstance(rows, list):
             raise Offline(f"{self.base_url} did not answer with a list of shares")
         return [self._share_from(row) for row in rows]
@@ -286,13 +325,9 @@ class CraftkitClient:
 
         A share that is unknown or already revoked raises :class:`~outbox.errors.NotFound`.
         """
-        response = self._retrying(
-            lambda: self._request(
-                "DELETE", f"/v1/renders/{render_id}/shares/{share_id}", deadline=deadline
-            ),
-            deadline,
-        )
-        return _string(self._json_object(response).get("revokedAt"))
+        path = f"/v1/renders/{_render_id_segment(render_id)}/shares/{_segment(share_id)}"
+        answer = self._retrying(lambda: self._request("DELETE", path, deadline=deadline), deadline)
+        return _string(self._json_object(answer).get("revokedAt"))
 
     @contextmanager
     def open_pdf(
@@ -305,62 +340,102 @@ class CraftkitClient:
         :class:`NotReady` while the private stream has no asset yet. Anything that goes wrong
         with the public copy raises :class:`PublicCopyBroken`, never an error that would judge
         the network or the key: the bucket is not the API (the caller then uses the private
-        stream, see :func:`outbox.outcomes.download_failed`).
+        stream, see :func:`outbox.outcomes.download_failed`). The whole download, body
+        included, ends by ``deadline`` (and by the client's download timeout); a PDF larger
+        than ``max_pdf_bytes`` is refused without being kept.
         """
-        if render.download_url:
-            with self._open_public(render.download_url, deadline) as opened:
-                yield opened
-            return
-        url = f"{self.base_url}/v1/embed/renders/{render.id}/download"
-        request = self._http.build_request(
-            "GET", url, headers=self._auth, timeout=self._timeout(deadline)
-        )
-        try:
-            response = self._http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, what="the PDF download") from exc
-        try:
-            if response.status_code == 200:
-                yield _stream(response, self._transport_error)
+        ends = self._ends(deadline, self.download_timeout)
+        with self._budget.until(ends):
+            if render.download_url:
+                with self._open_public(render.download_url, ends) as opened:
+                    yield opened
                 return
-            response.read()
-            if response.status_code == 404:
-                raise NotReady(f"render {render.id} has no PDF to download yet", status=404)
-            self._raise_for(response)
-            raise self._foreign(response, "the PDF download")  # a 2xx other than 200
-        finally:
-            response.close()
+            private = f"{self.base_url}/v1/embed/renders/{_render_id_segment(render.id)}/download"
+            try:
+                request = self._http.build_request(
+                    "GET", private, headers=self._auth, timeout=self._timeout(ends)
+                )
+                response = self._http.send(request, stream=True)
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+                raise self._transport_error(exc, what="the PDF download") from None
+            try:
+                if response.status_code == 200:
+                    yield self._pdf_stream(response, self._transport_error)
+                    return
+                answer = self._answer(response, MAX_ERROR_BYTES, what="the PDF download")
+                if response.status_code == 404:
+                    raise NotReady(f"render {render.id} has no PDF to download yet", status=404)
+                self._raise_for(answer)
+                raise self._foreign(answer, "a PDF")  # a 2xx other than 200
+            finally:
+                response.close()
 
     @contextmanager
-    def _open_public(
-        self, url: str, deadline: float | None
-    ) -> Iterator[tuple[int | None, Iterator[bytes]]]:
+    def _open_public(self, url: str, ends: float) -> Iterator[tuple[int | None, Iterator[bytes]]]:
         """Open the public copy; every failure is :class:`PublicCopyBroken`, in plain words."""
-        host = httpx.URL(url).host if url.startswith(("http://", "https://")) else None
-        if not host:
-            raise PublicCopyBroken(f"the downloadUrl {url[:80]!r} is not a plain http(s) URL")
+        if not _usable_url(url):
+            raise PublicCopyBroken(
+                f"the downloadUrl {printable(url, 80)!r} is not a plain http(s) URL"
+            )
+        host = httpx.URL(url).host
 
-        def broken(exc: httpx.HTTPError) -> PublicCopyBroken:
-            return PublicCopyBroken(f"{host}: {_reason(exc)}")
+        def broken(exc: Exception, what: str = "") -> PublicCopyBroken:
+            return PublicCopyBroken(f"{host}: {self._reason(exc)}")
 
         try:
-            request = self._http.build_request("GET", url, timeout=self._timeout(deadline))
+            request = self._http.build_request("GET", url, timeout=self._timeout(ends))
             response = self._http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise broken(exc) from exc
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+            raise broken(exc) from None
         try:
             if response.status_code != 200:
                 where = response.headers.get("Location")
                 raise PublicCopyBroken(
                     f"{host} answered {response.status_code}"
-                    + (f" (a redirect to {where[:200]})" if where else ""),
+                    + (f" (a redirect to {printable(where, 200)})" if where else ""),
                     status=response.status_code,
                 )
-            yield _stream(response, lambda exc, what: broken(exc))
+            yield self._pdf_stream(response, broken)
         finally:
             response.close()
 
+    def _pdf_stream(
+        self, response: httpx.Response, translate: Callable[..., RemoteError]
+    ) -> tuple[int | None, Iterator[bytes]]:
+        """The announced size (None if unknown or encoded) and the capped chunks of a PDF;
+        ``translate`` turns a transport error while reading into the error to raise."""
+        declared = _content_length(response)
+        encoded = _content_encoding(response) not in ("", "identity")
+        if declared is not None and not encoded and declared > self.max_pdf_bytes:
+            raise UnusableAnswer(
+                f"the PDF is {declared:,} bytes, more than the {self.max_pdf_bytes:,} bytes "
+                "allowed (max_pdf_bytes); it was not downloaded",
+                code="pdf_too_large",
+            )
+
+        def chunks() -> Iterator[bytes]:
+            size = 0
+            try:
+                for chunk in _decoded(response):
+                    size += len(chunk)
+                    if size > self.max_pdf_bytes:
+                        raise UnusableAnswer(
+                            f"the PDF is larger than the {self.max_pdf_bytes:,} bytes allowed "
+                            "(max_pdf_bytes); the download was stopped and nothing kept",
+                            code="pdf_too_large",
+                        )
+                    yield chunk
+            except httpx.HTTPError as exc:
+                raise translate(exc, what="the PDF download") from None
+
+        return (None if encoded else declared), chunks()
+
     # -- plumbing ------------------------------------------------------------------------
+
+    def _ends(self, deadline: float | None, budget: float) -> float:
+        """When a call must be over: its caller's deadline or its own budget, if sooner."""
+        own = self._monotonic() + budget
+        return own if deadline is None else min(deadline, own)
 
     def _timeout(self, deadline: float | None) -> httpx.Timeout:
         read = self.read_timeout
@@ -379,25 +454,59 @@ class CraftkitClient:
         authenticate: bool = True,
         json: Any = None,
         headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> _Answer:
+        """Send one request and read its answer, capped in size and time; raise for non-2xx."""
         all_headers = {**(self._auth if authenticate else {}), **(headers or {})}
-        try:
-            response = self._http.request(
-                method,
-                self.base_url + path,
-                json=json,
-                headers=all_headers,
-                timeout=self._timeout(deadline),
+        what = f"{method} {path}"
+        ends = self._ends(deadline, self.request_timeout)
+        with self._budget.until(ends):
+            try:
+                request = self._http.build_request(
+                    method,
+                    self.base_url + path,
+                    json=json,
+                    headers=all_headers,
+                    timeout=self._timeout(ends),
+                )
+                response = self._http.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc, what=what) from None
+            try:
+                cap = MAX_JSON_BYTES if response.status_code < 300 else MAX_ERROR_BYTES
+                answer = self._answer(response, cap, what=what)
+            finally:
+                response.close()
+        if answer.status >= 300:
+            self._raise_for(answer)
+        if answer.body is None:
+            raise UnusableAnswer(
+                f"{what}: {answer.host} answered {answer.status} with more than "
+                f"{MAX_JSON_BYTES:,} bytes; the answer was not read",
+                status=answer.status,
+                code="answer_too_large",
             )
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, what=f"{method} {path}") from exc
-        if response.status_code >= 300:
-            self._raise_for(response)
-        return response
+        return answer
 
-    def _retrying(
-        self, call: Callable[[], httpx.Response], deadline: float | None
-    ) -> httpx.Response:
+    def _answer(self, response: httpx.Response, cap: int, *, what: str) -> _Answer:
+        """Read an answer's body, at most ``cap`` bytes of it (``body`` None beyond that)."""
+        location = response.headers.get("Location")
+        try:
+            body = _read_capped(response, cap)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, what=what) from None
+        return _Answer(
+            status=response.status_code,
+            body=body,
+            host=response.request.url.host,
+            content_type=printable(_content_type(response), 100),
+            retry_after=_retry_after(
+                response.headers.get("Retry-After"), self.schedule.pacing.max_retry_after
+            ),
+            what=what,
+            location=printable(location, 200) if location else None,
+        )
+
+    def _retrying(self, call: Callable[[], _Answer], deadline: float | None) -> _Answer:
         """Retry a call a few times, quickly, when the answer was lost or a 5xx came back."""
 
         margin = self.schedule.quick_retry_margin
@@ -405,7 +514,8 @@ class CraftkitClient:
 
         class OutOfTime(tenacity.stop.stop_base):
             def __call__(inner, retry_state: tenacity.RetryCallState) -> bool:  # noqa: N805
-                return deadline is not None and deadline - self._monotonic() < margin
+                remaining = self._budget.remaining(deadline)
+                return remaining is not None and remaining < margin
 
         retryer = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type((OutcomeUnknown, ServerError)),
@@ -416,17 +526,33 @@ class CraftkitClient:
         )
         return retryer(call)
 
-    def _transport_error(self, exc: httpx.HTTPError, *, what: str) -> RemoteError:
+    def _transport_error(self, exc: Exception, *, what: str) -> RemoteError:
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-            return Offline(f"cannot reach {self.base_url}: {_reason(exc)}")
-        if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-            return Offline(f"cannot use {self.base_url}: {_reason(exc)}")
-        return OutcomeUnknown(f"{what}: no complete answer from {self.base_url} ({_reason(exc)})")
+            return Offline(f"cannot reach {self.base_url}: {self._reason(exc)}")
+        if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL | ValueError):
+            return Offline(f"cannot use {self.base_url}: {self._reason(exc)}")
+        return OutcomeUnknown(
+            f"{what}: no complete answer from {self.base_url} ({self._reason(exc)})"
+        )
 
-    def _raise_for(self, response: httpx.Response) -> None:
+    def _reason(self, exc: Exception) -> str:
+        """The HTTP library's words for a failure, safe to keep: no header value, no key.
+
+        Messages about the request we sent (a refused header, say) can quote the header, so
+        they are replaced by a fixed text; any other message is stripped of the key.
+        """
+        if isinstance(exc, httpx.LocalProtocolError):
+            return "the request could not be sent: the HTTP library refused it"
+        text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        text = _BEARER.sub(r"\1[redacted]", text)
+        return printable(text, 200)
+
+    def _raise_for(self, answer: _Answer) -> None:
         """Raise the error that this non-2xx answer means."""
-        status = response.status_code
-        envelope = _error_envelope(response)
+        status = answer.status
+        envelope = _error_envelope(answer.json())
         code = envelope.get("code") if envelope else None
         message = envelope.get("message") if envelope else None
         detail = f"{status} {code}" if code else str(status)
@@ -439,61 +565,75 @@ class CraftkitClient:
                 f"rate limited by Craftkit ({detail})",
                 status=status,
                 code=code or "rate_limited",
-                retry_after=_retry_after(response, self.schedule.pacing.max_retry_after),
+                retry_after=answer.retry_after,
             )
         if status >= 500:
             raise ServerError(f"Craftkit server error ({detail})", status=status, code=code)
+        if answer.body is None and status >= 400:
+            raise UnusableAnswer(
+                f"{answer.host} answered {status} with more than {MAX_ERROR_BYTES:,} bytes; "
+                "the answer was not read",
+                status=status,
+                code="answer_too_large",
+            )
         if 300 <= status < 400 or envelope is None:
-            raise self._foreign(response, f"{response.request.method} {response.request.url.path}")
-        issues = envelope.get("issues")
-        field_errors = issues.get("fieldErrors") if isinstance(issues, dict) else None
+            raise self._foreign(answer)
         error_class = NotFound if code == "not_found" else PermanentError
         raise error_class(
             detail,
             status=status,
             code=code or f"http_{status}",
-            field_errors=field_errors if isinstance(field_errors, dict) and field_errors else None,
+            field_errors=envelope.get("fieldErrors"),
         )
 
-    def _render(self, response: httpx.Response) -> Render:
-        body = _json_or_none(response)
+    def _render(self, answer: _Answer) -> Render:
+        body = answer.json()
         if not (
             isinstance(body, dict)
             and isinstance(body.get("id"), str)
             and isinstance(body.get("status"), str)
         ):
-            raise self._foreign(
-                response, f"{response.request.method} {response.request.url.path}", "a render"
+            raise self._foreign(answer, "a render")
+        render_id = body["id"]
+        if not RENDER_ID.match(render_id):
+            raise UnusableAnswer(
+                f"Craftkit answered with a render id outbox cannot use ({printable(render_id, 80)!r}:"
+                " ids are letters, digits, '-' and '_'); this entry will be tried again",
+                status=answer.status,
+                code="bad_render_id",
             )
-        duration = body.get("durationMs")
-        if not (isinstance(duration, int | float) and math.isfinite(duration)):
-            duration = None
+        download_url = body.get("downloadUrl")
+        if download_url and not _usable_url(download_url):
+            log.warning("render %s: ignoring an unusable downloadUrl", render_id)
+            download_url = None
+        error_message = body.get("errorMessage")
         return Render(
-            id=_storable(body["id"]),
-            status=_storable(body["status"]),
-            download_url=_string(body.get("downloadUrl")) or None,
-            error_message=_string(body.get("errorMessage")),
-            duration_ms=int(duration) if duration is not None else None,
-            created_at=_string(body.get("createdAt")),
-            completed_at=_string(body.get("completedAt")),
+            id=render_id,
+            status=printable(body["status"], 64),
+            download_url=download_url or None,
+            error_message=printable(error_message, 1000)
+            if isinstance(error_message, str)
+            else None,
+            duration_ms=_duration_ms(body.get("durationMs")),
+            created_at=_timestamp(body.get("createdAt")),
+            completed_at=_timestamp(body.get("completedAt")),
         )
 
-    def _share(self, response: httpx.Response, channel: str = "link") -> Share:
-        return self._share_from(_json_or_none(response), channel, response)
+    def _share(self, answer: _Answer, channel: str = "link") -> Share:
+        return self._share_from(answer.json(), channel, answer)
 
-    def _share_from(
-        self, body: Any, channel: str = "link", response: httpx.Response | None = None
-    ) -> Share:
-        """A share from an answer's JSON; anything else is not Craftkit's answer."""
+    def _share_from(self, body: Any, channel: str = "link", answer: _Answer | None = None) -> Share:
+        """A share from an answer's JSON (its text made printable); anything else is not
+        Craftkit's answer."""
         if not (isinstance(body, dict) and isinstance(body.get("id"), str) and body["id"]):
-            where = response.request.url.host if response is not None else self.base_url
+            where = answer.host if answer is not None else self.base_url
             raise Offline(
                 f"{where} answered with something that is not a Craftkit share "
                 "(a captive portal or proxy in the way?)"
             )
         clicks = body.get("clickCount")
         return Share(
-            id=body["id"],
+            id=printable(body["id"], 200),
             token=_string(body.get("shareToken")),
             url=_string(body.get("shareUrl")),
             channel=_string(body.get("channel")) or channel,
@@ -509,56 +649,46 @@ class CraftkitClient:
             sent_at=_string(body.get("sentAt")),
         )
 
-    def _json_object(self, response: httpx.Response) -> dict[str, Any]:
-        body = _json_or_none(response)
+    def _json_object(self, answer: _Answer) -> dict[str, Any]:
+        body = answer.json()
         if not isinstance(body, dict):
-            raise self._foreign(
-                response, f"{response.request.method} {response.request.url.path}", "a JSON object"
-            )
+            raise self._foreign(answer, "a JSON object")
         return body
 
-    def _foreign(
-        self, response: httpx.Response, what: str, expected: str = "Craftkit's answer"
-    ) -> ForeignAnswer:
+    def _foreign(self, answer: _Answer, expected: str = "Craftkit's answer") -> ForeignAnswer:
         """The error for an answer that is not the API's: it says exactly what came instead."""
-        status = response.status_code
-        host = response.request.url.host
+        status = answer.status
+        what = f"{answer.what}: " if answer.what else ""
         if 300 <= status < 400:
-            where = response.headers.get("Location")
-            got = f"a redirect to {where[:200]}" if where else "a redirect without a Location"
+            got = (
+                f"a redirect to {answer.location}"
+                if answer.location
+                else "a redirect without a Location"
+            )
             return ForeignAnswer(
-                f"{what}: {host} answered {status} ({got}), which outbox does not follow",
+                f"{what}{answer.host} answered {status} ({got}), which outbox does not follow",
                 status=status,
             )
         return ForeignAnswer(
-            f"{what}: {host} answered {status} with {_describe_body(response)}, not {expected} "
-            "(a captive portal, a proxy or a wrong base URL?)",
+            f"{what}{answer.host} answered {status} with {_describe_body(answer)}, not "
+            f"{expected} (a captive portal, a proxy or a wrong base URL?)",
             status=status,
         )
 
 
-def _stream(
-    response: httpx.Response, translate: Callable[..., RemoteError]
-) -> tuple[int | None, Iterator[bytes]]:
-    length = response.headers.get("Content-Length")
-    return int(length) if length and length.isdigit() else None, _chunks(response, translate)
+# -- answers -------------------------------------------------------------------------------
 
 
-def _chunks(response: httpx.Response, translate: Callable[..., RemoteError]) -> Iterator[bytes]:
-    try:
-        yield from response.iter_bytes(64 * 1024)
-    except httpx.HTTPError as exc:
-        raise translate(exc, what="the PDF download") from exc
-
-
-def _describe_body(response: httpx.Response) -> str:
+def _describe_body(answer: _Answer) -> str:
     """A few words on what a body that is not the expected JSON holds."""
-    content = response.content
-    kind = _content_type(response)  # "text/html", or "with no content type"
+    content = answer.body
+    kind = answer.content_type  # "text/html", or "with no content type"
     kind = kind if kind.startswith("with ") else f"of {kind}"
+    if content is None:
+        return f"more than {MAX_ERROR_BYTES:,} bytes {kind}"
     if not content.strip():
         return f"an empty body {kind}"
-    body = _json_or_none(response)
+    body = answer.json()
     if body is None:
         return f"{len(content):,} bytes {kind} that are not valid JSON (starting {content[:24]!r})"
     if isinstance(body, dict):
@@ -568,34 +698,129 @@ def _describe_body(response: httpx.Response) -> str:
     return f"a JSON {type(body).__name__}"
 
 
-def _string(value: Any) -> str | None:
-    """``value`` if it is a string (lone surrogates replaced, see :func:`_storable`)."""
-    return _storable(value) if isinstance(value, str) else None
+@dataclass(frozen=True)
+class _Answer:
+    """An HTTP answer, read: ``body`` is None when it was larger than allowed (not read).
+
+    ``what`` is the request it answers (``GET /v1/renders/r1``); ``location`` the
+    ``Location`` header of a redirect.
+    """
+
+    status: int
+    body: bytes | None
+    host: str
+    content_type: str
+    retry_after: float | None
+    what: str = ""
+    location: str | None = None
+
+    def json(self) -> Any:
+        """The body as JSON, or None if it is not JSON (or too large, or too deep).
+
+        ``NaN`` and ``Infinity`` become None, and a ``\\u`` escape for half a surrogate pair
+        becomes U+FFFD, so every string can be stored and every number is finite.
+        """
+        if self.body is None:
+            return None
+        try:
+            text = self.body.decode("utf-8")
+            if "\\u" in text:
+                text = _LONE_SURROGATE.sub(_keep_pairs, text)
+            return json.loads(text, parse_constant=lambda _name: None)
+        except (ValueError, RecursionError):
+            return None
 
 
-def _storable(text: str) -> str:
-    """``text`` with lone surrogates (a ``\\ud800`` escape in JSON) replaced, so that it can be
-    stored and printed as UTF-8."""
-    return text.encode("utf-8", "replace").decode("utf-8")
+_LONE_SURROGATE = re.compile(
+    r"(?<!\\)((?:\\\\)*)(\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    r"|\\u[dD][89a-fA-F][0-9a-fA-F]{2})"
+)
 
 
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+def _keep_pairs(match: re.Match[str]) -> str:
+    escape = match.group(2)
+    return match.group(1) + (escape if len(escape) == 12 else "\\ufffd")
+
+
+def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
+    """At most ``cap`` bytes of the body; None (and the rest left unread) if it is larger."""
+    declared = _content_length(response)
+    if declared is not None and declared > cap and _content_encoding(response) in ("", "identity"):
         return None
+    body = bytearray()
+    for chunk in _decoded(response):
+        body += chunk
+        if len(body) > cap:
+            return None
+    return bytes(body)
 
 
-def _error_envelope(response: httpx.Response) -> dict[str, Any] | None:
-    body = _json_or_none(response)
+def _decoded(response: httpx.Response) -> Iterator[bytes]:
+    """The body's bytes as sent, or decompressed chunk by chunk (never more than 64 KiB at once).
+
+    outbox asks for no compression; a server that compresses anyway cannot make one small
+    chunk expand into a large allocation.
+    """
+    encoding = _content_encoding(response)
+    if response.is_stream_consumed:  # built in memory (a test's MockTransport): already read
+        yield response.content
+        return
+    if encoding in ("", "identity"):
+        yield from response.iter_raw(CHUNK)
+        return
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise UnusableAnswer(f"the answer uses the unsupported Content-Encoding {encoding!r}")
+    decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib, told by the header
+    try:
+        for raw in response.iter_raw(CHUNK):
+            data = raw
+            while data:
+                out = decoder.decompress(data, CHUNK)
+                if out:
+                    yield out
+                if decoder.unconsumed_tail == data:
+                    break
+                data = decoder.unconsumed_tail
+        rest = decoder.flush()
+        if rest:
+            yield rest
+    except zlib.error as exc:
+        raise UnusableAnswer(f"the answer's {encoding} body is corrupt ({exc})") from None
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("Content-Length", "").strip()
+    return int(value) if value.isdigit() and len(value) < 20 else None
+
+
+def _content_encoding(response: httpx.Response) -> str:
+    return str(response.headers.get("Content-Encoding", "")).strip().lower()
+
+
+def _error_envelope(body: Any) -> dict[str, Any] | None:
+    """Craftkit's error envelope, its text made printable; None if the body is not one."""
     if not isinstance(body, dict) or "error" not in body:
         return None
     error = body["error"]
-    if isinstance(error, dict):
-        return error
     if isinstance(error, str):  # the flatter form some endpoints use: {"error": "code"}
-        return {"code": error}
-    return None
+        return {"code": printable(error, 64)}
+    if not isinstance(error, dict):
+        return None
+    code, message = error.get("code"), error.get("message")
+    envelope: dict[str, Any] = {
+        "code": printable(code, 64) if isinstance(code, str) else None,
+        "message": printable(message, 500) if isinstance(message, str) else None,
+    }
+    issues = error.get("issues")
+    field_errors = issues.get("fieldErrors") if isinstance(issues, dict) else None
+    if isinstance(field_errors, dict) and field_errors:
+        envelope["fieldErrors"] = {
+            printable(str(name), 200): [
+                printable(str(text), 300) for text in (texts if isinstance(texts, list) else [])
+            ][:20]
+            for name, texts in list(field_errors.items())[:200]
+        }
+    return envelope
 
 
 def _content_type(response: httpx.Response) -> str:
@@ -603,23 +828,238 @@ def _content_type(response: httpx.Response) -> str:
     return content_type.split(";")[0]
 
 
-def _retry_after(response: httpx.Response, longest: float) -> float | None:
-    value = response.headers.get("Retry-After")
+def _retry_after(value: str | None, longest: float) -> float | None:
+    """``Retry-After`` in seconds, within 0 and ``longest``; None if unusable.
+
+    Non-finite (``nan``, ``inf``), negative or unparseable values are ignored (the caller's
+    own backoff applies); a date in the past means now.
+    """
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
         try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        seconds = moment.timestamp() - time.time()
+        seconds = max(seconds, 0.0)
+    if not math.isfinite(seconds) or seconds < 0:
+        log.warning("ignoring an unusable Retry-After (%s)", printable(value, 40))
+        return None
     if seconds > longest:
         log.warning("Retry-After of %.0f s clamped to %.0f s", seconds, longest)
-    return min(max(seconds, 0.0), longest)
+    return min(seconds, longest)
 
 
-def _reason(exc: httpx.HTTPError) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
+def _duration_ms(value: Any) -> int | None:
+    """``durationMs`` if it is a believable number of milliseconds, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not (math.isfinite(value) and 0 <= value <= MAX_DURATION_MS):
+        return None
+    return int(value)
+
+
+def _string(value: Any) -> str | None:
+    """``value`` made printable if it is a string (see :func:`printable`), else None."""
+    return printable(value, 2000) if isinstance(value, str) else None
+
+
+def _timestamp(value: Any) -> str | None:
+    return printable(value, 40) if isinstance(value, str) else None
+
+
+def _usable_url(value: Any) -> bool:
+    """Whether a ``downloadUrl`` is a plain http(s) URL that can be requested and stored."""
+    return (
+        isinstance(value, str)
+        and len(value) <= 8192
+        and value.startswith(("https://", "http://"))
+        and all("!" <= char <= "~" for char in value)
+    )
+
+
+def _segment(value: str) -> str:
+    """``value`` as one URL path segment: every character that could mean more is escaped."""
+    return quote(value, safe="")
+
+
+def _render_id_segment(render_id: str) -> str:
+    """A render id for a URL path; an id outbox cannot use is that entry's error."""
+    if not RENDER_ID.match(render_id):
+        raise UnusableAnswer(
+            f"the render id {printable(render_id, 80)!r} is not one outbox can use (ids are "
+            "letters, digits, '-' and '_'); nothing was requested",
+            code="bad_render_id",
+        )
+    return _segment(render_id)
+
+
+# -- text from the server ------------------------------------------------------------------
+
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, erase...
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
+    r"|\x1b[@-_]?"  # any other escape
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # CSI in its one-character form
+)
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]+"
+)
+_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
+
+
+def printable(text: str, limit: int = 500) -> str:
+    """Text from the server made safe to store and to print on a terminal, on one line.
+
+    Terminal escape sequences (colours, cursor moves, window titles) are removed; other
+    control characters, line breaks and carriage returns, bidirectional overrides and lone
+    surrogates become a space; the result is cut to ``limit`` characters.
+    """
+    text = _ESCAPES.sub("", text)
+    text = _UNPRINTABLE.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- deadlines for every request -----------------------------------------------------------
+
+
+class _Budget:
+    """When the request running on each thread must be over: its deadline, or a stop.
+
+    httpx's timeouts bound each socket operation, so a server that sends one byte a second
+    keeps a request alive forever. The network streams below ask the budget before and during
+    every socket call instead, and give up once it is spent.
+    """
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
+        self._local = threading.local()
+        self._interrupt_at: float | None = None
+
+    @contextmanager
+    def until(self, deadline: float | None) -> Iterator[None]:
+        """Requests made on this thread inside the block end by ``deadline``."""
+        previous = getattr(self._local, "deadline", None)
+        self._local.deadline = deadline
+        try:
+            yield
+        finally:
+            self._local.deadline = previous
+
+    def remaining(self, deadline: float | None = None) -> float | None:
+        """Seconds left for this thread's request (None: no limit); negative once spent."""
+        ends = [
+            moment
+            for moment in (getattr(self._local, "deadline", None), deadline, self._interrupt_at)
+            if moment is not None
+        ]
+        return None if not ends else min(ends) - self._monotonic()
+
+    def cap(self, timeout: float | None) -> float | None:
+        """A socket timeout shortened to what is left of the budget."""
+        remaining = self.remaining()
+        if remaining is None:
+            return timeout
+        remaining = max(remaining, 0.001)
+        return remaining if timeout is None else min(timeout, remaining)
+
+    def interrupt(self, grace: float) -> None:
+        self._interrupt_at = self._monotonic() + grace
+
+    def resume(self) -> None:
+        self._interrupt_at = None
+
+
+class _BoundedStream(httpcore.NetworkStream):
+    """A network stream whose reads and writes end when the request's budget is spent."""
+
+    def __init__(self, inner: httpcore.NetworkStream, budget: _Budget) -> None:
+        self._inner = inner
+        self._budget = budget
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        # Wait in short slices, so that a spent budget or a stop ends even a silent wait.
+        started = time.monotonic()
+        while True:
+            remaining = self._budget.remaining()
+            if remaining is not None and remaining <= 0:
+                raise httpcore.ReadTimeout("the request ran out of time")
+            wait = WAIT_SLICE if remaining is None else min(WAIT_SLICE, remaining)
+            if timeout is not None:
+                left = timeout - (time.monotonic() - started)
+                if left <= 0:
+                    raise httpcore.ReadTimeout("timed out")
+                wait = min(wait, left)
+            try:
+                return self._inner.read(max_bytes, max(wait, 0.001))
+            except httpcore.ReadTimeout:
+                continue
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        remaining = self._budget.remaining()
+        if remaining is not None and remaining <= 0:
+            raise httpcore.WriteTimeout("the request ran out of time")
+        self._inner.write(buffer, self._budget.cap(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(ssl_context, server_hostname, self._budget.cap(timeout))
+        return _BoundedStream(inner, self._budget)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _BoundedBackend(httpcore.NetworkBackend):
+    """Opens :class:`_BoundedStream` connections through the backend it wraps."""
+
+    def __init__(self, inner: httpcore.NetworkBackend, budget: _Budget) -> None:
+        self._inner = inner
+        self._budget = budget
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(
+            host, port, self._budget.cap(timeout), local_address, socket_options
+        )
+        return _BoundedStream(stream, self._budget)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_unix_socket(path, self._budget.cap(timeout), socket_options)
+        return _BoundedStream(stream, self._budget)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _bound_pools(client: httpx.Client, budget: _Budget) -> None:
+    """Route every connection ``client`` opens (direct or through a proxy) through the budget.
+
+    httpx does not let a network backend be passed in, so the pools it made are given one
+    here; a transport without such a pool (a test's ``MockTransport``) is left as it is.
+    """
+    transports = [client._transport, *client._mounts.values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if isinstance(backend, httpcore.NetworkBackend) and not isinstance(
+            backend, _BoundedBackend
+        ):
+            pool._network_backend = _BoundedBackend(backend, budget)  # type: ignore[union-attr]

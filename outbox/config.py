@@ -6,6 +6,7 @@ it would show up in ``ps``, and never from the config file, which tends to get c
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -27,8 +28,16 @@ ENV_CONFIG = "OUTBOX_CONFIG"
 ENV_API_KEY = "CRAFTKIT_API_KEY"
 ENV_BASE_URL = "CRAFTKIT_BASE_URL"
 
-_FILE_KEYS = {"db", "downloads", "base_url", "concurrency", "connect_timeout", "read_timeout"}
-_TUNING_KEYS = ("concurrency", "connect_timeout", "read_timeout")
+_TUNING_KEYS = (
+    "concurrency",
+    "connect_timeout",
+    "read_timeout",
+    "request_timeout",
+    "download_timeout",
+    "max_pdf_bytes",
+)
+_FILE_KEYS = {"db", "downloads", "base_url", *_TUNING_KEYS}
+_WHOLE_NUMBERS = ("concurrency", "max_pdf_bytes")
 
 
 def default_db_path() -> Path:
@@ -57,8 +66,15 @@ class Settings:
     concurrency: int = 4
     #: Seconds to wait for a connection; beyond it the API counts as unreachable.
     connect_timeout: float = 5.0
-    #: Seconds to wait for an answer once the request is sent.
+    #: Seconds to wait for an answer once the request is sent (and between two reads).
     read_timeout: float = 30.0
+    #: The most one API request may take from connection to last byte, however slowly the
+    #: server sends (the timeouts above bound each wait; this bounds the whole).
+    request_timeout: float = 60.0
+    #: The same for one PDF download.
+    download_timeout: float = 600.0
+    #: The largest PDF downloaded; a larger one is refused, that entry's error.
+    max_pdf_bytes: int = 512 * 1024 * 1024
     #: Quick retries inside one call when an answer is lost or a 5xx comes back.
     retries: int = 2
     #: When to try again, poll, probe and look for work.
@@ -67,13 +83,22 @@ class Settings:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        if min(self.connect_timeout, self.read_timeout) <= 0:
-            raise ValueError("timeouts must be positive")
+        timeouts = (
+            self.connect_timeout,
+            self.read_timeout,
+            self.request_timeout,
+            self.download_timeout,
+        )
+        if not all(math.isfinite(value) and value > 0 for value in timeouts):
+            raise ValueError("timeouts must be positive numbers of seconds")
+        if self.max_pdf_bytes < 1:
+            raise ValueError("max_pdf_bytes must be at least 1")
 
     @property
     def lease_seconds(self) -> float:
         """Long enough to cover the slowest call with its quick retries, plus a margin."""
-        return (self.connect_timeout + self.read_timeout) * (self.retries + 1) + 30.0
+        call = min(self.connect_timeout + self.read_timeout, self.request_timeout)
+        return max(call * (self.retries + 1), self.download_timeout) + 30.0
 
 
 @dataclass(frozen=True)
@@ -147,7 +172,7 @@ def load_config(
 def _settings(path: Path | None, values: dict[str, Any]) -> Settings:
     tuning = {name: values[name] for name in _TUNING_KEYS if name in values}
     for name, value in tuning.items():
-        wanted = int if name == "concurrency" else (int, float)
+        wanted = int if name in _WHOLE_NUMBERS else (int, float)
         if isinstance(value, bool) or not isinstance(value, wanted):
             raise ConfigError(f"config file {path}: {name} must be a number, not {value!r}")
     try:

@@ -30,6 +30,7 @@ act on them, and never contain the API key. The tree::
     │   │   ├── OutcomeUnknown  sent, but no answer came back
     │   │   ├── ServerError   a 5xx
     │   │   ├── RateLimited   a 429
+    │   │   ├── UnusableAnswer  too large, or an id or text outbox refuses: this entry's problem
     │   │   ├── DownloadError an incomplete or foreign PDF
     │   │   └── PublicCopyBroken  the public downloadUrl failed; the private stream takes over
     │   ├── AuthError         the API key was refused (401/403)
@@ -232,6 +233,14 @@ class PermanentError(RemoteError):
 
 class NotFound(PermanentError):
     """Craftkit does not know the render (404 ``not_found``), usually a key from another project."""
+
+
+class UnusableAnswer(TransientError):
+    """An answer that cannot be used: too large, or holding an id outbox refuses.
+
+    It concerns the one request (and its entry), which is tried again later with backoff;
+    the API still counts as online and every other entry carries on.
+    """
 
 
 class DownloadError(TransientError):

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Seconds a request on the wire may still take once :meth:`Outbox.stop` is called.
+STOP_GRACE = 2.0
+
 
 class Keep(enum.Enum):
     """The default of :meth:`Outbox.amend`'s arguments: keep what the entry has."""
@@ -437,13 +440,16 @@ class Outbox:
         Returns when nothing is left to do, when the API is unreachable or refuses the key, or
         after ``timeout`` seconds; unfinished work stays in the journal for next time.
         ``progress`` is called with the counts per state after every pass. Setting ``stop``
-        (from another thread) ends this flush early, as :meth:`stop` ends one without it:
-        requests on the wire finish and are recorded, and nothing stays leased.
+        (from another thread) ends this flush early: requests on the wire finish and are
+        recorded, and nothing stays leased. :meth:`stop` ends one without it the same way, but
+        gives requests on the wire only :data:`STOP_GRACE` seconds. Every request ends by the
+        flush's deadline, however slowly the server answers.
         """
         engine = self._get_engine()
         if stop is None:
             if self._thread is None:
                 self._stop.clear()  # a stop() that ended an earlier flush must not end this one
+                engine.client.resume()
             stop = self._stop
         return engine.flush(timeout, stop=stop, progress=progress)
 
@@ -484,6 +490,7 @@ class Outbox:
 
     def _supervise(self, on_error: ErrorCallback | None) -> Supervisor:
         engine = self._get_engine()
+        engine.client.resume()  # requests cut short by an earlier stop() may run again
         name = worker.fact_name()
 
         def record(fact: dict[str, Any] | None) -> None:
@@ -504,10 +511,13 @@ class Outbox:
     def stop(self, timeout: float | None = None) -> None:
         """Ask :meth:`run` / :meth:`start` work to stop, and wait for the background thread.
 
-        Requests on the wire are allowed to finish; leases are given back on :meth:`close`.
+        Requests on the wire get :data:`STOP_GRACE` seconds to finish, then are cut short
+        (safe: a submit is repeated with the same key, a download starts over); leases are
+        given back on :meth:`close`.
         """
         self._stop.set()
         if self._engine is not None:
+            self._engine.client.interrupt(STOP_GRACE)
             self._engine.nudge()
         if self._thread is not None:
             self._thread.join(timeout)
