@@ -19,6 +19,7 @@ import pytest
 from support import process_env, run_cli_process, sandbox_env
 
 from outbox import Outbox, Settings, State
+from outbox.errors import ConfigError
 from outbox.sandbox import Sandbox
 from outbox.schedule import Schedule
 
@@ -110,3 +111,23 @@ def test_sigterm_stops_run_in_the_middle_of_a_slow_download(tmp_path: Path) -> N
         assert ob.get(slow.id).state is State.DOWNLOADING  # it starts over next time
         assert ob.get(good.id).state is State.DONE
         assert not ob.journal.lease_owners()
+
+
+def test_deadlines_and_the_pdf_cap_come_from_the_config_file(tmp_path: Path) -> None:
+    from outbox.config import load_config
+
+    config = tmp_path / "config.toml"
+    config.write_text("request_timeout = 20\ndownload_timeout = 90.5\nmax_pdf_bytes = 1000000\n")
+    settings = load_config(config_file=str(config), environ={}).settings
+    assert (settings.request_timeout, settings.download_timeout) == (20, 90.5)
+    assert settings.max_pdf_bytes == 1_000_000
+    assert settings.lease_seconds >= settings.download_timeout  # a download never outlives it
+    for bad, words in [
+        ("max_pdf_bytes = 1.5", "max_pdf_bytes must be a number"),
+        ("max_pdf_bytes = 0", "max_pdf_bytes must be at least 1"),
+        ("request_timeout = nan", "timeouts must be positive numbers of seconds"),
+        ("download_timeout = -1", "timeouts must be positive numbers of seconds"),
+    ]:
+        config.write_text(bad + "\n")
+        with pytest.raises(ConfigError, match=words):
+            load_config(config_file=str(config), environ={})
