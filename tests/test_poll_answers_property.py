@@ -156,7 +156,9 @@ def test_any_poll_answer_is_progress_or_a_specific_error_and_the_queue_keeps_wor
             assert entry.error_code and len(entry.error or "") > 20, entry
         else:
             assert entry.state in (State.DONE, State.FAILED), entry
-        json.dumps([entry.error, entry.remote_status], ensure_ascii=False).encode("utf-8")
+        shown = json.dumps([entry.error, entry.remote_status], ensure_ascii=False)
+        shown.encode("utf-8")  # storable: no lone surrogate
+        assert "\x1b" not in shown and "\r" not in shown  # printable: no terminal escapes
         # The queue keeps working afterwards.
         later = ob.enqueue("invoice", {"n": 3}, key="later")
         ob.flush(timeout=60)
