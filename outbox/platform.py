@@ -7,9 +7,11 @@ never looks at ``sys.platform`` or ``os.name``, nor calls ``os.kill``, ``os.fsyn
 ``os.replace``, ``signal.signal``, ``fcntl``, ``msvcrt`` or the Windows API itself
 (``tests/test_platform_static.py`` parses every module to keep it so).
 
-Each difference is decided by :func:`rules_for`, a pure function of the platform name, so the
-choice made for Windows or macOS is tested on Linux; the functions below carry out the
-:data:`RULES` of the system they run on:
+Each difference is decided by :func:`rules_for`, a pure function of the platform name, and
+carried out with the calls that exist on that system alone (a :class:`System`: kernel32 on
+Windows, ``fcntl(F_FULLFSYNC)`` on macOS). The functions below act for :func:`this_system`
+unless given another, which is how Windows' and macOS' branches run in tests on Linux, with
+stand-ins for those calls:
 
 ==================  =======================  ===========================  ====================
 difference          Linux (and other POSIX)  macOS                        Windows
@@ -47,7 +49,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -102,6 +104,69 @@ class NotOnThisSystem(OSError):
     """A function for another operating system was called here (a bug in the caller)."""
 
 
+class WindowsApi(Protocol):
+    """The Windows calls outbox makes, each raising :class:`OSError` with the ``winerror``
+    Windows gave. On Windows they go to kernel32 through ``ctypes``; tests stand in for Windows
+    with their own, so that every decision taken on Windows' answers runs on any system."""
+
+    def open_process(self, pid: int) -> int:
+        """``OpenProcess`` for a limited query: a handle to close with :meth:`close_handle`."""
+        ...
+
+    def exit_code(self, handle: int) -> int:
+        """``GetExitCodeProcess``: ``STILL_ACTIVE`` (259) while the process runs."""
+        ...
+
+    def close_handle(self, handle: int) -> None:
+        """``CloseHandle``."""
+        ...
+
+    def move_file(self, source: str, target: str, flags: int) -> None:
+        """``MoveFileExW``; without ``MOVEFILE_REPLACE_EXISTING`` an existing ``target`` is a
+        :class:`FileExistsError`."""
+        ...
+
+    def delete_file(self, path: str) -> None:
+        """Delete a file (refused while another process has it open)."""
+        ...
+
+    def add_console_handler(self, handler: Callable[[int], bool]) -> Callable[[], None]:
+        """``SetConsoleCtrlHandler``: ``handler`` gets each console event and returns whether
+        it handled it; the result removes the handler again."""
+        ...
+
+
+@dataclass(frozen=True)
+class System:
+    """What outbox asks of one operating system: its :class:`Rules` and the calls that exist
+    there alone. :func:`this_system` is the one this process runs on; a test builds another
+    (``System(rules_for("win32"), windows=...)``) to run that system's branches here."""
+
+    rules: Rules
+    #: Windows' calls (on Windows only).
+    windows: WindowsApi | None = None
+    #: ``fcntl(fd, F_FULLFSYNC)`` (on macOS only).
+    full_fsync: Callable[[int], None] | None = None
+    #: How to wait before trying a busy file again.
+    sleep: Callable[[float], None] = time.sleep
+
+    def windows_api(self) -> WindowsApi:
+        """The Windows calls; :class:`NotOnThisSystem` anywhere else."""
+        if self.windows is None:
+            raise NotOnThisSystem(f"no Windows calls on {self.rules.platform}")
+        return self.windows
+
+
+@functools.cache
+def this_system() -> System:
+    """The system this process runs on, with its own calls."""
+    if sys.platform == "win32":
+        return System(RULES, windows=_Kernel32())
+    if sys.platform == "darwin":
+        return System(RULES, full_fsync=_fcntl_full_fsync)
+    return System(RULES)
+
+
 # -- flags for os.open -------------------------------------------------------------------
 
 #: Add to ``os.open`` flags whenever bytes are read or written: Windows' C runtime opens file
@@ -122,13 +187,14 @@ CLOSE_ON_EXEC: int = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOINHERIT", 0)
 # -- is a process alive? -------------------------------------------------------------------
 
 
-def process_alive(pid: int) -> bool:
+def process_alive(pid: int, system: System | None = None) -> bool:
     """Whether a process with this id runs on this machine (used to take back the leases of a
     process that crashed, so it must never say "dead" of a live process)."""
+    system = system or this_system()
     if pid <= 0:
         return False
-    if RULES.liveness == "OpenProcess":
-        return _alive_by_open_process(pid)
+    if system.rules.liveness == "OpenProcess":
+        return _alive_by_open_process(pid, system.windows_api())
     return _alive_by_signal_zero(pid)
 
 
@@ -150,65 +216,104 @@ def _alive_by_signal_zero(pid: int) -> bool:
     return True
 
 
-_STILL_ACTIVE = 259
-_ERROR_ACCESS_DENIED = 5
+STILL_ACTIVE = 259
+ERROR_ACCESS_DENIED = 5
 _PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
 
 
-def _alive_by_open_process(pid: int) -> bool:
+def _alive_by_open_process(pid: int, windows: WindowsApi) -> bool:
     """Windows: open the process for a limited query and ask for its exit code, which is
     ``STILL_ACTIVE`` while it runs. A process we may not open (another user's, a protected one)
     exists. A process that is gone cannot be opened (``ERROR_INVALID_PARAMETER``).
 
-    A process that exited with the code 259 itself is taken as alive: its leases then expire on
-    their own instead of being taken back at once, which is safe.
+    A process that exited with the code 259 itself is taken as alive, and so is one whose exit
+    code cannot be read: its leases then expire on their own instead of being taken back at
+    once, which is safe.
     """
-    if sys.platform == "win32":
-        import ctypes
-        from ctypes import wintypes
-
-        if pid > 0xFFFFFFFF:
-            return False
-        kernel32 = _kernel32()
-        handle = kernel32.OpenProcess(_PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
-        if not handle:
-            return ctypes.get_last_error() == _ERROR_ACCESS_DENIED
-        try:
-            code = wintypes.DWORD()
-            if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
-                return True  # cannot tell: keep its leases until they expire
-            return code.value == _STILL_ACTIVE
-        finally:
-            kernel32.CloseHandle(handle)
-    raise NotOnThisSystem("OpenProcess exists on Windows only")
+    if pid > 0xFFFFFFFF:  # not a Windows process id
+        return False
+    try:
+        handle = windows.open_process(pid)
+    except OSError as exc:
+        return getattr(exc, "winerror", None) == ERROR_ACCESS_DENIED
+    try:
+        return windows.exit_code(handle) == STILL_ACTIVE
+    except OSError:
+        return True
+    finally:
+        windows.close_handle(handle)
 
 
 if sys.platform == "win32":
-    import ctypes as _ctypes
+    import ctypes
+    from ctypes import wintypes
 
-    @functools.cache
-    def _kernel32() -> _ctypes.WinDLL:
-        """kernel32.dll with the prototypes outbox uses (so 64-bit handles are not cut)."""
-        from ctypes import wintypes
+    _HANDLER_ROUTINE = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.DWORD)
 
-        kernel32 = _ctypes.WinDLL("kernel32", use_last_error=True)
-        kernel32.OpenProcess.restype = wintypes.HANDLE
-        kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
-        kernel32.GetExitCodeProcess.restype = wintypes.BOOL
-        kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, wintypes.LPDWORD)
-        kernel32.CloseHandle.restype = wintypes.BOOL
-        kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
-        kernel32.MoveFileExW.restype = wintypes.BOOL
-        kernel32.MoveFileExW.argtypes = (wintypes.LPCWSTR, wintypes.LPCWSTR, wintypes.DWORD)
-        kernel32.SetConsoleCtrlHandler.restype = wintypes.BOOL
-        kernel32.SetConsoleCtrlHandler.argtypes = (_ctypes.c_void_p, wintypes.BOOL)
-        return kernel32
+    class _Kernel32:
+        """:class:`WindowsApi` through kernel32.dll, with prototypes (so 64-bit handles are
+        not cut)."""
+
+        def __init__(self) -> None:
+            kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+            kernel32.OpenProcess.restype = wintypes.HANDLE
+            kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+            kernel32.GetExitCodeProcess.restype = wintypes.BOOL
+            kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, wintypes.LPDWORD)
+            kernel32.CloseHandle.restype = wintypes.BOOL
+            kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
+            kernel32.MoveFileExW.restype = wintypes.BOOL
+            kernel32.MoveFileExW.argtypes = (wintypes.LPCWSTR, wintypes.LPCWSTR, wintypes.DWORD)
+            kernel32.SetConsoleCtrlHandler.restype = wintypes.BOOL
+            kernel32.SetConsoleCtrlHandler.argtypes = (_HANDLER_ROUTINE, wintypes.BOOL)
+            self._kernel32 = kernel32
+
+        def open_process(self, pid: int) -> int:
+            handle = self._kernel32.OpenProcess(_PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+            if not handle:
+                raise ctypes.WinError(ctypes.get_last_error())
+            return int(handle)
+
+        def exit_code(self, handle: int) -> int:
+            code = wintypes.DWORD()
+            if not self._kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+                raise ctypes.WinError(ctypes.get_last_error())
+            return int(code.value)
+
+        def close_handle(self, handle: int) -> None:
+            self._kernel32.CloseHandle(handle)
+
+        def move_file(self, source: str, target: str, flags: int) -> None:
+            if not self._kernel32.MoveFileExW(source, target, flags):
+                code = ctypes.get_last_error()
+                # An OSError with a winerror becomes the right subclass (FileExistsError for
+                # ERROR_ALREADY_EXISTS, FileNotFoundError, PermissionError...).
+                raise OSError(None, ctypes.FormatError(code).strip(), source, code, target)
+
+        def delete_file(self, path: str) -> None:
+            os.unlink(path)  # DeleteFileW; its OSError carries the winerror
+
+        def add_console_handler(self, handler: Callable[[int], bool]) -> Callable[[], None]:
+            routine = _HANDLER_ROUTINE(lambda event: bool(handler(event)))
+            if not self._kernel32.SetConsoleCtrlHandler(routine, True):
+                raise ctypes.WinError(ctypes.get_last_error())
+
+            def remove() -> None:
+                self._kernel32.SetConsoleCtrlHandler(routine, False)  # keeps routine alive
+
+            return remove
 
 
 # -- durable contents and names ----------------------------------------------------------
 
+if sys.platform == "darwin":
+    import fcntl
 
-def sync_file(fd: int) -> None:
+    def _fcntl_full_fsync(fd: int) -> None:
+        fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+
+
+def sync_file(fd: int, system: System | None = None) -> None:
     """Make the contents of the open file ``fd`` durable: on the disk, not in a cache.
 
     Linux: ``fsync``. Windows: ``os.fsync`` is ``FlushFileBuffers`` there. macOS: ``fsync``
@@ -216,25 +321,23 @@ def sync_file(fd: int) -> None:
     drive to write its cache out (file systems without it, such as SMB or exFAT, fall back to
     ``fsync``, the best they offer).
     """
-    if RULES.file_sync == "F_FULLFSYNC":
-        _full_fsync(fd)
+    system = system or this_system()
+    if system.rules.file_sync == "F_FULLFSYNC":
+        _full_fsync(fd, system)
     else:
         os.fsync(fd)
 
 
-def _full_fsync(fd: int) -> None:
-    if sys.platform == "darwin":
-        import fcntl
-
-        try:
-            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
-        except OSError:
-            os.fsync(fd)
-        return
-    raise NotOnThisSystem("F_FULLFSYNC exists on macOS only")
+def _full_fsync(fd: int, system: System) -> None:
+    if system.full_fsync is None:
+        raise NotOnThisSystem(f"no F_FULLFSYNC on {system.rules.platform}")
+    try:
+        system.full_fsync(fd)
+    except OSError:
+        os.fsync(fd)
 
 
-def sync_folder(path: Path) -> None:
+def sync_folder(path: Path, system: System | None = None) -> None:
     """Make the names in the folder ``path`` durable (links, renames, new files and folders).
 
     Linux: ``fsync`` of the folder. macOS: ``F_FULLFSYNC`` of the folder (see
@@ -243,15 +346,16 @@ def sync_folder(path: Path) -> None:
     nothing. A folder that cannot be opened or synced (some network file systems) is left as it
     is: there is nothing better to do.
     """
-    if RULES.folder_sync == "none":
+    system = system or this_system()
+    if system.rules.folder_sync == "none":
         return
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
-        if RULES.folder_sync == "F_FULLFSYNC":
-            _full_fsync(fd)
+        if system.rules.folder_sync == "F_FULLFSYNC":
+            _full_fsync(fd, system)
         else:
             os.fsync(fd)
     except OSError:
@@ -260,11 +364,11 @@ def sync_folder(path: Path) -> None:
         os.close(fd)
 
 
-def journal_pragmas() -> tuple[str, ...]:
+def journal_pragmas(system: System | None = None) -> tuple[str, ...]:
     """Pragmas every connection to a journal runs so that SQLite's syncs are durable here:
     on macOS, ``fullfsync`` (commits) and ``checkpoint_fullfsync`` (checkpoints), which SQLite
     leaves off by default for speed (see :func:`sync_file`)."""
-    return RULES.journal_pragmas
+    return (system or this_system()).rules.journal_pragmas
 
 
 # -- moves, links and removals -----------------------------------------------------------
@@ -273,7 +377,7 @@ def journal_pragmas() -> tuple[str, ...]:
 #: writing a job file, a viewer showing a PDF, an antivirus scan): worth a short wait.
 #: ERROR_ACCESS_DENIED is among them because that is what replacing or deleting an open file
 #: reports.
-_BUSY_WINERRORS = frozenset({5, 32, 33})  # ACCESS_DENIED, SHARING_VIOLATION, LOCK_VIOLATION
+BUSY_WINERRORS = frozenset({5, 32, 33})  # ACCESS_DENIED, SHARING_VIOLATION, LOCK_VIOLATION
 #: Waits between attempts on a busy file: about 2 s in all, then the error is raised.
 BUSY_WAITS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -285,21 +389,17 @@ NO_HARD_LINK_ERRNOS = frozenset(
 
 def is_busy(exc: OSError) -> bool:
     """Whether ``exc`` is Windows saying another process has the file open."""
-    return getattr(exc, "winerror", None) in _BUSY_WINERRORS
+    return getattr(exc, "winerror", None) in BUSY_WINERRORS
 
 
-def retry_while_busy(
-    operation: Callable[[], T],
-    *,
-    rules: Rules = RULES,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
+def retry_while_busy(operation: Callable[[], T], system: System | None = None) -> T:
     """Run ``operation``; on Windows, run it again after a short wait while the file is busy
     (:func:`is_busy`), for about two seconds (:data:`BUSY_WAITS`), then raise.
 
     POSIX systems have no such locks: an error there is raised at once.
     """
-    waits = iter(BUSY_WAITS if rules.retries_busy_files else ())
+    system = system or this_system()
+    waits = iter(BUSY_WAITS if system.rules.retries_busy_files else ())
     while True:
         try:
             return operation()
@@ -307,10 +407,10 @@ def retry_while_busy(
             wait = next(waits, None) if is_busy(exc) else None
             if wait is None:
                 raise
-            sleep(wait)
+            system.sleep(wait)
 
 
-def hard_link(source: Path, target: Path) -> bool:
+def hard_link(source: Path, target: Path, system: System | None = None) -> bool:
     """Give the file at ``source`` the extra name ``target``; False where names are claimed by
     moving instead (then use :func:`move_if_free`).
 
@@ -320,7 +420,7 @@ def hard_link(source: Path, target: Path) -> bool:
     always False, because ``CreateHardLink`` cannot be made write-through while a move can
     (:func:`move_if_free`), and a move is just as atomic and never overwrites there.
     """
-    if RULES.name_claim != "hard link":
+    if (system or this_system()).rules.name_claim != "hard link":
         return False
     try:
         os.link(source, target, follow_symlinks=False)
@@ -333,11 +433,11 @@ def hard_link(source: Path, target: Path) -> bool:
     return True
 
 
-_MOVEFILE_REPLACE_EXISTING = 0x1
-_MOVEFILE_WRITE_THROUGH = 0x8
+MOVEFILE_REPLACE_EXISTING = 0x1
+MOVEFILE_WRITE_THROUGH = 0x8
 
 
-def move_if_free(source: Path, target: Path) -> bool:
+def move_if_free(source: Path, target: Path, system: System | None = None) -> bool:
     """Rename ``source`` to ``target`` unless ``target`` exists (then return False); raises
     :class:`FileNotFoundError` if ``source`` is gone.
 
@@ -347,9 +447,14 @@ def move_if_free(source: Path, target: Path) -> bool:
     overwritten; with hard links that cannot happen, which is why :func:`hard_link` comes first
     there. Follow with :func:`sync_folder` to make the rename durable.
     """
-    if RULES.name_claim == "MoveFileEx write-through":
+    system = system or this_system()
+    if system.rules.name_claim == "MoveFileEx write-through":
+        windows = system.windows_api()
         try:
-            retry_while_busy(lambda: _move_file_ex(source, target, _MOVEFILE_WRITE_THROUGH))
+            retry_while_busy(
+                lambda: windows.move_file(str(source), str(target), MOVEFILE_WRITE_THROUGH),
+                system,
+            )
         except FileExistsError:
             return False
         return True
@@ -359,75 +464,67 @@ def move_if_free(source: Path, target: Path) -> bool:
     return True
 
 
-def replace(source: Path, target: Path) -> None:
+def replace(source: Path, target: Path, system: System | None = None) -> None:
     """Rename ``source`` over ``target``, atomically: readers see the old file or the new one.
 
     Windows: ``MoveFileEx`` with write-through (durable when it returns), retried briefly while
     a reader has ``target`` open. POSIX: ``rename``; follow with :func:`sync_folder`.
     """
-    if RULES.name_claim == "MoveFileEx write-through":
-        retry_while_busy(
-            lambda: _move_file_ex(
-                source, target, _MOVEFILE_REPLACE_EXISTING | _MOVEFILE_WRITE_THROUGH
-            )
-        )
+    system = system or this_system()
+    if system.rules.name_claim == "MoveFileEx write-through":
+        windows = system.windows_api()
+        flags = MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH
+        retry_while_busy(lambda: windows.move_file(str(source), str(target), flags), system)
         return
     os.replace(source, target)
 
 
-def _move_file_ex(source: Path, target: Path, flags: int) -> None:
-    if sys.platform == "win32":
-        import ctypes
-
-        if not _kernel32().MoveFileExW(str(source), str(target), flags):
-            code = ctypes.get_last_error()
-            # OSError with a winerror becomes the right subclass (FileExistsError for
-            # ERROR_ALREADY_EXISTS, FileNotFoundError, PermissionError...).
-            raise OSError(None, ctypes.FormatError(code).strip(), str(source), code, str(target))
-        return
-    raise NotOnThisSystem("MoveFileEx exists on Windows only")
-
-
-def remove(path: Path) -> None:
+def remove(path: Path, system: System | None = None) -> None:
     """Delete the file at ``path`` if it is there; on Windows, retried briefly while another
     process has it open (deleting an open file is refused there)."""
+    system = system or this_system()
+    delete = system.windows_api().delete_file if system.windows else os.unlink
     with contextlib.suppress(FileNotFoundError):
-        retry_while_busy(lambda: os.unlink(path))
+        retry_while_busy(lambda: delete(str(path)), system)
 
 
 # -- stop requests -------------------------------------------------------------------------
 
-_CTRL_CLOSE_EVENT = 2
-_CTRL_LOGOFF_EVENT = 5
-_CTRL_SHUTDOWN_EVENT = 6
+CTRL_C_EVENT = 0
+CTRL_BREAK_EVENT = 1
+CTRL_CLOSE_EVENT = 2
+CTRL_LOGOFF_EVENT = 5
+CTRL_SHUTDOWN_EVENT = 6
 #: Windows ends a process this long after the console closes; a clean stop must fit in it.
 CONSOLE_CLOSE_GRACE = 4.5
 
 
 @contextlib.contextmanager
-def on_stop_request(stop: Callable[[], None]) -> Iterator[None]:
+def on_stop_request(stop: Callable[[], None], system: System | None = None) -> Iterator[None]:
     """While inside, a request to stop the process calls ``stop`` (a clean stop) instead of
     killing it mid-request. Must be entered in the main thread.
 
     POSIX: SIGINT (Ctrl-C) and SIGTERM (``kill``, systemd, launchd). Windows has no SIGTERM
     from outside: Ctrl-C and Ctrl-Break arrive as SIGINT and SIGBREAK, and closing the console
     window (also logging off or shutting down, where Windows tells a console process at all:
-    mostly it tells services only) reaches a console control handler, after which Windows ends
-    the process within about five seconds. That handler calls ``stop`` and holds Windows off
-    until this block is left or :data:`CONSOLE_CLOSE_GRACE` has passed. A Task Scheduler "End"
-    kills the process outright, as SIGKILL does; the journal is made for that (leases are taken
-    back on the next start).
+    mostly it tells services only) reaches a console control handler
+    (:func:`stop_on_console_close`). A Task Scheduler "End" kills the process outright, as
+    SIGKILL does; the journal is made for that (leases are taken back on the next start).
     """
+    system = system or this_system()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop()
 
     previous = {}
-    for name in RULES.stop_signals:
+    for name in system.rules.stop_signals:
         number = getattr(signal, name)
         previous[number] = signal.signal(number, on_signal)
     try:
-        with _console_close_calls(stop) if RULES.console_close_stops else contextlib.nullcontext():
+        if system.rules.console_close_stops:
+            with stop_on_console_close(stop, system.windows_api()):
+                yield
+        else:
             yield
     finally:
         for number, handler in previous.items():
@@ -435,34 +532,28 @@ def on_stop_request(stop: Callable[[], None]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _console_close_calls(stop: Callable[[], None]) -> Iterator[None]:
-    """Windows: call ``stop`` when the console closes, the user logs off or the system shuts
-    down. Ctrl-C and Ctrl-Break are passed on to Python's own handler (it raises SIGINT and
-    SIGBREAK)."""
-    if sys.platform == "win32":
-        import ctypes
-        from ctypes import wintypes
+def stop_on_console_close(
+    stop: Callable[[], None], windows: WindowsApi, grace: float = CONSOLE_CLOSE_GRACE
+) -> Iterator[None]:
+    """Windows: while inside, closing the console, logging off or shutting down calls ``stop``,
+    and Windows is held off (it ends the process about five seconds after such an event) until
+    this block is left or ``grace`` seconds have passed. Ctrl-C and Ctrl-Break are passed on to
+    Python's own handler, which raises SIGINT and SIGBREAK."""
+    left = threading.Event()
 
-        left = threading.Event()
+    def on_event(event: int) -> bool:
+        if event not in (CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT):
+            return False
+        stop()
+        left.wait(grace)
+        return True
 
-        def on_event(event: int) -> bool:
-            if event not in (_CTRL_CLOSE_EVENT, _CTRL_LOGOFF_EVENT, _CTRL_SHUTDOWN_EVENT):
-                return False
-            stop()
-            left.wait(CONSOLE_CLOSE_GRACE)
-            return True
-
-        handler = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.DWORD)(on_event)
-        kernel32 = _kernel32()
-        if not kernel32.SetConsoleCtrlHandler(handler, True):
-            raise ctypes.WinError(ctypes.get_last_error())
-        try:
-            yield
-        finally:
-            left.set()  # a waiting handler returns, and Windows ends the process
-            kernel32.SetConsoleCtrlHandler(handler, False)
-        return
-    raise NotOnThisSystem("console control handlers exist on Windows only")
+    remove_handler = windows.add_console_handler(on_event)
+    try:
+        yield
+    finally:
+        left.set()  # a waiting handler returns, and Windows ends the process
+        remove_handler()
 
 
 # -- names that are valid everywhere -------------------------------------------------------

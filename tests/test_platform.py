@@ -2,12 +2,17 @@
 macOS choices are checked here, on Linux), and every path that runs on Linux, on real files,
 processes and signals.
 
-The Windows and macOS branches are type-checked by ``mypy --platform win32`` and
-``--platform darwin`` in CI (``.ci/run``); they cannot run here.
+Windows' and macOS' branches run here too, on real files, against a stand-in for the calls
+that exist on those systems alone (:class:`FakeWindows` for kernel32, a recorder for macOS'
+``fcntl(F_FULLFSYNC)``): every decision outbox takes on their answers is checked, with the
+answers those systems give. The calls themselves (``ctypes`` into kernel32, ``fcntl``) cannot
+run on Linux; ``mypy --platform win32`` and ``--platform darwin`` type-check them in CI
+(``.ci/run``).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import plistlib
 import signal
@@ -15,7 +20,9 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,8 +33,18 @@ from outbox import platform
 from outbox.files import FolderNames, folder_names
 from outbox.platform import (
     BUSY_WAITS,
+    CTRL_BREAK_EVENT,
+    CTRL_C_EVENT,
+    CTRL_CLOSE_EVENT,
+    CTRL_LOGOFF_EVENT,
+    CTRL_SHUTDOWN_EVENT,
     MAX_NAME_BYTES,
+    MOVEFILE_REPLACE_EXISTING,
+    MOVEFILE_WRITE_THROUGH,
     RULES,
+    STILL_ACTIVE,
+    NotOnThisSystem,
+    System,
     fit_name,
     move_if_free,
     name_key,
@@ -38,9 +55,91 @@ from outbox.platform import (
     replace,
     retry_while_busy,
     rules_for,
+    stop_on_console_close,
     sync_file,
     sync_folder,
+    this_system,
 )
+
+# -- a stand-in for Windows -------------------------------------------------------------------
+
+ERROR_ACCESS_DENIED = 5
+ERROR_SHARING_VIOLATION = 32
+ERROR_INVALID_PARAMETER = 87
+ERROR_ALREADY_EXISTS = 183
+
+
+def _windows_error(kind: type[OSError], number: int, winerror: int, message: str) -> OSError:
+    """The exception Python raises on Windows for ``winerror`` (there it sets ``winerror``
+    itself and picks the subclass; on Linux both are done by hand)."""
+    exc = kind(number, message)
+    exc.winerror = winerror  # type: ignore[attr-defined]
+    return exc
+
+
+class FakeWindows:
+    """The kernel32 calls of :class:`outbox.platform.WindowsApi`, answering as Windows does,
+    over this machine's real files: processes with exit codes, files another process holds
+    open for a number of attempts (sharing violations), console handlers, and every call made.
+    """
+
+    def __init__(self) -> None:
+        #: pid -> its exit code (STILL_ACTIVE while it runs), or the error OpenProcess gives
+        self.processes: dict[int, int | OSError] = {}
+        #: exit codes that cannot be read (GetExitCodeProcess fails)
+        self.unreadable: set[int] = set()
+        #: path -> how many more attempts find it open in another process
+        self.busy: dict[str, int] = {}
+        self.calls: list[tuple[object, ...]] = []
+        self.open_handles: dict[int, int] = {}
+        self.console_handlers: list[Callable[[int], bool]] = []
+
+    def open_process(self, pid: int) -> int:
+        self.calls.append(("OpenProcess", pid))
+        known = self.processes.get(pid)
+        if known is None:
+            raise _windows_error(OSError, errno.EINVAL, ERROR_INVALID_PARAMETER, "no process")
+        if isinstance(known, OSError):
+            raise known
+        handle = 1000 + len(self.calls)
+        self.open_handles[handle] = pid
+        return handle
+
+    def exit_code(self, handle: int) -> int:
+        pid = self.open_handles[handle]
+        if pid in self.unreadable:
+            raise _windows_error(PermissionError, errno.EACCES, ERROR_ACCESS_DENIED, "denied")
+        code = self.processes[pid]
+        assert isinstance(code, int)
+        return code
+
+    def close_handle(self, handle: int) -> None:
+        del self.open_handles[handle]
+
+    def _check_not_busy(self, *paths: str) -> None:
+        for path in paths:
+            if self.busy.get(path, 0) > 0:
+                self.busy[path] -= 1
+                raise _busy()
+
+    def move_file(self, source: str, target: str, flags: int) -> None:
+        self.calls.append(("MoveFileExW", source, target, flags))
+        self._check_not_busy(source, target)
+        if not os.path.lexists(source):
+            raise _windows_error(FileNotFoundError, errno.ENOENT, 2, "file not found")
+        if not flags & MOVEFILE_REPLACE_EXISTING and os.path.lexists(target):
+            raise _windows_error(FileExistsError, errno.EEXIST, ERROR_ALREADY_EXISTS, "exists")
+        os.replace(source, target)
+
+    def delete_file(self, path: str) -> None:
+        self.calls.append(("DeleteFileW", path))
+        self._check_not_busy(path)
+        os.unlink(path)
+
+    def add_console_handler(self, handler: Callable[[int], bool]) -> Callable[[], None]:
+        self.console_handlers.append(handler)
+        return lambda: self.console_handlers.remove(handler)
+
 
 # -- which way each platform goes ------------------------------------------------------------
 
@@ -220,21 +319,21 @@ def test_move_if_free_never_replaces_and_replace_does(tmp_path: Path) -> None:
 def _busy() -> OSError:
     """The error Windows gives for a file another process has open (ERROR_SHARING_VIOLATION);
     built by hand, since Linux has no such error."""
-    exc = PermissionError(13, "The process cannot access the file")
-    exc.winerror = 32  # type: ignore[attr-defined]
-    return exc
+    return _windows_error(PermissionError, errno.EACCES, 32, "The process cannot access the file")
 
 
 def test_busy_files_are_retried_briefly_on_windows_only() -> None:
     failures = [_busy(), _busy()]
     waits: list[float] = []
+    windows = System(rules_for("win32"), windows=FakeWindows(), sleep=waits.append)
+    linux = System(rules_for("linux"), sleep=waits.append)
 
     def move() -> str:
         if failures:
             raise failures.pop(0)
         return "moved"
 
-    assert retry_while_busy(move, rules=rules_for("win32"), sleep=waits.append) == "moved"
+    assert retry_while_busy(move, windows) == "moved"
     assert waits == list(BUSY_WAITS[:2])
 
     waits.clear()
@@ -243,19 +342,19 @@ def test_busy_files_are_retried_briefly_on_windows_only() -> None:
         raise _busy()
 
     with pytest.raises(PermissionError):
-        retry_while_busy(always_busy, rules=rules_for("win32"), sleep=waits.append)
+        retry_while_busy(always_busy, windows)
     assert waits == list(BUSY_WAITS) and 1.5 < sum(waits) < 3
 
     waits.clear()
     with pytest.raises(PermissionError):
-        retry_while_busy(always_busy, rules=rules_for("linux"), sleep=waits.append)
+        retry_while_busy(always_busy, linux)
     assert waits == []  # POSIX has no sharing violations: a refusal is real
 
     def missing() -> None:
         raise FileNotFoundError(2, "gone")
 
     with pytest.raises(FileNotFoundError):
-        retry_while_busy(missing, rules=rules_for("win32"), sleep=waits.append)
+        retry_while_busy(missing, windows)
     assert waits == []  # only "busy" is worth waiting for
 
 
@@ -270,6 +369,244 @@ def test_a_stop_signal_calls_stop_and_the_old_handlers_come_back(signum: int) ->
         signal.raise_signal(signum)
         assert calls == ["stop"]
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+# -- Windows' and macOS' branches, against stand-ins for their calls ------------------------
+
+
+def _no_signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Record any os.kill instead of sending it: on Windows, signal 0 is Ctrl-C."""
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    return sent
+
+
+def test_windows_asks_open_process_whether_a_process_runs_and_sends_no_signal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = _no_signals(monkeypatch)
+    windows = FakeWindows()
+    windows.processes = {
+        100: STILL_ACTIVE,  # running
+        200: 0,  # exited, its handle still held somewhere
+        300: _windows_error(PermissionError, errno.EACCES, ERROR_ACCESS_DENIED, "denied"),
+        400: STILL_ACTIVE,
+    }
+    windows.unreadable = {400}
+    system = System(rules_for("win32"), windows=windows)
+    assert process_alive(100, system)
+    assert not process_alive(200, system)
+    assert process_alive(300, system)  # another user's or a protected process: it exists
+    assert process_alive(400, system)  # cannot tell: its leases expire on their own
+    assert not process_alive(500, system)  # gone: ERROR_INVALID_PARAMETER
+    assert not process_alive(2**32, system)  # not a Windows process id
+    assert not process_alive(0, system)
+    assert sent == []
+    assert windows.open_handles == {}  # every handle closed
+    assert [call[1] for call in windows.calls] == [100, 200, 300, 400, 500]
+
+
+def test_posix_systems_ask_with_signal_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = _no_signals(monkeypatch)
+    for name in ("linux", "darwin"):
+        assert process_alive(1234, System(rules_for(name)))
+    assert sent == [(1234, 0), (1234, 0)]
+
+
+def test_another_systems_calls_are_never_made_up_here() -> None:
+    with pytest.raises(NotOnThisSystem):
+        process_alive(1, System(rules_for("win32")))  # Windows without kernel32
+    fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        with pytest.raises(NotOnThisSystem):
+            sync_file(fd, System(rules_for("darwin")))  # macOS without fcntl
+    finally:
+        os.close(fd)
+    assert this_system().rules == RULES
+    assert this_system().windows is None and this_system().full_fsync is None  # Linux
+
+
+@pytest.mark.parametrize(
+    ("name", "file_syncs", "folder_syncs"),
+    [
+        ("linux", [("fsync", "file")], [("fsync", "folder")]),
+        ("darwin", [("F_FULLFSYNC", "file")], [("F_FULLFSYNC", "folder")]),
+        ("win32", [("fsync", "file")], []),  # os.fsync is FlushFileBuffers; no folder handles
+    ],
+)
+def test_each_system_syncs_files_and_folders_its_own_way(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    file_syncs: list[tuple[str, str]],
+    folder_syncs: list[tuple[str, str]],
+) -> None:
+    synced: list[tuple[str, str]] = []
+    real_fsync = os.fsync
+
+    def kind(fd: int) -> str:
+        return "folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(("fsync", kind(fd)))
+        real_fsync(fd)
+
+    def full_fsync(fd: int) -> None:  # fcntl(fd, F_FULLFSYNC) on macOS
+        synced.append(("F_FULLFSYNC", kind(fd)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    system = System(
+        rules_for(name),
+        windows=FakeWindows() if name == "win32" else None,
+        full_fsync=full_fsync if name == "darwin" else None,
+    )
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT | platform.BINARY)
+    try:
+        sync_file(fd, system)
+    finally:
+        os.close(fd)
+    assert synced == file_syncs
+    synced.clear()
+    sync_folder(tmp_path, system)
+    assert synced == folder_syncs
+
+
+def test_macos_falls_back_to_fsync_where_the_file_system_has_no_full_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SMB shares and exFAT SD cards refuse F_FULLFSYNC (ENOTSUP): fsync is the best there."""
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+
+    def refused(fd: int) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    system = System(rules_for("darwin"), full_fsync=refused)
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT | platform.BINARY)
+    try:
+        sync_file(fd, system)
+        assert synced == [fd]
+    finally:
+        os.close(fd)
+
+
+def test_macos_journal_syncs_flush_the_drive_cache(tmp_path: Path) -> None:
+    for name, expected in (("darwin", (1, 1)), ("linux", (0, 0)), ("win32", (0, 0))):
+        conn = sqlite3.connect(tmp_path / f"{name}.db")
+        try:
+            for pragma in platform.journal_pragmas(System(rules_for(name))):
+                conn.execute(pragma)
+            got = tuple(
+                conn.execute(f"PRAGMA {p}").fetchone()[0]
+                for p in ("fullfsync", "checkpoint_fullfsync")
+            )
+            assert got == expected, name
+        finally:
+            conn.close()
+
+
+def test_windows_claims_names_by_write_through_moves_that_never_overwrite(
+    tmp_path: Path,
+) -> None:
+    windows = FakeWindows()
+    system = System(rules_for("win32"), windows=windows, sleep=lambda seconds: None)
+    (tmp_path / "job.json").write_text("new")
+    (tmp_path / "taken.json").write_text("someone else's")
+    assert not hard_link_on(system, tmp_path / "job.json", tmp_path / "linked.json")
+    assert not (tmp_path / "linked.json").exists()  # no CreateHardLink: it cannot write through
+    assert not move_if_free(tmp_path / "job.json", tmp_path / "taken.json", system)
+    assert (tmp_path / "taken.json").read_text() == "someone else's"
+    assert move_if_free(tmp_path / "job.json", tmp_path / "accepted.json", system)
+    assert (tmp_path / "accepted.json").read_text() == "new"
+    with pytest.raises(FileNotFoundError):
+        move_if_free(tmp_path / "job.json", tmp_path / "again.json", system)
+    replace(tmp_path / "accepted.json", tmp_path / "taken.json", system)
+    assert (tmp_path / "taken.json").read_text() == "new"
+    flags = [call[3] for call in windows.calls if call[0] == "MoveFileExW"]
+    write_through, replacing = MOVEFILE_WRITE_THROUGH, MOVEFILE_REPLACE_EXISTING
+    assert flags == [write_through, write_through, write_through, replacing | write_through]
+
+
+def hard_link_on(system: System, source: Path, target: Path) -> bool:
+    return platform.hard_link(source, target, system)
+
+
+def test_windows_waits_out_a_file_another_process_holds_open(tmp_path: Path) -> None:
+    """A viewer showing the old PDF, a reader of a results file, a producer still closing its
+    job file, an antivirus scan: each refuses the move for a moment, then lets go."""
+    waits: list[float] = []
+    windows = FakeWindows()
+    system = System(rules_for("win32"), windows=windows, sleep=waits.append)
+    results, new = tmp_path / "job.result.json", tmp_path / ".tmp"
+    results.write_text("old")
+    new.write_text("new")
+    windows.busy[str(results)] = 3  # a reader has it open for three attempts
+    replace(new, results, system)
+    assert results.read_text() == "new" and not new.exists()
+    assert waits == list(BUSY_WAITS[:3])
+
+    waits.clear()
+    job = tmp_path / "job.json"
+    job.write_text("{}")
+    windows.busy[str(job)] = 2  # the producer has not closed it yet
+    assert move_if_free(job, tmp_path / "accepted.json", system)
+    assert waits == list(BUSY_WAITS[:2])
+
+    waits.clear()
+    windows.busy[str(results)] = 1
+    remove(results, system)
+    assert not results.exists() and waits == [BUSY_WAITS[0]]
+
+
+def test_windows_reports_a_file_held_open_for_long_and_loses_nothing(tmp_path: Path) -> None:
+    waits: list[float] = []
+    windows = FakeWindows()
+    system = System(rules_for("win32"), windows=windows, sleep=waits.append)
+    pdf, part = tmp_path / "report.pdf", tmp_path / ".part"
+    pdf.write_text("shown in a viewer")
+    part.write_text("new")
+    windows.busy[str(pdf)] = 10**6
+    with pytest.raises(PermissionError) as raised:
+        replace(part, pdf, system)
+    assert getattr(raised.value, "winerror", None) == ERROR_SHARING_VIOLATION
+    assert waits == list(BUSY_WAITS)  # about two seconds, then the error
+    assert pdf.read_text() == "shown in a viewer" and part.read_text() == "new"
+
+
+def test_closing_the_console_stops_cleanly_and_holds_windows_off_until_done() -> None:
+    windows = FakeWindows()
+    stopped = threading.Event()
+    answers: list[bool] = []
+    with stop_on_console_close(stopped.set, windows, grace=600):
+        [handler] = windows.console_handlers
+        # Ctrl-C and Ctrl-Break go on to Python's own handler (SIGINT, SIGBREAK).
+        assert handler(CTRL_C_EVENT) is False and handler(CTRL_BREAK_EVENT) is False
+        assert not stopped.is_set()
+        closing = threading.Thread(target=lambda: answers.append(handler(CTRL_CLOSE_EVENT)))
+        closing.start()
+        assert stopped.wait(600)
+        assert closing.is_alive() and answers == []  # Windows waits while outbox stops
+    closing.join()
+    assert answers == [True]
+    assert windows.console_handlers == []
+
+
+@pytest.mark.parametrize("event", [CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT])
+def test_a_console_event_lets_windows_end_the_process_after_the_grace(event: int) -> None:
+    windows = FakeWindows()
+    stops: list[str] = []
+    with stop_on_console_close(lambda: stops.append("stop"), windows, grace=0.01):
+        [handler] = windows.console_handlers
+        assert handler(event) is True  # returned without the block being left
+    assert stops == ["stop"]
+
+
+def test_stop_requests_on_posix_leave_the_console_alone() -> None:
+    calls: list[str] = []
+    with on_stop_request(lambda: calls.append("stop"), System(rules_for("darwin"))):
+        signal.raise_signal(signal.SIGTERM)
+    assert calls == ["stop"]
 
 
 # -- names that are valid everywhere ---------------------------------------------------------
