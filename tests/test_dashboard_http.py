@@ -289,7 +289,7 @@ def test_summary_detail_and_rows(ob: Outbox, browser: httpx.Client) -> None:
         "site: Required",
     ]
     assert "refused the request for good" in detail["explanation"]
-    assert detail["actions"] == {"retry": True, "cancel": False, "amend": hasattr(ob, "amend")}
+    assert detail["actions"] == {"retry": True, "cancel": False, "amend": True}
     assert [event["to_state"] for event in detail["events"]] == ["pending", "rejected"]
     assert detail["entry"]["data"] == {"inspector": "Ada"}
 
@@ -537,11 +537,59 @@ def test_data_is_checked_offline_against_the_cached_template(
             )
             assert good.json()["passed"] is True
             assert http.post(path, json={"data": [1]}, headers=headers).status_code == 400
-            if not hasattr(ob, "amend"):  # the page offers no amend until the facade has one
-                amend = http.post(
-                    f"/api/entries/{entry.id}/amend", json={"data": {}}, headers=headers
-                )
-                assert amend.status_code == 501
         assert ob.get(entry.id).data == {"inspector": "Ada", "site": "North"}, (
             "a check changes nothing"
         )
+
+
+def test_a_rejected_entry_amended_on_the_page_is_rendered_with_the_new_data(
+    db_path: Path, sandbox: Sandbox
+) -> None:
+    with connected(db_path, sandbox) as ob:
+        ob.sync_templates()
+        entry = ob.enqueue("inspection-report", {"inspector": "Ada"}, key="k", validation="off")
+        ob.flush(timeout=30)
+        assert ob.get(entry.id).state is State.REJECTED, "Craftkit refuses the missing site"
+        with ob.dashboard(port=0) as board, httpx.Client(base_url=origin(board)) as http:
+            assert http.get(board.url).status_code == 303
+            path = f"/api/entries/{entry.id}/amend"
+            headers = {"Origin": origin(board)}
+            assert http.get(f"/api/entries/{entry.id}").json()["actions"]["amend"] is True
+
+            still_bad = http.post(path, json={"data": {"inspector": "Bo"}}, headers=headers)
+            assert still_bad.status_code == 400
+            assert still_bad.json()["error"]["field_errors"] == {"site": ["Required"]}
+            assert ob.get(entry.id).state is State.REJECTED, "a refused amend changes nothing"
+
+            elsewhere = http.post(
+                path,
+                json={"data": {"inspector": "Ada", "site": "North"}},
+                headers={"Origin": "http://evil.example"},
+            )
+            assert elsewhere.status_code == 403
+            assert ob.get(entry.id).data == {"inspector": "Ada"}
+
+            fixed = http.post(
+                path, json={"data": {"inspector": "Ada", "site": "North"}}, headers=headers
+            )
+            assert fixed.status_code == 200, fixed.text
+            detail = fixed.json()
+            assert detail["entry"]["state"] == "pending"
+            assert detail["entry"]["data"] == {"inspector": "Ada", "site": "North"}
+            assert [event["to_state"] for event in detail["events"]][-1] == "pending"
+
+        ob.flush(timeout=30)
+        done = ob.get(entry.id)
+        assert done.state is State.DONE and done.pdf_path is not None
+        assert Path(done.pdf_path).read_bytes().startswith(b"%PDF")
+        with (
+            ob.dashboard(port=0) as board,
+            httpx.Client(base_url=origin(board)) as http,
+        ):
+            assert http.get(board.url).status_code == 303
+            late = http.post(
+                f"/api/entries/{entry.id}/amend",
+                json={"data": {"inspector": "Bo", "site": "South"}},
+                headers={"Origin": origin(board)},
+            )
+            assert late.status_code == 409, "a done entry cannot be amended"

@@ -107,8 +107,13 @@ class Answer:
         return cls(status, [("Content-Type", "application/json; charset=utf-8")], [data])
 
     @classmethod
-    def error(cls, status: int, message: str) -> Answer:
-        return cls.json({"error": {"status": status, "message": message}}, status)
+    def error(
+        cls, status: int, message: str, field_errors: dict[str, list[str]] | None = None
+    ) -> Answer:
+        problem: dict[str, Any] = {"status": status, "message": message}
+        if field_errors:
+            problem["field_errors"] = field_errors
+        return cls.json({"error": problem}, status)
 
 
 class DashboardApp:
@@ -158,7 +163,7 @@ class DashboardApp:
             answer = self._refusal(exc, environ)
         except errors.OutboxError as exc:
             status = next((code for kind, code in _ERROR_STATUS if isinstance(exc, kind)), 500)
-            answer = Answer.error(status, str(exc))
+            answer = Answer.error(status, str(exc), getattr(exc, "field_errors", None))
         except ValueError as exc:  # a bad query value, e.g. an unknown state
             answer = Answer.error(400, str(exc))
         start_response(
@@ -284,7 +289,7 @@ class DashboardApp:
         )
 
     def _can_amend(self, entry: Entry) -> bool:
-        return hasattr(self.outbox, "amend") and entry.state in (
+        return entry.state in (
             State.PENDING,
             State.FAILED,
             State.REJECTED,
@@ -422,10 +427,7 @@ class DashboardApp:
                 }
             )
         else:
-            amend = getattr(ob, "amend", None)
-            if amend is None:
-                return Answer.error(501, "this outbox cannot amend entries yet")
-            entry = amend(entry_id, data=_data_of(body))
+            entry = ob.amend(entry_id, data=_data_of(body))
         return Answer.json(self._detail(entry))
 
     def _purge(self, environ: dict[str, Any]) -> Answer:
