@@ -24,7 +24,7 @@ from .clock import Clock
 from .config import ENV_API_KEY, Config, load_config
 from .deliveries import UNFINISHED_DELIVERY_STATES, Delivery, DeliveryState, delivery_requests
 from .exit_codes import ExitCode, exit_code_for
-from .models import Event, RenderRequest, State
+from .models import MAX_DATA_DEPTH, Event, RenderRequest, State
 from .outbox import Outbox
 from .platform import on_stop_request
 from .validation import VALIDATION_MODES, ValidationMode
@@ -298,7 +298,10 @@ def status(state: _State, as_json: bool) -> None:
     if as_json:
         click.echo(output.status_json(**where, counts=counts, facts=facts))
         return
-    _echo_lines(output.status_lines(**where, schema=schema, counts=counts, facts=facts))
+    lines = output.status_lines(**where, schema=schema, counts=counts, facts=facts)
+    if config.api_key_problem:
+        lines.insert(3, f"api key    unusable: {config.api_key_problem}")
+    _echo_lines(lines)
 
 
 @cli.command(name="list")
@@ -757,6 +760,8 @@ def _show_progress(counts: dict[State, int]) -> None:
 
 
 def _require_api_key(config: Config) -> None:
+    if config.api_key_problem:
+        raise errors.ConfigError(f"{config.api_key_problem}; fix it (the key is never shown)")
     if not config.api_key:
         raise errors.ConfigError(
             f"no Craftkit API key: set {ENV_API_KEY} (it is never read from a flag or a file)"
@@ -817,7 +822,13 @@ def _read_data(arg: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise errors.InvalidArgument(f"{origin} is not valid JSON: {exc}") from exc
+        raise errors.InvalidArgument(f"{origin} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise errors.InvalidArgument(
+            f"{origin} is nested more than {MAX_DATA_DEPTH} levels deep"
+        ) from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise errors.InvalidArgument(f"{origin} is not usable JSON: {exc}") from None
 
 
 def main() -> NoReturn:

@@ -106,6 +106,7 @@ def entry_lines(entry: Entry, events: Sequence[Event]) -> list[str]:
     fields = entry.to_dict()
     fields.pop("data")
     fields.pop("deliveries")
+    fields.pop("data_problem", None)
     width = max(len(name) for name in fields)
     for name, value in fields.items():
         if value is None:
@@ -115,7 +116,10 @@ def entry_lines(entry: Entry, events: Sequence[Event]) -> list[str]:
                 lines.append(f"{'field error'.ljust(width)}  {field_name}: {'; '.join(messages)}")
             continue
         lines.append(f"{name.ljust(width)}  {value}")
-    lines.append(f"{'data'.ljust(width)}  {json.dumps(entry.data, ensure_ascii=False)}")
+    data = json.dumps(entry.data, ensure_ascii=False)
+    if entry.data_problem is not None:
+        data = f"(cannot be read back: {entry.data_problem})"
+    lines.append(f"{'data'.ljust(width)}  {data}")
     for delivery in entry.deliveries:
         lines.append(f"{'delivery'.ljust(width)}  {delivery.id}  {delivery.status_line()}")
     lines.append("")

@@ -101,6 +101,42 @@ class Settings:
         return max(call * (self.retries + 1), self.download_timeout) + 30.0
 
 
+def api_key_problem(key: str, name: str = ENV_API_KEY) -> str | None:
+    """What makes ``key`` unusable as an HTTP bearer token, or None if nothing does.
+
+    The answer names ``name`` and the kind and place of the problem, never the key itself, so
+    it can be shown and logged. A key copied from a file saved with Windows line endings ends
+    in a carriage return, which the HTTP library would refuse on every request.
+    """
+    if not key:
+        return f"{name} is empty"
+    if not key.strip():
+        return f"{name} holds only whitespace"
+    where = {0: "at its start", len(key) - 1: "at its end"}
+    for index, char in enumerate(key):
+        place = where.get(index, f"at position {index + 1} of {len(key)}")
+        if char == "\r":
+            return f"{name} contains a carriage return {place} (saved with Windows line endings?)"
+        if char == "\n":
+            return f"{name} contains a line break {place}"
+        if char in " \t":
+            kind = "a space" if char == " " else "a tab"
+            return f"{name} contains {kind} {place}"
+        if ord(char) > 126:
+            return f"{name} contains a non-ASCII character {place}"
+        if ord(char) < 32 or ord(char) == 127:
+            return f"{name} contains a control character (0x{ord(char):02x}) {place}"
+    return None
+
+
+def check_api_key(key: str, name: str = ENV_API_KEY) -> str:
+    """Return ``key`` if it can be sent as a bearer token; else raise :class:`ConfigError`."""
+    problem = api_key_problem(key, name)
+    if problem is not None:
+        raise ConfigError(f"{problem}; the key was not used")
+    return key
+
+
 @dataclass(frozen=True)
 class Config:
     """Where the journal, the downloads and the API are, as the CLI resolved them."""
@@ -112,6 +148,9 @@ class Config:
     config_file: Path | None = None
     sources: dict[str, str] = field(default_factory=dict)
     settings: Settings = field(default_factory=lambda: Settings())
+    #: Why the API key in the environment cannot be used (then ``api_key`` is None). Commands
+    #: that need the key fail with it (exit 78); the others, which work offline, go on.
+    api_key_problem: str | None = None
 
 
 def load_config(
@@ -158,11 +197,14 @@ def load_config(
         url = DEFAULT_BASE_URL
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"the API base URL must start with http:// or https://, not {url!r}")
+    api_key = env.get(ENV_API_KEY)
+    key_problem = None if api_key is None else api_key_problem(api_key)
     return Config(
         db=db_path,
         downloads=downloads_path,
         base_url=url.rstrip("/"),
-        api_key=env.get(ENV_API_KEY) or None,
+        api_key=None if key_problem else api_key,
+        api_key_problem=key_problem,
         config_file=file_path,
         sources=sources,
         settings=_settings(file_path, file_values),

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import platform
 from .errors import InvalidArgument
+from .models import MAX_DATA_DEPTH, check_data
 
 JOB_FIELDS = ("template", "data", "key", "filename", "version", "share", "email")
 #: Longest job file name, in bytes, so that ``NAME.result.json`` and friends fit in 255.
@@ -120,7 +121,7 @@ def parse(content: bytes) -> tuple[str | None, Any]:
             None,
         )
     except RecursionError:
-        return "the file is not valid JSON for outbox: it is nested too deeply", None
+        return f"the data is nested more than {MAX_DATA_DEPTH} levels deep", None
     except ValueError as exc:
         return f"the file is not valid JSON: {exc}", None
     return None, document
@@ -153,6 +154,7 @@ def job_from_document(document: Any) -> Job:
     key = _optional(document, "key", str, "a string")
     filename = _optional(document, "filename", str, "a string")
     version = _optional(document, "version", int, "a whole number")
+    check_data(data)  # enqueue's limits, before the data is hashed for a key
     try:
         json.dumps(document, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:

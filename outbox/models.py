@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import os
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from . import rules
 from .deliveries import Delivery, DeliveryRequest, same_deliveries
@@ -178,20 +179,36 @@ class Entry:
     #: oldest first. Filled in by the journal's reads (``get``, ``list``, ``find_by_key``,
     #: ``enqueue``); empty on the entries a worker claims.
     deliveries: tuple[Delivery, ...] = field(repr=False, default=())
+    #: Why the stored ``data`` cannot be read back (then ``data`` is empty); see
+    #: :func:`load_data`. Only journals from before the enqueue limits can hold such data.
+    data_problem: str | None = field(repr=False, default=None)
 
     def to_public(self) -> dict[str, Any]:
         """The stable, JSON-ready view used by ``--json`` output."""
         return {name: _plain(getattr(self, name)) for name in PUBLIC_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field except internal bookkeeping, JSON-ready; deliveries as a list."""
-        hidden = {"due_at", "generation", "polls", "submitted_at", "download_url", "deliveries"}
+        """Every field except internal bookkeeping, JSON-ready; deliveries as a list.
+
+        Unreadable stored data shows as ``data: null`` with ``data_problem`` saying why.
+        """
+        hidden = {
+            "due_at",
+            "generation",
+            "polls",
+            "submitted_at",
+            "download_url",
+            "deliveries",
+            "data_problem",
+        }
         fields = {
             name: _plain(getattr(self, name))
             for name in self.__dataclass_fields__
             if name not in hidden
         }
         fields["deliveries"] = [delivery.to_public() for delivery in self.deliveries]
+        if self.data_problem is not None:
+            fields.update(data=None, data_problem=self.data_problem)
         return fields
 
 
@@ -232,6 +249,15 @@ def _plain(value: Any) -> Any:
 
 
 MAX_VERSION = 2**31 - 1
+#: How deeply ``data`` may nest objects and arrays (the data object itself is level 1).
+#: Craftkit's data is shallow (fields, loops of items); deeper data is a mistake or an attack,
+#: and would otherwise exhaust Python's recursion limit wherever it is read back.
+MAX_DATA_DEPTH = 64
+#: The largest ``data``, as compact UTF-8 JSON. Images travel as URLs, so real data is far
+#: smaller; the cap keeps one entry from filling memory wherever the journal is read.
+MAX_DATA_BYTES = 2 * 1024 * 1024
+#: The longest file name, in UTF-8 bytes, that common file systems (ext4, APFS, NTFS) allow.
+MAX_FILENAME_BYTES = 255
 
 
 @dataclass(frozen=True)
@@ -365,13 +391,103 @@ def _check_template(template: object) -> None:
 
 
 def _data_json(data: object) -> str:
+    """``data`` as compact JSON, after checking it is an object within the limits."""
     if not isinstance(data, dict):
         kind = "a JSON array" if isinstance(data, list) else f"{type(data).__name__}"
         raise InvalidArgument(f"data must be a JSON object ({{...}}), not {kind}")
+    _check_depth(data)
     try:
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        problem = _first_problem(data) or "data holds a value JSON cannot carry"
+        raise InvalidArgument(problem) from None
+    except TypeError as exc:
         raise InvalidArgument(f"data must be JSON-serialisable: {exc}") from None
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument(
+            _first_problem(data) or "data holds half of a surrogate pair, which is not text"
+        ) from None
+    if size > MAX_DATA_BYTES:
+        raise InvalidArgument(
+            f"data is {size:,} bytes as JSON; at most {MAX_DATA_BYTES:,} bytes "
+            f"({MAX_DATA_BYTES // 1024 // 1024} MiB) are allowed (images go in as URLs)"
+        )
+    return text
+
+
+def check_data(data: object) -> str:
+    """Check ``data`` against enqueue's limits and return it as compact JSON.
+
+    Raises :class:`~outbox.errors.InvalidArgument` naming the rule broken (and where).
+    """
+    return _data_json(data)
+
+
+def load_data(text: str, *, strict: bool = True) -> dict[str, Any]:
+    """Parse ``data`` stored in the journal without ever crashing the reader.
+
+    Journals written before the enqueue limits existed may hold data nested so deeply that
+    parsing it exhausts the recursion limit. Raises :class:`~outbox.errors.InvalidArgument`
+    for such data; ``strict`` also applies every other enqueue rule (size, finite numbers), as
+    is done before the data is sent.
+    """
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise InvalidArgument(f"data is nested more than {MAX_DATA_DEPTH} levels deep") from None
+    except ValueError as exc:
+        raise InvalidArgument(f"the stored data is not valid JSON ({exc})") from None
+    if strict:
+        _data_json(data)
+    elif isinstance(data, dict):
+        _check_depth(data)
+    else:
+        raise InvalidArgument("the stored data is not a JSON object")
+    return cast(dict[str, Any], data)
+
+
+def _check_depth(data: object) -> None:
+    """Refuse nesting deeper than :data:`MAX_DATA_DEPTH`, without recursion."""
+    level: list[object] = [data]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_DATA_DEPTH:
+            raise InvalidArgument(f"data is nested more than {MAX_DATA_DEPTH} levels deep")
+        children: list[object] = []
+        for node in level:
+            values = node.values() if isinstance(node, dict) else node
+            children.extend(v for v in cast(list[object], values) if isinstance(v, dict | list))
+        level = children
+
+
+def _first_problem(data: object) -> str | None:
+    """Where ``data`` holds a non-finite number or a lone surrogate, said for a person."""
+    pending: list[tuple[str, object]] = [("data", data)]
+    while pending:
+        path, node = pending.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return f"{path} is {node!r}; JSON numbers must be finite (no NaN or Infinity)"
+        if isinstance(node, str) and _has_lone_surrogate(node):
+            return f"{path} holds half of a surrogate pair (a broken \\u escape), which is not text"
+        if isinstance(node, dict):
+            for name, value in node.items():
+                if isinstance(name, str) and _has_lone_surrogate(name):
+                    return f"a key in {path} holds half of a surrogate pair, which is not text"
+                pending.append((f"{path}.{name}", value))
+        elif isinstance(node, list):
+            pending.extend((f"{path}.{index}", value) for index, value in enumerate(node))
+    return None
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _check_key(key: object) -> None:
@@ -384,6 +500,10 @@ def _check_key(key: object) -> None:
     if not rules.is_header_safe(key):
         raise InvalidArgument(
             "key may contain only printable ASCII characters (it is sent as an HTTP header)"
+        )
+    if key != key.strip(" "):
+        raise InvalidArgument(
+            f"key {key!r} starts or ends with a space, which an HTTP header cannot carry"
         )
     if rules.has_retry_suffix(key):
         raise InvalidArgument(
@@ -401,8 +521,13 @@ def _check_filename(filename: object) -> None:
         problem = "it must not start with '.'"
     elif any(ord(char) < 32 or ord(char) == 127 for char in filename):
         problem = "it must not contain control characters"
-    elif len(filename) > 200:
-        problem = "it must be at most 200 characters"
+    elif _has_lone_surrogate(filename):
+        problem = "it holds half of a surrogate pair, which is not text"
+    elif len(filename.encode("utf-8")) > MAX_FILENAME_BYTES:
+        problem = (
+            f"it is {len(filename.encode('utf-8'))} bytes in UTF-8; file systems allow at most "
+            f"{MAX_FILENAME_BYTES}"
+        )
     elif not filename.lower().endswith(".pdf") or len(filename) == 4:
         problem = "it must end in '.pdf'"
     if problem:

@@ -66,6 +66,7 @@ from .models import (
     State,
     can_move,
     key_conflict,
+    load_data,
 )
 from .templates import CachedTemplate
 
@@ -80,6 +81,8 @@ _SYNCHRONOUS: dict[str, str] = {"full": "FULL", "fast": "NORMAL"}
 
 #: The status fact recording the last full template sync (see ``templates_synced_at``).
 TEMPLATES_SYNCED = "templates_synced"
+#: The error code of a pending entry whose stored data today's limits refuse.
+UNUSABLE_DATA = "unusable_data"
 
 #: Columns that :meth:`Journal.transition` and :meth:`Journal.reschedule` may set.
 _UPDATABLE = frozenset(Changes.__optional_keys__)
@@ -456,6 +459,8 @@ class Journal:
         A lease that expired (its holder crashed) or lies beyond the horizon is taken over.
         """
         now = self.clock.now()
+        claimed: builtins.list[Entry] = []
+        events: builtins.list[Event] = []
         with self._write() as conn:
             rows = conn.execute(
                 "UPDATE entries SET lease_owner = ?, lease_until = ? WHERE seq IN ("
@@ -473,8 +478,46 @@ class Journal:
                     limit,
                 ),
             ).fetchall()
-        rows.sort(key=lambda row: row["due_at"])
-        return [_entry(row) for row in rows]
+            rows.sort(key=lambda row: row["due_at"])
+            for row in rows:
+                if State(state) is not State.PENDING:
+                    claimed.append(_entry(row))
+                    continue
+                try:
+                    data = load_data(row["data"])
+                except InvalidArgument as exc:
+                    events.append(self._quarantine(conn, row, str(exc), now))
+                    continue
+                claimed.append(_entry(row, data=data))
+        self._notify(events)
+        return claimed
+
+    def _quarantine(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, problem: str, now: float
+    ) -> Event:
+        """Reject a pending entry whose stored data today's enqueue would refuse.
+
+        Only journals from before the enqueue limits can hold such data; sending it could
+        crash the sender, so it is refused here, with the reason, and nothing is sent.
+        """
+        error = f"the stored data cannot be sent: {problem}; nothing was sent to Craftkit"
+        stamp = iso(now)
+        conn.execute(
+            "UPDATE entries SET state = 'rejected', error = ?, error_code = ?, updated_at = ?,"
+            " finished_at = ?, lease_owner = NULL, lease_until = NULL WHERE seq = ?",
+            (error, UNUSABLE_DATA, stamp, now, row["seq"]),
+        )
+        log.error("entry %s rejected: %s", row["id"], error)
+        return _append_event(
+            conn,
+            row["id"],
+            stamp,
+            State.PENDING,
+            State.REJECTED,
+            row["attempts"],
+            error_code=UNUSABLE_DATA,
+            detail=error,
+        )
 
     def next_due_at(self, states: Sequence[State], *, horizon: float) -> float | None:
         """The earliest ``due_at`` among entries of ``states`` (None if there are none).
@@ -1249,10 +1292,16 @@ def _column_value(name: str, value: Any) -> Any:
 
 def _entry(row: sqlite3.Row, *, data: dict[str, Any] | None = None) -> Entry:
     field_errors = row["field_errors"]
+    problem = None
+    if data is None:
+        try:
+            data = load_data(row["data"], strict=False)
+        except InvalidArgument as exc:
+            data, problem = {}, str(exc)
     return Entry(
         id=row["id"],
         template=row["template"],
-        data=json.loads(row["data"]) if data is None else data,
+        data=data,
         key=row["key"],
         base_key=row["base_key"],
         state=State(row["state"]),
@@ -1275,6 +1324,7 @@ def _entry(row: sqlite3.Row, *, data: dict[str, Any] | None = None) -> Entry:
         polls=row["polls"],
         submitted_at=row["submitted_at"],
         download_url=row["download_url"],
+        data_problem=problem,
     )
 
 

@@ -17,7 +17,7 @@ from outbox.rules import derived_key
         ({"template": ""}, "not a valid slug"),
         ({"data": [1, 2]}, "not a JSON array"),
         ({"data": "text"}, "must be a JSON object"),
-        ({"data": {"x": float("nan")}}, "JSON-serialisable"),
+        ({"data": {"x": float("nan")}}, "JSON numbers must be finite"),
         ({"data": {"x": object()}}, "JSON-serialisable"),
         ({"key": "k" * 201}, "1-200 characters"),
         ({"key": "line\nbreak"}, "printable ASCII"),

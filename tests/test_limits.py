@@ -1,0 +1,273 @@
+"""Input limits at enqueue, and old journal entries that break them quarantined, never a crash.
+
+The library, the CLI and the drop folder share one check (``RenderRequest``); data that an
+older outbox accepted and that cannot be read back or sent is rejected at claim time with the
+reason, while every other entry carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import API_KEY_IN_TESTS, connected, run_cli, sandbox_env
+
+from outbox import InvalidArgument, Outbox, RenderRequest, State
+from outbox.downloads import safe_filename, save_pdf
+from outbox.models import MAX_DATA_BYTES, MAX_DATA_DEPTH
+from outbox.sandbox import Sandbox
+from outbox.store import UNUSABLE_DATA
+from outbox.watcher import DropFolder
+
+INSPECTION = {"inspector": "Ada", "site": "North"}
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """An object ``depth`` levels deep (the outer object is level 1)."""
+    data: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        data = {"x": data}
+    return data
+
+
+def nested_text(depth: int) -> str:
+    """The JSON text of :func:`nested`, built without recursion."""
+    return '{"x":' * (depth - 1) + '{"leaf":1}' + "}" * (depth - 1)
+
+
+# -- the one check ----------------------------------------------------------------------
+
+
+def test_data_may_nest_exactly_the_documented_depth() -> None:
+    assert RenderRequest("inspection-report", nested(MAX_DATA_DEPTH)).data_json
+    with pytest.raises(InvalidArgument, match=f"nested more than {MAX_DATA_DEPTH} levels"):
+        RenderRequest("inspection-report", nested(MAX_DATA_DEPTH + 1))
+    # Arrays count as levels too.
+    deep_list: Any = [1]
+    for _ in range(MAX_DATA_DEPTH - 1):
+        deep_list = [deep_list]
+    with pytest.raises(InvalidArgument, match="nested more than"):
+        RenderRequest("inspection-report", {"rows": deep_list})
+
+
+def test_data_nested_far_beyond_the_recursion_limit_is_refused_not_crashed() -> None:
+    data: dict[str, Any] = {}
+    for _ in range(100_000):
+        data = {"x": data}
+    with pytest.raises(InvalidArgument, match="nested more than"):
+        RenderRequest("inspection-report", data)
+
+
+def test_data_larger_than_the_documented_size_is_refused() -> None:
+    text = "é" * (MAX_DATA_BYTES // 2)  # two bytes each: over the limit in bytes, not characters
+    assert len(text) < MAX_DATA_BYTES
+    with pytest.raises(InvalidArgument, match=r"at most 2,097,152 bytes \(2 MiB\)"):
+        RenderRequest("inspection-report", {"notes": text})
+    assert RenderRequest("inspection-report", {"notes": "x" * (MAX_DATA_BYTES - 20)}).data_json
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"a": {"b": [1, float("nan")]}}, "data.a.b.1 is nan; JSON numbers must be finite"),
+        ({"amount": float("inf")}, "data.amount is inf; JSON numbers must be finite"),
+        ({"amount": float("-inf")}, "data.amount is -inf"),
+        ({"name": "Ada \ud800"}, "data.name holds half of a surrogate pair"),
+        ({"rows": [{"\udfff": 1}]}, "a key in data.rows.0 holds half of a surrogate pair"),
+    ],
+)
+def test_non_finite_numbers_and_lone_surrogates_are_refused_saying_where(
+    data: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message.replace(".", r"\.")):
+        RenderRequest("inspection-report", data)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (" inspection-42", "starts or ends with a space"),
+        ("inspection-42 ", "starts or ends with a space"),
+        ("k" * 201, "1-200 characters"),
+        ("tab\there", "printable ASCII"),
+        ("crlf\r\n", "printable ASCII"),
+        ("café", "printable ASCII"),
+    ],
+)
+def test_keys_that_cannot_be_sent_as_a_header_are_refused(key: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        RenderRequest("inspection-report", INSPECTION, key=key)
+    assert RenderRequest("inspection-report", INSPECTION, key="a b~c").key == "a b~c"
+
+
+def test_filename_length_is_counted_in_bytes() -> None:
+    fits = "報" * 83 + "12.pdf"  # 249 + 6 = 255 bytes
+    assert len(fits.encode()) == 255
+    assert RenderRequest("inspection-report", INSPECTION, filename=fits).filename == fits
+    too_long = "報" * 100 + ".pdf"  # 104 characters, 304 bytes
+    with pytest.raises(InvalidArgument, match="304 bytes in UTF-8; file systems allow at most 255"):
+        RenderRequest("inspection-report", INSPECTION, filename=too_long)
+    with pytest.raises(InvalidArgument, match="surrogate"):
+        RenderRequest("inspection-report", INSPECTION, filename="a\ud800.pdf")
+
+
+def test_saved_names_fit_the_file_system_even_with_a_number_added(tmp_path: Path) -> None:
+    longest = "報" * 83 + "12.pdf"  # 255 bytes: the longest name enqueue accepts
+    assert safe_filename(longest, "entry") == longest
+    pdf = b"%PDF-1.4\n%%EOF\n"
+    saved = [
+        save_pdf(
+            [pdf + bytes([n])], folder=tmp_path, name=longest, entry_id=f"e{n}", expected_size=None
+        )
+        for n in range(3)
+    ]
+    names = [s.path.name for s in saved]
+    assert names[0] == longest and len(set(names)) == 3
+    assert names[1].endswith(" (2).pdf") and names[2].endswith(" (3).pdf")
+    assert all(len(name.encode()) <= 255 for name in names)
+
+
+# -- library, CLI and drop folder -------------------------------------------------------
+
+
+def test_library_enqueue_and_enqueue_many_refuse_and_keep_nothing(ob: Outbox) -> None:
+    with pytest.raises(InvalidArgument, match="nested more than 64"):
+        ob.enqueue("inspection-report", nested(980), key="deep")
+    with pytest.raises(InvalidArgument, match="JSON numbers must be finite"):
+        ob.enqueue_many(
+            [
+                {"template": "inspection-report", "data": INSPECTION, "key": "fine"},
+                {"template": "inspection-report", "data": {"x": float("nan")}, "key": "nan"},
+            ]
+        )
+    assert ob.list() == []
+    assert ob.enqueue("inspection-report", INSPECTION, key="fine").state is State.PENDING
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (nested_text(980), "nested more than 64 levels deep"),
+        (nested_text(200_000), "nested more than 64 levels deep"),
+        ('{"amount": NaN}', "data.amount is nan"),
+        ('{"n": ' + "9" * 5000 + "}", "is not usable JSON"),
+        ('{"name": "\\ud800"}', "half of a surrogate pair"),
+    ],
+)
+def test_cli_enqueue_refuses_poison_data_with_exit_65(
+    tmp_path: Path, data: str, message: str
+) -> None:
+    source = tmp_path / "data.json"
+    source.write_text(data)
+    env = {"OUTBOX_DB": str(tmp_path / "j.db")}
+    result = run_cli("enqueue", "inspection-report", "--data", f"@{source}", env=env)
+    assert result.returncode == 65, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    listed = run_cli("list", "--json", env=env)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
+def test_cli_filename_limit_is_in_bytes(tmp_path: Path) -> None:
+    env = {"OUTBOX_DB": str(tmp_path / "j.db")}
+    result = run_cli(
+        "enqueue", "inspection-report", "--data", "{}", "--filename", "報" * 100 + ".pdf", env=env
+    )
+    assert result.returncode == 65
+    assert "304 bytes in UTF-8; file systems allow at most 255" in result.stderr
+    result = run_cli("enqueue", "inspection-report", "--data", "{}", "--key", "k ", env=env)
+    assert result.returncode == 65 and "starts or ends with a space" in result.stderr
+
+
+def test_drop_folder_rejects_poison_files_and_carries_on(ob: Outbox, tmp_path: Path) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    job = '{"template": "inspection-report", "data": %s}'
+    (folder / "deep.json").write_text(job % nested_text(980))
+    (folder / "big.json").write_text(job % json.dumps({"notes": "x" * MAX_DATA_BYTES}))
+    (folder / "name.json").write_text(
+        json.dumps({"template": "inspection-report", "data": {}, "filename": "報" * 90 + ".pdf"})
+    )
+    (folder / "good.json").write_text(job % json.dumps(INSPECTION))
+    report = DropFolder(ob, folder, settle=0).scan()
+    reasons = {outcome.file: outcome.reason for outcome in report.rejected}
+    assert "nested more than 64 levels deep" in reasons["deep.json"]
+    assert "at most 2,097,152 bytes" in reasons["big.json"]
+    assert "274 bytes in UTF-8" in reasons["name.json"]
+    assert [outcome.file for outcome in report.accepted] == ["good.json"]
+    error = (folder / "rejected" / "deep.error.txt").read_text()
+    assert "nested more than 64 levels deep" in error
+    assert [entry.data for entry in ob.list()] == [INSPECTION]
+
+
+# -- old journals -----------------------------------------------------------------------
+
+
+def _plant(db: Path, key: str, data_text: str) -> None:
+    """Store ``data_text`` as an entry's data, as an outbox from before the limits could."""
+    with Outbox(db) as ob:
+        entry = ob.enqueue("inspection-report", INSPECTION, key=key)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE entries SET data = ? WHERE id = ?", (data_text, entry.id))
+    conn.close()
+
+
+@pytest.mark.parametrize("depth", [100, 980, 100_000])
+def test_poison_in_an_old_journal_is_quarantined_and_the_queue_carries_on(
+    tmp_path: Path, sandbox: Sandbox, depth: int
+) -> None:
+    db = tmp_path / "old.db"
+    _plant(db, "deep", nested_text(depth))
+    with Outbox(db) as ob:
+        for n in range(3):
+            ob.enqueue("inspection-report", INSPECTION, key=f"good-{n}")
+        deep = ob.journal.find_by_key("deep")
+        assert deep is not None and deep.data == {}
+        assert deep.data_problem == "data is nested more than 64 levels deep"
+    env = sandbox_env(sandbox, db)
+    for command in (["list"], ["list", "--json"], ["show", deep.id], ["show", deep.id, "--json"]):
+        shown = run_cli(*command, env=env)
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    data_line = [
+        line
+        for line in run_cli("show", deep.id, env=env).stdout.splitlines()
+        if line[:5] == "data "
+    ]
+    assert data_line[0].split(None, 1)[1] == (
+        "(cannot be read back: data is nested more than 64 levels deep)"
+    )
+    with connected(db, sandbox) as ob:
+        report = ob.flush(timeout=30)
+        assert report.exit_code == 65, report.problems
+        assert ob.counts()[State.DONE] == 3
+        rejected = ob.get(deep.id)
+        assert rejected.state is State.REJECTED and rejected.error_code == UNUSABLE_DATA
+        assert rejected.error == (
+            "the stored data cannot be sent: data is nested more than 64 levels deep; "
+            "nothing was sent to Craftkit"
+        )
+        assert [e.to_state for e in ob.history(deep.id)] == [State.PENDING, State.REJECTED]
+    assert sandbox.stats()["renders_created"] == 3
+    shown = json.loads(run_cli("show", deep.id, "--json", env=env).stdout)
+    assert shown["state"] == "rejected" and shown["data"] is None
+    assert shown["data_problem"] == "data is nested more than 64 levels deep"
+
+
+def test_a_cli_flush_over_an_old_poisoned_journal_exits_65_not_1(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    db = tmp_path / "old.db"
+    _plant(db, "deep", nested_text(980))
+    _plant(db, "nan", '{"amount": NaN}')
+    with Outbox(db) as ob:
+        ob.enqueue("inspection-report", INSPECTION, key="good")
+    result = run_cli("flush", "--timeout", "30", env=sandbox_env(sandbox, db))
+    assert result.returncode == 65, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "nested more than 64 levels deep" in result.stderr
+    assert "data.amount is nan; JSON numbers must be finite" in result.stderr
+    with Outbox(db, api_key=API_KEY_IN_TESTS) as ob:
+        assert ob.counts()[State.DONE] == 1 and ob.counts()[State.REJECTED] == 2
