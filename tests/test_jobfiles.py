@@ -121,7 +121,7 @@ def test_any_document_is_a_job_or_gets_a_specific_error(document: Any) -> None:
         (b'{"a": Infinity}', "Infinity is not a JSON number"),
         (b'{"a": 1} {"b": 2}', "is not valid JSON: Extra data at line 1, column 10"),
         (b"\xff{}", "is not UTF-8 text (byte 0xff at offset 0"),
-        (b"[" * 100_000, "nested too deeply"),
+        (b"[" * 100_000, "nested more than 64 levels deep"),
     ],
 )
 def test_what_is_not_one_strict_json_document_is_named(content: bytes, problem: str) -> None:
