@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import API_KEY_IN_TESTS, connected, run_cli, sandbox_env
 
 from outbox import InvalidArgument, Outbox, RenderRequest, State
@@ -272,3 +274,137 @@ def test_a_cli_flush_over_an_old_poisoned_journal_exits_65_not_1(
     assert "data.amount is nan; JSON numbers must be finite" in result.stderr
     with Outbox(db, api_key=API_KEY_IN_TESTS) as ob:
         assert ob.counts()[State.DONE] == 1 and ob.counts()[State.REJECTED] == 2
+
+
+# -- generated poison -------------------------------------------------------------------
+
+
+class Deep:
+    """A value nested ``depth`` levels, written out as JSON text without recursion."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+
+    def __repr__(self) -> str:
+        return f"Deep({self.depth})"
+
+
+class Huge:
+    """A string of ``size`` characters, made only when used (so examples print short)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"Huge({self.size})"
+
+
+surrogates = st.text(
+    alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=2
+)
+leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    surrogates,
+    st.integers(0, 3 * 1024 * 1024).map(Huge),  # up to 1.5 times the size limit
+    st.integers(1, 3000).map(Deep),
+)
+poison = st.recursive(
+    leaves,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=6) | surrogates, children, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def as_python(value: Any) -> Any:
+    if isinstance(value, Deep):
+        return nested(value.depth)
+    if isinstance(value, Huge):
+        return "x" * value.size
+    if isinstance(value, list):
+        return [as_python(item) for item in value]
+    if isinstance(value, dict):
+        return {name: as_python(item) for name, item in value.items()}
+    return value
+
+
+def as_text(value: Any) -> str:
+    """JSON text as a careless writer would produce it (NaN, Infinity, \\ud800 and all)."""
+    if isinstance(value, Deep):
+        return nested_text(value.depth)
+    if isinstance(value, Huge):
+        return '"' + "x" * value.size + '"'
+    if isinstance(value, list):
+        return "[" + ",".join(as_text(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{as_text(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+#: What a refusal of poison data may say; anything else would be a new, unexplained error.
+SPECIFIC = (
+    "nested more than 64 levels deep",
+    "JSON numbers must be finite",
+    "half of a surrogate pair",
+    "at most 2,097,152 bytes",
+    "is not valid JSON",
+)
+
+
+def test_generated_poison_gets_an_entry_or_a_specific_error_and_the_queue_works_on(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    db = tmp_path / "j.db"
+    accepted: list[str] = []
+    with Outbox(db) as ob:
+        counter = iter(range(10**6))
+
+        @settings(max_examples=60, deadline=None)
+        @given(value=poison)
+        def attempt(value: Any) -> None:
+            n = next(counter)
+            data = {"inspector": "Ada", "site": "North", "v": as_python(value)}
+            for how in ("enqueue", "enqueue_many"):
+                try:
+                    if how == "enqueue":
+                        entry = ob.enqueue("inspection-report", data, key=f"one-{n}")
+                    else:
+                        batch = [
+                            {"template": "inspection-report", "data": data, "key": f"many-{n}"}
+                        ]
+                        entry = ob.enqueue_many(batch)[0]
+                except InvalidArgument as exc:
+                    assert any(words in str(exc) for words in SPECIFIC), str(exc)
+                else:
+                    accepted.append(entry.id)
+            folder = tmp_path / f"drop-{n}"
+            folder.mkdir()
+            (folder / "job.json").write_text(
+                f'{{"template": "inspection-report", "key": "drop-{n}", "data": '
+                f'{{"inspector": "Ada", "site": "North", "v": {as_text(value)}}}}}',
+                encoding="utf-8",
+            )
+            report = DropFolder(ob, folder, settle=0).scan()
+            if report.accepted:
+                accepted.append(report.accepted[0].entry.id)
+            else:
+                reason = report.rejected[0].reason
+                assert any(words in reason for words in SPECIFIC), reason
+            # The queue keeps working: a plain entry goes in, and everything reads back.
+            ob.enqueue("inspection-report", INSPECTION, key=f"plain-{n}")
+            assert len(ob.list()) >= n + 1
+
+        attempt()
+        assert accepted, "some generated values are fine and must have been queued"
+    with connected(db, sandbox) as ob:
+        report = ob.flush(timeout=120)
+        assert report.exit_code in (0, 65), report.problems
+        assert not report.unexpected
+        for entry_id in accepted:
+            assert ob.get(entry_id).state is State.DONE, ob.get(entry_id)
