@@ -29,6 +29,7 @@ import httpcore
 import httpx
 import tenacity
 
+from .config import check_api_key
 from .errors import (
     AuthError,
     ForeignAnswer,
@@ -109,7 +110,9 @@ class CraftkitClient:
     """A thread-safe client for the parts of the Craftkit API that outbox needs.
 
     ``api_key`` is sent only to ``base_url`` (never to a ``downloadUrl`` on another host) and
-    never appears in logs or error messages. ``deadline`` arguments (monotonic seconds) cap a
+    never appears in logs or error messages; a key that no HTTP header can carry (a line break,
+    a non-ASCII character...) is refused at once with :class:`ConfigError` naming the problem,
+    not the key. ``deadline`` arguments (monotonic seconds) cap a
     call's total time, so a hanging server cannot hold a flush beyond its timeout. Quick
     retries inside a call wait as ``schedule.quick_retry`` says.
     """
@@ -131,6 +134,7 @@ class CraftkitClient:
         monotonic: Callable[[], float] = time.monotonic,
         schedule: Schedule | None = None,
     ) -> None:
+        check_api_key(api_key, "the API key")
         self.base_url = base_url.rstrip("/")
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout

@@ -122,7 +122,7 @@ def api_key_problem(key: str, name: str = ENV_API_KEY) -> str | None:
         if char in " \t":
             kind = "a space" if char == " " else "a tab"
             return f"{name} contains {kind} {place}"
-        if ord(char) > 126:
+        if ord(char) > 127:
             return f"{name} contains a non-ASCII character {place}"
         if ord(char) < 32 or ord(char) == 127:
             return f"{name} contains a control character (0x{ord(char):02x}) {place}"
