@@ -14,10 +14,11 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .client import CraftkitClient
+from .client import CraftkitClient, printable
 from .clock import iso
 from .errors import InvalidArgument, PermanentError, RemoteError
 from .models import Entry
+from .rules import is_slug
 from .schedule import Schedule
 from .store import Journal
 from .templates import CachedTemplate
@@ -49,12 +50,19 @@ def fetch_template(
     """Read one template from Craftkit as a cache record (not stored yet)."""
     body = client.get_template(slug, deadline=deadline)
     try:
-        return CachedTemplate.from_api(body, synced_at)
+        template = CachedTemplate.from_api(body, synced_at)
     except InvalidArgument as exc:
         raise PermanentError(
-            f"Craftkit's answer for template {slug} is not a template: {exc}",
+            f"Craftkit's answer for template {slug} is not a template: {printable(str(exc))}",
             code="invalid_template",
         ) from exc
+    if template.slug != slug:
+        raise PermanentError(
+            f"Craftkit's answer for template {slug} is another template's "
+            f"({printable(template.slug, 80)!r})",
+            code="invalid_template",
+        )
+    return template
 
 
 def sync_templates(
@@ -70,8 +78,10 @@ def sync_templates(
     fetched: list[CachedTemplate] = []
     for summary in summaries:
         slug = summary.get("slug") if isinstance(summary, Mapping) else None
-        if not isinstance(slug, str) or not slug:
-            log.warning("skipping a template listed without a slug")
+        if not is_slug(slug):
+            # No entry could name it, and its text would reach the terminal as it came.
+            shown = printable(slug, 80) if isinstance(slug, str) else repr(slug)[:80]
+            log.warning("skipping a template listed without a usable slug (%s)", shown)
             continue
         try:
             fetched.append(fetch_template(client, slug, stamp, deadline=deadline))

@@ -326,3 +326,37 @@ def test_the_key_reaches_neither_the_journal_nor_the_logs(
     assert KEY not in everything
     for path in tmp_path.glob("j.db*"):  # the journal and its write-ahead log
         assert KEY.encode() not in path.read_bytes()
+
+
+def test_template_slugs_no_entry_could_name_are_not_cached_nor_printed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from outbox.template_sync import sync_templates
+
+    def template(slug: str) -> dict[str, object]:
+        return {"slug": slug, "name": "x", "published": False, "currentVersionNumber": None}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path.decode()
+        if path == "/v1/templates":
+            slugs = ["invoice", "\x1b[2Jevil", "../x", 7]
+            return httpx.Response(200, json={"templates": [{"slug": s} for s in slugs]})
+        if path == "/v1/templates/invoice":
+            return httpx.Response(200, json=template("invoice"))
+        if path == "/v1/templates/swapped":
+            return httpx.Response(200, json=template("\x1b[31mother"))
+        raise AssertionError(f"no request for {path} was expected")
+
+    caplog.set_level(logging.WARNING)
+    journal = Journal(tmp_path / "j.db")
+    try:
+        cached = sync_templates(journal, _client(handler))
+        assert [t.slug for t in cached] == ["invoice"]
+        assert "\x1b" not in caplog.text and "usable slug (evil)" in caplog.text
+        from outbox.template_sync import fetch_template
+
+        with pytest.raises(PermanentError, match="another template's") as raised:
+            fetch_template(_client(handler), "swapped", "2026-01-01T00:00:00Z")
+        assert "\x1b" not in raised.value.message
+    finally:
+        journal.close()
