@@ -17,6 +17,7 @@ from support import INSPECTION, connected, run_cli_process, sandbox_env
 from test_platform import problem_somewhere
 
 from outbox import DropFolder, Outbox, State
+from outbox.jobfiles import side_name
 from outbox.platform import name_key
 from outbox.resultfiles import ResultFiles
 from outbox.sandbox import Sandbox
@@ -121,6 +122,30 @@ def test_job_files_with_hard_names_move_and_answer_under_names_valid_everywhere(
         {"Job.result.json", "job.2.result.json"},
         {"job.result.json", "Job.2.result.json"},
     )
+
+
+def test_rejected_job_files_with_hard_names_keep_their_explanations_apart(
+    ob: Outbox, tmp_path: Path
+) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    jobs = ["CON.json", "nul.JSON", "a:b.json", "Bad.json", "bad.json", "lpt1 .json"]
+    for name in jobs:
+        (folder / name).write_text(json.dumps({"template": 7, "from": name}), "utf-8")
+    report = DropFolder(ob, folder).scan()
+    assert sorted(r.file for r in report.rejected) == sorted(jobs)
+    rejected = folder / "rejected"
+    moved = sorted(path.name for path in rejected.iterdir() if path.suffix.lower() == ".json")
+    explanations = sorted(path.name for path in rejected.glob("*.error.txt"))
+    _assert_distinct_and_valid_everywhere(moved + explanations)
+    assert len(moved) == len(explanations) == len(jobs)
+    assert {"CON_.json", "nul_.JSON", "a_b.json", "lpt1_ .json"} <= set(moved)
+    for outcome in report.rejected:  # each explanation sits next to its file and names it
+        assert outcome.moved_to.parent == rejected
+        explanation = outcome.moved_to.with_name(side_name(outcome.moved_to.name, ".error.txt"))
+        assert explanation.read_text(encoding="utf-8").startswith(f"{outcome.file}: ")
+        assert json.loads(outcome.moved_to.read_text(encoding="utf-8"))["from"] == outcome.file
+    assert ob.list() == []
 
 
 def test_a_result_is_rewritten_in_place_not_under_a_new_name(ob: Outbox, tmp_path: Path) -> None:
