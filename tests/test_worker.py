@@ -139,6 +139,8 @@ def test_run_in_the_calling_thread_is_supervised_too(tmp_path: Path, sb: Sandbox
 
 
 def test_start_without_an_api_key_fails_at_once(tmp_path: Path) -> None:
-    with Outbox(tmp_path / "j.db") as ob, pytest.raises(ConfigError, match="no Craftkit API key"):
-        ob.start()
+    with Outbox(tmp_path / "j.db") as ob:
+        with pytest.raises(ConfigError, match="no Craftkit API key"):
+            ob.start()
+        assert ob._thread is None, "no worker was started"
         assert ob.worker_error is None
