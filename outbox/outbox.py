@@ -446,10 +446,11 @@ class Outbox:
         flush's deadline, however slowly the server answers.
         """
         engine = self._get_engine()
+        if self._thread is None:
+            engine.client.resume()  # requests cut short by an earlier stop() may run again
         if stop is None:
             if self._thread is None:
                 self._stop.clear()  # a stop() that ended an earlier flush must not end this one
-                engine.client.resume()
             stop = self._stop
         return engine.flush(timeout, stop=stop, progress=progress)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -131,3 +132,23 @@ def test_deadlines_and_the_pdf_cap_come_from_the_config_file(tmp_path: Path) -> 
         config.write_text(bad + "\n")
         with pytest.raises(ConfigError, match=words):
             load_config(config_file=str(config), environ={})
+
+
+@pytest.mark.parametrize("own_stop", [False, True])
+def test_a_flush_after_a_stop_gets_its_requests_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_stop: bool
+) -> None:
+    import outbox.outbox
+
+    monkeypatch.setattr(outbox.outbox, "STOP_GRACE", 0.0)  # a stop cuts requests at once
+    with (
+        Sandbox(render_seconds=0.05, seed=5) as sb,
+        Outbox(tmp_path / "j.db", api_key=sb.api_key, base_url=sb.base_url) as ob,
+    ):
+        ob.enqueue("inspection-report", DATA, key="first")
+        assert ob.flush(timeout=30).exit_code == 0
+        ob.stop()  # say, the app's previous run() ended this way
+        ob.enqueue("inspection-report", DATA, key="second")
+        report = ob.flush(timeout=30, stop=threading.Event() if own_stop else None)
+        assert report.exit_code == 0, report.problems
+        assert ob.counts()[State.DONE] == 2
