@@ -458,11 +458,15 @@ class Outbox:
         """Work in the calling thread until :meth:`stop` is called (from another thread or a
         signal handler): submit, poll and download, waiting out outages.
 
-        The work is supervised as in :meth:`start`: an error never ends it.
+        The work is supervised as in :meth:`start`: an error never ends it. A :meth:`stop`
+        that comes before the work begins (a signal while the command starts up) ends it as
+        soon as it begins; once the run has ended, the next one starts afresh.
         """
-        supervisor = self._supervise(on_error)
-        self._stop.clear()
-        supervisor.run(self._stop)
+        try:
+            supervisor = self._supervise(on_error)
+            supervisor.run(self._stop)
+        finally:
+            self._stop.clear()
 
     def start(self, *, on_error: ErrorCallback | None = None) -> None:
         """Do :meth:`run` on a background thread (for GUI and other long-running apps).

@@ -144,3 +144,27 @@ def test_start_without_an_api_key_fails_at_once(tmp_path: Path) -> None:
             ob.start()
         assert ob._thread is None, "no worker was started"
         assert ob.worker_error is None
+
+
+def test_a_stop_before_run_begins_is_not_lost(tmp_path: Path, sb: Sandbox) -> None:
+    """A SIGTERM that reaches ``outbox run`` while it starts up ends it once it begins."""
+    with connected(tmp_path / "j.db", sb) as ob:
+        ob.stop(timeout=0)
+        running = threading.Thread(target=ob.run, daemon=True)
+        running.start()
+        running.join(30)
+        stopped_at_once = not running.is_alive()
+        if not stopped_at_once:
+            ob.stop(timeout=0)
+            running.join(30)
+        assert stopped_at_once, "the stop that came first was forgotten"
+        # Once that run has ended, the next one works until it is stopped.
+        entry = ob.enqueue("inspection-report", INSPECTION)
+
+        def stop_when_done(event: Event) -> None:
+            if event.to_state is State.DONE:
+                ob.stop(timeout=0)
+
+        ob.on_change(stop_when_done)
+        ob.run()
+        assert ob.get(entry.id).state is State.DONE
