@@ -199,6 +199,7 @@ def test_a_link_and_an_email_go_out_once_the_pdf_is_done(db_path: Path, sb: Sand
         assert {d.id for d in report.deliveries} == {link.id, email.id}
         assert link.state is email.state is DeliveryState.DELIVERED
         assert link.share_url and link.share_url.startswith(f"{sb.base_url}/share/cks_")
+        assert link.share_token and link.share_url.endswith(f"/share/{link.share_token}")
         assert email.email_message_id and email.sent_at
         [sent] = sb.sent_emails()
         assert (sent["to"], sent["recipientName"], sent["message"]) == (
