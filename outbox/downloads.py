@@ -60,7 +60,7 @@ def save_pdf(
     try:
         ensure_folder(folder)
         for stale in folder.glob(f".outbox-{entry_id}-*.part"):
-            stale.unlink(missing_ok=True)
+            platform.remove(stale)
         temp = folder / f".outbox-{entry_id}-{secrets.token_hex(4)}.part"
         taken = folder_names(folder)
         try:
@@ -68,7 +68,7 @@ def save_pdf(
             taken.add(temp.name)  # our own change: no need to list the folder again
             path = _link_unique(temp, folder, name, size, digest)
         finally:
-            temp.unlink(missing_ok=True)
+            platform.remove(temp)
             taken.remove(temp.name)
         fsync_dir(folder)
     except OSError as exc:

@@ -443,7 +443,7 @@ def create_journal(path: Path, synchronous: str) -> None:
     finally:
         for leftover in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(OSError):
-                os.unlink(f"{temporary}{leftover}")
+                platform.remove(Path(f"{temporary}{leftover}"))
 
 
 def damaged(path: Path, exc: sqlite3.Error) -> JournalDamaged | None:

@@ -4,7 +4,8 @@ outbox runs on Linux servers, Windows tablets and Mac laptops, and a journal wit
 folder can move between them (an SD card, a synced folder, a restored backup). This is the only
 module that knows which system it runs on: the rest of outbox calls the functions here and
 never looks at ``sys.platform`` or ``os.name``, nor calls ``os.kill``, ``os.fsync``,
-``os.replace``, ``signal.signal``, ``fcntl``, ``msvcrt`` or the Windows API itself
+``os.replace``, renames, deletes, ``signal.signal``, ``fcntl``, ``msvcrt`` or the Windows API
+itself
 (``tests/test_platform_static.py`` parses every module to keep it so).
 
 Each difference is decided by :func:`rules_for`, a pure function of the platform name, and

@@ -28,6 +28,8 @@ FORBIDDEN_ATTRIBUTES = {
         "replace": "use platform.replace (write-through and busy-file retries on Windows)",
         "rename": "use platform.move_if_free or platform.replace",
         "link": "use platform.hard_link (names are claimed by moves on Windows)",
+        "unlink": "use platform.remove (Windows refuses to delete a file another process has open)",
+        "remove": "use platform.remove (Windows refuses to delete a file another process has open)",
         "O_BINARY": "use platform.BINARY",
         "O_NOFOLLOW": "use platform.NO_FOLLOW",
         "O_NONBLOCK": "use platform.NO_BLOCK",
@@ -43,6 +45,13 @@ FORBIDDEN_ATTRIBUTES = {
         "SIGTERM": "stop signals differ per system: use platform.on_stop_request",
         "SIGBREAK": "stop signals differ per system: use platform.on_stop_request",
     },
+}
+#: Methods (of ``Path``) that delete or rename a file, bypassing outbox.platform, whatever
+#: object they are called on (``.replace`` is left out: it is also ``str.replace``).
+FORBIDDEN_METHODS = {
+    "unlink": "Path.unlink: use platform.remove (retries a busy file on Windows)",
+    "rename": "Path.rename: use platform.move_if_free or platform.replace",
+    "hardlink_to": "Path.hardlink_to: use platform.hard_link",
 }
 #: Modules that exist on one system only, or that are how code branches on the system.
 FORBIDDEN_MODULES = {
@@ -89,6 +98,13 @@ def platform_dependent_code(source: str, filename: str = "<module>") -> list[str
             why = FORBIDDEN_ATTRIBUTES.get(module or "", {}).get(node.attr)
             if why:
                 flag(node, f"{node.value.id}.{node.attr}: {why}")
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in FORBIDDEN_METHODS
+            and not (isinstance(node.func.value, ast.Name) and node.func.value.id in modules)
+        ):
+            flag(node, f".{node.func.attr}(): {FORBIDDEN_METHODS[node.func.attr]}")
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
@@ -143,6 +159,11 @@ def test_the_platform_module_is_where_those_differences_are() -> None:
         "import signal\nsignal.signal(signal.SIGTERM, print)",
         "import platform\nplatform.system()",
         "import sys\nhasattr(sys, 'getwindowsversion')",
+        "import os\nos.unlink('x')",
+        "from os import remove\n",
+        "path.unlink(missing_ok=True)",
+        "folder.joinpath('a').rename('b')",
+        "Path('a').hardlink_to('b')",
     ],
 )
 def test_the_check_finds_each_kind_of_platform_dependence(source: str) -> None:
