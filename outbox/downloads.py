@@ -63,10 +63,13 @@ def save_pdf(
             platform.remove(stale)
         temp = folder / f".outbox-{entry_id}-{secrets.token_hex(4)}.part"
         taken = folder_names(folder)
+        limit = platform.name_limit(folder)
         try:
             size, digest = _write_verified(chunks, temp, expected_size)
             taken.add(temp.name)  # our own change: no need to list the folder again
-            path = _link_unique(temp, folder, name, size, digest)
+            path = _link_unique(
+                temp, folder, platform.fit_name(name, limit=limit), size, digest, limit
+            )
         finally:
             platform.remove(temp)
             taken.remove(temp.name)
@@ -115,14 +118,15 @@ def _write_verified(
     return size, digest.hexdigest()
 
 
-def _link_unique(temp: Path, folder: Path, name: str, size: int, digest: str) -> Path:
+def _link_unique(temp: Path, folder: Path, name: str, size: int, digest: str, limit: int) -> Path:
     """Give the verified file ``temp`` the first free name of ``name``, ``stem (2).pdf``...
-    A name the folder holds in another case (``Report.pdf`` for ``report.pdf``) is taken too:
-    on Windows and macOS it is the same file."""
+    (each at most ``limit`` bytes, the folder's file system's limit). A name the folder holds
+    in another case (``Report.pdf`` for ``report.pdf``) is taken too: on Windows and macOS it
+    is the same file."""
     stem, suffix = name[: -len(_PDF)], name[-len(_PDF) :]
     taken = folder_names(folder)
     for n in range(1, 10_000):
-        candidate = folder / (name if n == 1 else platform.fit_name(stem, f" ({n}){suffix}"))
+        candidate = folder / (name if n == 1 else platform.fit_name(stem, f" ({n}){suffix}", limit))
         if candidate.parent != folder:  # defence in depth: never outside the folder
             raise DownloadError(f"refusing to write {candidate} outside {folder}")
         if taken.in_another_case(candidate.name):

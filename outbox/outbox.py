@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import outcomes, worker
+from . import outcomes, platform, worker
 from .clock import Clock
 from .config import DEFAULT_BASE_URL, Settings, default_downloads
 from .deliveries import Delivery, DeliveryState, delivery_requests
@@ -256,6 +256,7 @@ class Outbox:
         request = RenderRequest(
             template, _as_dict(data), key, filename, version, source, deliveries
         )
+        self._check_name_fits(request.filename)
         mode = self.validation if validation is None else validation
         check = self._apply_check(request, key, mode, cache)
         if check is not None and not check.passed:
@@ -263,6 +264,19 @@ class Outbox:
         elif check is not None and check.message() and self._first_note(check):
             log.info("%s", check.message())
         return request
+
+    def _check_name_fits(self, filename: str | None) -> None:
+        """Refuse a ``filename`` longer than the downloads folder's file system allows (most
+        take 255 bytes, which the request itself checks; eCryptfs takes 143), so that the
+        render is never made only for its PDF to find no name."""
+        if filename is None:
+            return
+        size, limit = len(filename.encode("utf-8")), platform.name_limit(self.downloads)
+        if size > limit:
+            raise InvalidArgument(
+                f"filename {filename!r} is not allowed: it is {size} bytes in UTF-8; the file "
+                f"system holding {self.downloads} allows at most {limit}"
+            )
 
     def _first_note(self, check: DataCheck) -> bool:
         """Whether ``check``'s note is new: "template X is not cached" is said once per
@@ -395,6 +409,7 @@ class Outbox:
             entry.filename if filename is KEEP else filename,
             entry.version if version is KEEP else version,
         )
+        self._check_name_fits(request.filename)
         move = outcomes.amend_requested(entry, request, now=self.clock.now())
         mode = self.validation if validation is None else validation
         check = self._apply_check(request, None, mode, _CacheView(self.journal))

@@ -592,6 +592,25 @@ def portable_name(name: str, *, fallback: str) -> str:
     return fit_name(cleaned)
 
 
+def name_limit(folder: Path) -> int:
+    """The longest file name, in bytes of UTF-8, that the file system holding ``folder`` (or,
+    while it does not exist yet, its nearest existing parent) takes: :data:`MAX_NAME_BYTES` or
+    fewer (eCryptfs takes 143). A system that cannot tell (Windows has no ``pathconf``; NTFS
+    takes 255 UTF-16 units, never fewer than 255 bytes) gets :data:`MAX_NAME_BYTES`."""
+    ask = getattr(os, "pathconf", None)
+    if ask is None:
+        return MAX_NAME_BYTES
+    for place in (folder, *folder.parents):
+        try:
+            answer = int(ask(place, "PC_NAME_MAX"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            break
+        return min(MAX_NAME_BYTES, answer) if answer > 0 else MAX_NAME_BYTES
+    return MAX_NAME_BYTES
+
+
 def fit_name(name: str, ending: str = "", limit: int = MAX_NAME_BYTES) -> str:
     """``name + ending`` shortened to at most ``limit`` bytes of UTF-8, cutting ``name``
     between characters. Without an ``ending``, an extension of ``name`` (up to 16 bytes) is

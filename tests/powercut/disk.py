@@ -29,7 +29,8 @@ class PowerCutDisk:
     a cut, as it would be.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, name_max: int = 255) -> None:
+        self.name_max = name_max  # the longest name the disk takes, in bytes
         self.backing = root / "backing"
         self.mountpoint = root / "mnt"
         self.control = root / "control.sock"
@@ -56,6 +57,7 @@ class PowerCutDisk:
                     str(self.backing),
                     str(self.mountpoint),
                     str(self.control),
+                    str(self.name_max),
                 ],
                 stdout=log,
                 stderr=log,

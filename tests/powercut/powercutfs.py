@@ -1,7 +1,8 @@
 """A file system that forgets everything that was not fsynced, as a power cut does.
 
-``python powercutfs.py BACKING MOUNTPOINT CONTROL_SOCKET`` serves MOUNTPOINT (FUSE, through
-mfusepy and the distribution's libfuse3) until it is unmounted.
+``python powercutfs.py BACKING MOUNTPOINT CONTROL_SOCKET [NAME_MAX]`` serves MOUNTPOINT (FUSE,
+through mfusepy and the distribution's libfuse3) until it is unmounted; NAME_MAX (default 255)
+is the longest name it takes, in bytes.
 
 The model, which is the strict reading of POSIX that crash-consistency research uses (ALICE,
 LazyFS):
@@ -80,8 +81,10 @@ class PowerCutFS(mfusepy.Operations):
 
     use_ns = True
 
-    def __init__(self, backing: Path) -> None:
+    def __init__(self, backing: Path, name_max: int = 255) -> None:
         self.backing = backing
+        #: The longest name, in bytes, this file system takes (ext4: 255, eCryptfs: 143).
+        self.name_max = name_max
         self.blobs = backing / "inodes"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self._mutex = threading.RLock()  # not "lock": that name is the POSIX-lock operation
@@ -201,6 +204,8 @@ class PowerCutFS(mfusepy.Operations):
 
     def _parent(self, path: str) -> tuple[Node, str]:
         head, _, name = path.rstrip("/").rpartition("/")
+        if len(name.encode("utf-8", "surrogateescape")) > self.name_max:
+            raise _fail(errno.ENAMETOOLONG)
         parent = self._lookup(head or "/")
         if parent.entries is None:
             raise _fail(errno.ENOTDIR)
@@ -283,7 +288,7 @@ class PowerCutFS(mfusepy.Operations):
                 "f_bavail": blocks // 2,
                 "f_files": 1 << 20,
                 "f_ffree": (1 << 20) - len(self.nodes),
-                "f_namemax": 255,
+                "f_namemax": self.name_max,
             }
 
     # -- folders -------------------------------------------------------------------------
@@ -473,8 +478,8 @@ def _serve_control(fs: PowerCutFS, control: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    backing, mountpoint, control = (Path(arg) for arg in argv)
-    fs = PowerCutFS(backing)
+    backing, mountpoint, control = (Path(arg) for arg in argv[:3])
+    fs = PowerCutFS(backing, *(int(arg) for arg in argv[3:4]))
     control.unlink(missing_ok=True)
     threading.Thread(target=_serve_control, args=(fs, control), daemon=True).start()
     mfusepy.FUSE(
