@@ -61,6 +61,8 @@ DEFAULT_MAX_PDF_BYTES = 512 * 1024 * 1024
 RENDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 #: Longest render duration believed (a week); larger or negative values are ignored.
 MAX_DURATION_MS = 7 * 24 * 3600 * 1000
+#: The code of the error for a request cut at its deadline (or by a stop).
+OUT_OF_TIME = "out_of_time"
 #: Longest wait inside one socket call, so a deadline or a stop is noticed this quickly.
 WAIT_SLICE = 0.25
 CHUNK = 64 * 1024
@@ -522,7 +524,14 @@ class CraftkitClient:
                 return remaining is not None and remaining < margin
 
         retryer = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type((OutcomeUnknown, ServerError)),
+            # A request that used up its own deadline is not repeated at once: the server is
+            # that slow now, and the entry's backoff decides when to ask again.
+            retry=tenacity.retry_if_exception(
+                lambda exc: (
+                    isinstance(exc, OutcomeUnknown | ServerError)
+                    and getattr(exc, "code", None) != OUT_OF_TIME
+                )
+            ),
             stop=tenacity.stop_after_attempt(self.retries + 1) | OutOfTime(),
             wait=lambda retry_state: backoff.delay(retry_state.attempt_number),
             sleep=self._sleep,
@@ -531,6 +540,11 @@ class CraftkitClient:
         return retryer(call)
 
     def _transport_error(self, exc: Exception, *, what: str) -> RemoteError:
+        if self._budget.spent():  # cut at the deadline: slow, not unreachable
+            return OutcomeUnknown(
+                f"{what}: no complete answer from {self.base_url} (the request ran out of time)",
+                code=OUT_OF_TIME,
+            )
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
             return Offline(f"cannot reach {self.base_url}: {self._reason(exc)}")
         if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL | ValueError):
@@ -951,6 +965,11 @@ class _Budget:
             yield
         finally:
             self._local.deadline = previous
+
+    def spent(self) -> bool:
+        """Whether the request running on this thread is out of time (or stopped)."""
+        remaining = self.remaining()
+        return remaining is not None and remaining <= 0
 
     def remaining(self, deadline: float | None = None) -> float | None:
         """Seconds left for this thread's request (None: no limit); negative once spent."""

@@ -360,3 +360,31 @@ def test_template_slugs_no_entry_could_name_are_not_cached_nor_printed(
         assert "\x1b" not in raised.value.message
     finally:
         journal.close()
+
+
+# -- deadlines ---------------------------------------------------------------------------
+
+
+def test_a_request_cut_at_its_deadline_is_not_repeated_inside_the_call() -> None:
+    now = [0.0]
+    sent: list[httpx.Request] = []
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        now[0] += 61.0  # the answer took longer than request_timeout
+        raise httpx.ReadTimeout("the request ran out of time")
+
+    client = _client(slow, monotonic=lambda: now[0], request_timeout=60.0, retries=2)
+    with pytest.raises(OutcomeUnknown, match="the request ran out of time") as raised:
+        client.get_render(RENDER["id"])  # type: ignore[arg-type]
+    assert raised.value.code == "out_of_time" and len(sent) == 1
+
+    def lost(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        raise httpx.ReadTimeout("timed out")  # a lost answer, well within the deadline
+
+    sent.clear()
+    client = _client(lost, monotonic=lambda: now[0], request_timeout=60.0, retries=2)
+    with pytest.raises(OutcomeUnknown) as raised:
+        client.get_render(RENDER["id"])  # type: ignore[arg-type]
+    assert raised.value.code is None and len(sent) == 3  # quick retries as before
