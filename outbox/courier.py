@@ -23,7 +23,7 @@ from . import outcomes
 from .client import CraftkitClient, Share
 from .deliveries import EMAIL, Delivery, DeliveryState
 from .errors import RemoteError
-from .pool import Crew
+from .pool import Crew, Phase
 
 
 class Courier:
@@ -32,6 +32,13 @@ class Courier:
     def __init__(self, crew: Crew, client: CraftkitClient) -> None:
         self.crew = crew
         self.client = client
+
+    def delivery_phase(self, *, deadline: float | None, only: str | None = None) -> Phase[Delivery]:
+        """Carrying out due deliveries (or just the delivery ``only``), as a phase of the
+        engine's pipeline."""
+        return self.crew.deliveries(
+            lambda delivery: self.deliver(delivery, deadline=deadline), only=only
+        )
 
     def deliver_due(
         self,
@@ -42,11 +49,8 @@ class Courier:
     ) -> int:
         """Carry out every due delivery (or just the delivery ``only``); returns how many
         were handled."""
-        return self.crew.run_deliveries(
-            lambda delivery: self.deliver(delivery, deadline=deadline),
-            deadline=deadline,
-            stop=stop,
-            only=only,
+        return self.crew.work(
+            [self.delivery_phase(deadline=deadline, only=only)], deadline=deadline, stop=stop
         )
 
     def deliver(self, delivery: Delivery, *, deadline: float | None) -> None:

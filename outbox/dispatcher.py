@@ -14,7 +14,7 @@ from . import outcomes
 from .client import CraftkitClient
 from .errors import RemoteError
 from .models import Entry, State
-from .pool import Crew
+from .pool import Crew, Phase
 from .schedule import RenderTimes
 from .template_sync import refresh_after_rejection
 
@@ -27,16 +27,15 @@ class Dispatcher:
         self.client = client
         self.render_times = render_times
 
+    def submit_phase(self, *, deadline: float | None) -> Phase[Entry]:
+        """Submitting due pending entries, as a phase of the engine's pipeline."""
+        return self.crew.entries(State.PENDING, lambda entry: self.submit(entry, deadline=deadline))
+
     def submit_due(
         self, *, deadline: float | None = None, stop: threading.Event | None = None
     ) -> int:
         """Submit every pending entry that is due; returns how many were handled."""
-        return self.crew.run(
-            State.PENDING,
-            lambda entry: self.submit(entry, deadline=deadline),
-            deadline=deadline,
-            stop=stop,
-        )
+        return self.crew.work([self.submit_phase(deadline=deadline)], deadline=deadline, stop=stop)
 
     def submit(self, entry: Entry, *, deadline: float | None) -> None:
         """Submit one leased entry and persist the outcome."""

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -29,7 +30,7 @@ from .exit_codes import ExitCode
 from .gate import Gate
 from .models import UNFINISHED_STATES, Entry, Event, State
 from .platform import process_alive
-from .pool import Crew
+from .pool import Crew, Phase
 from .replay import Replay
 from .schedule import RenderTimes
 from .store import Journal
@@ -219,12 +220,19 @@ class Engine:
     # -- one pass ------------------------------------------------------------------------
 
     def cycle(self, *, deadline: float | None, stop: threading.Event | None) -> int:
-        """Submit, poll and download whatever is due now; returns how many entries were handled."""
-        handled = self.dispatcher.submit_due(deadline=deadline, stop=stop)
-        handled += self.replay.poll_due(deadline=deadline, stop=stop)
-        handled += self.replay.download_due(deadline=deadline, stop=stop)
-        handled += self.courier.deliver_due(deadline=deadline, stop=stop)
-        return handled
+        """Download, poll, deliver and submit whatever falls due, as one pipeline, until
+        nothing is due or in flight; returns how many items were handled.
+
+        The phases share the request slots: finishing work goes first, so the first PDFs land
+        while later entries are still being submitted.
+        """
+        phases: list[Phase[Any]] = [
+            self.replay.download_phase(deadline=deadline),
+            self.replay.poll_phase(deadline=deadline),
+            self.courier.delivery_phase(deadline=deadline),
+            self.dispatcher.submit_phase(deadline=deadline),
+        ]
+        return self.crew.work(phases, deadline=deadline, stop=stop)
 
     def deliver_now(self, delivery_id: str, timeout: float) -> Delivery:
         """Carry out one delivery at once (``Outbox.share``); returns it as it then stands.
@@ -329,6 +337,7 @@ class Engine:
         finally:
             remove()
         self._save_render_times()
+        self.journal.sync()  # whatever this flush reports is on disk
         return self._report(moved, finished, timed_out, list(delivered))
 
     def _report(
@@ -387,4 +396,7 @@ class Engine:
                 continue
             wait = self._until_due(handled)
             idle = self.schedule.idle_interval
-            self.clock.wait(self._nudge, idle if wait is None else min(wait, idle))
+            wait = idle if wait is None else min(wait, idle)
+            if wait >= self.schedule.sync_within:
+                self.journal.sync()  # idle for a while: nothing routine waits for a sync
+            self.clock.wait(self._nudge, wait)

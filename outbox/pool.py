@@ -1,27 +1,36 @@
-"""Run a handler over due entries of one state, a few at a time, with leases.
+"""Work due entries and deliveries of every kind at once, a few at a time, with leases.
 
-The dispatcher, the replay loop and the courier share this: claim what is due (compare-and-set leases, so
-other processes on the same journal never get the same entry), hand each entry to a worker
-thread, claim more as workers free up, and stop when nothing is due, the gate blocks, the
-deadline passes or a stop is requested. :meth:`Crew.apply` carries out what
-:mod:`outbox.outcomes` decided about each answer.
+The dispatcher, the replay loop and the courier each describe their work as a :class:`Phase`:
+how to claim what is due (compare-and-set leases, so other processes on the same journal never
+get the same entry), how to handle one item, how to give one back. :meth:`Crew.work` runs the
+phases together as a pipeline sharing the request slots: whenever a slot is free it claims
+whatever is due, finishing work first (downloads, then polls, then deliveries, then new
+submissions), so PDFs land while later entries are still being submitted; it stops when nothing
+is due or in flight, the gate blocks, the deadline passes or a stop is requested.
+
+:meth:`Crew.apply` carries out what :mod:`outbox.outcomes` decided about each answer. The gate
+hears it at once; the journal gets it in a group commit: the scheduler writes every outcome that
+came in, together with its next claims, as one transaction. Routine moves are committed without
+an fsync (the next durable commit carries them); a move that finishes an entry is durable before
+anyone hears of it, and is held up to ``Schedule.group_commit_window`` so that entries finishing
+close together share one fsync.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from .clock import Clock
 from .deliveries import Delivery
-from .errors import JournalBusy, JournalFull, LostRace, RemoteError
+from .errors import JournalBusy, JournalError, JournalFull, LostRace, RemoteError
 from .gate import Gate
 from .models import Entry, RemoteStatus, State
-from .outcomes import DeliveryOutcome, GiveBack, Network, Outcome
+from .outcomes import DeliveryOutcome, GiveBack, Move, Network, Outcome
 from .schedule import Schedule
 from .store import Journal
 
@@ -29,6 +38,33 @@ log = logging.getLogger(__name__)
 
 #: What a phase works on: entries, or the deliveries of done entries.
 Item = TypeVar("Item", Entry, Delivery)
+
+
+@dataclass(frozen=True)
+class Phase(Generic[Item]):
+    """One kind of work: claim up to n due items, handle one (on a worker thread), give one
+    back untouched or put it aside after a bug, and say when the next item falls due."""
+
+    name: str
+    claim: Callable[[int], list[Item]]
+    handle: Callable[[Item], None]
+    release: Callable[[Item], None]
+    put_aside: Callable[[Item, float], object]
+    next_due: Callable[[], float | None]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An outcome waiting for the scheduler's next group commit."""
+
+    entry: Entry
+    outcome: Outcome
+
+    @property
+    def durable(self) -> bool:
+        """Whether the move finishes the entry: then nobody may hear of it before it is on
+        disk (a routine move is carried by the next durable commit)."""
+        return isinstance(self.outcome, Move) and self.outcome.target.is_terminal
 
 
 @dataclass
@@ -46,6 +82,57 @@ class Crew:
     unexpected: list[str] = field(default_factory=list)
     journal_trouble: str | None = None
     _unknown_statuses: set[str] = field(default_factory=set, repr=False)
+    _answers: list[_Answer] = field(default_factory=list, repr=False)
+    _answers_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Finishing moves held for the next durable commit, and since when (monotonic).
+    _held: list[_Answer] = field(default_factory=list, repr=False)
+    _held_since: float = 0.0
+
+    # -- the phases ----------------------------------------------------------------------
+
+    def entries(self, state: State, handle: Callable[[Entry], None]) -> Phase[Entry]:
+        """The work on due entries of ``state``: ``handle(entry)`` for each."""
+        journal = self.journal
+        horizon = self.schedule.horizon
+        return Phase(
+            name=state.value,
+            claim=lambda limit: journal.claim_due(
+                state,
+                owner=self.owner,
+                lease_seconds=self.lease_seconds,
+                limit=limit,
+                horizon=horizon,
+            ),
+            handle=handle,
+            release=lambda entry: journal.release(entry.id, self.owner),
+            put_aside=lambda entry, due_at: journal.reschedule(
+                entry.id, entry.state, owner=self.owner, due_at=due_at
+            ),
+            next_due=lambda: journal.next_due_at([state], horizon=horizon),
+        )
+
+    def deliveries(
+        self, handle: Callable[[Delivery], None], *, only: str | None = None
+    ) -> Phase[Delivery]:
+        """The work on due deliveries of ``done`` entries (or only the delivery ``only``)."""
+        journal = self.journal
+        horizon = self.schedule.horizon
+        return Phase(
+            name="deliveries",
+            claim=lambda limit: journal.claim_due_deliveries(
+                owner=self.owner,
+                lease_seconds=self.lease_seconds,
+                limit=limit,
+                horizon=horizon,
+                delivery_id=only,
+            ),
+            handle=handle,
+            release=lambda delivery: journal.release_delivery(delivery.id, self.owner),
+            put_aside=lambda delivery, due_at: journal.reschedule_delivery(
+                delivery.id, delivery.state, owner=self.owner, due_at=due_at
+            ),
+            next_due=lambda: journal.next_delivery_due_at(horizon=horizon),
+        )
 
     def run(
         self,
@@ -55,28 +142,8 @@ class Crew:
         deadline: float | None,
         stop: threading.Event | None,
     ) -> int:
-        """Handle every due entry of ``state``; returns how many were handled.
-
-        Each ``handle(entry)`` runs on a worker thread once the gate lets a request start; an
-        entry whose turn never comes (offline, stopped, out of time) is given back untouched.
-        """
-        journal = self.journal
-        return self._work(
-            lambda limit: journal.claim_due(
-                state,
-                owner=self.owner,
-                lease_seconds=self.lease_seconds,
-                limit=limit,
-                horizon=self.schedule.horizon,
-            ),
-            handle,
-            lambda entry: journal.release(entry.id, self.owner),
-            lambda entry, due_at: journal.reschedule(
-                entry.id, entry.state, owner=self.owner, due_at=due_at
-            ),
-            deadline,
-            stop,
-        )
+        """Handle every due entry of ``state`` (one phase alone); returns how many."""
+        return self.work([self.entries(state, handle)], deadline=deadline, stop=stop)
 
     def run_deliveries(
         self,
@@ -86,73 +153,158 @@ class Crew:
         stop: threading.Event | None,
         only: str | None = None,
     ) -> int:
-        """Handle every due delivery of a ``done`` entry (or only the delivery with the id
-        ``only``), as :meth:`run` does entries."""
-        journal = self.journal
-        return self._work(
-            lambda limit: journal.claim_due_deliveries(
-                owner=self.owner,
-                lease_seconds=self.lease_seconds,
-                limit=limit,
-                horizon=self.schedule.horizon,
-                delivery_id=only,
-            ),
-            handle,
-            lambda delivery: journal.release_delivery(delivery.id, self.owner),
-            lambda delivery, due_at: journal.reschedule_delivery(
-                delivery.id, delivery.state, owner=self.owner, due_at=due_at
-            ),
-            deadline,
-            stop,
-        )
+        """Handle every due delivery (or only the delivery ``only``); returns how many."""
+        return self.work([self.deliveries(handle, only=only)], deadline=deadline, stop=stop)
 
-    def _work(
+    # -- the pipeline --------------------------------------------------------------------
+
+    def work(
         self,
-        claim: Callable[[int], list[Item]],
-        handle: Callable[[Item], None],
-        release: Callable[[Item], None],
-        put_aside: Callable[[Item, float], object],
+        phases: Sequence[Phase[Any]],
+        *,
         deadline: float | None,
         stop: threading.Event | None,
     ) -> int:
+        """Run ``phases`` together until nothing is due or in flight; returns how many items
+        were handled.
+
+        Each ``handle(item)`` runs on a worker thread once the gate lets a request start; an
+        item whose turn never comes (offline, stopped, out of time) is given back untouched.
+        Earlier phases get free slots first. Every outcome is in the journal when this returns.
+        """
         in_flight: set[Future[None]] = set()
         handled = 0
+        claiming = True
         while True:
-            if self._may_claim(deadline, stop) and len(in_flight) < self.concurrency:
-                batch = claim(self.concurrency - len(in_flight))
-                in_flight |= {
-                    self.executor.submit(
-                        self._guarded, handle, item, release, put_aside, deadline, stop
-                    )
-                    for item in batch
-                }
+            free = self.concurrency - len(in_flight)
+            may_claim = claiming and free > 0 and self._may_claim(deadline, stop)
+            try:
+                claimed = self._commit(phases if may_claim else (), free, everything=not in_flight)
+            except JournalError as exc:
+                # The journal cannot take this pass's outcomes and claims now (locked by
+                # another process for longer than its busy timeout, or full). Whatever was
+                # answered stays leased by us and is written at the next commit, or redone
+                # with the same key once the lease runs out. With nothing in flight, the
+                # error is the caller's to see, as a failed claim always was.
+                self.journal_trouble = str(exc)
+                if not in_flight:
+                    raise
+                log.error("%s", exc)
+                claiming = False
+                claimed = []
+            for phase, item in claimed:
+                in_flight.add(self.executor.submit(self._guarded, phase, item, deadline, stop))
             if not in_flight:
+                if self._answers or self._held:
+                    continue  # the last outcomes came in after the commit above
                 return handled
-            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            timeout = self._wait_for(phases if may_claim else (), len(claimed) < free)
+            done, in_flight = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
             handled += len(done)
+
+    def _commit(
+        self, phases: Sequence[Phase[Any]], free: int, *, everything: bool
+    ) -> list[tuple[Phase[Any], Any]]:
+        """Write the outcomes that came in, then claim up to ``free`` due items, in one
+        transaction; returns what was claimed, to be started once it is committed.
+
+        Finishing moves are held until the group commit window has passed since the first of
+        them (or ``everything`` is asked: nothing more is in flight), then committed durably.
+        """
+        with self._answers_lock:
+            answers = list(self._answers)
+        now = self.clock.monotonic()
+        finishing = [answer for answer in answers if answer.durable]
+        held = self._held + finishing
+        held_since = self._held_since if self._held else now
+        durable = bool(held) and (
+            everything or now - held_since >= self.schedule.group_commit_window
+        )
+        writes = [answer for answer in answers if not answer.durable]
+        if durable:
+            writes.extend(held)
+        claimed: list[tuple[Phase[Any], Any]] = []
+        if writes or phases:
+            with self.journal.batch(durable=durable):
+                for answer in writes:
+                    self._write(answer)
+                for phase in phases:
+                    if len(claimed) >= free:
+                        break
+                    claimed.extend((phase, item) for item in phase.claim(free - len(claimed)))
+        # Committed: only now are the answers off our hands (a failed commit keeps them).
+        with self._answers_lock:
+            del self._answers[: len(answers)]
+        self._held, self._held_since = ([] if durable else held), held_since
+        if not durable:
+            self.journal.sync(older_than=self.schedule.sync_within)
+        return claimed
+
+    def _wait_for(self, phases: Sequence[Phase[Any]], slots_left: bool) -> float | None:
+        """How long the scheduler may wait for a request to finish before it must look again:
+        until held moves are due for their commit, or (with slots left) the next item is due."""
+        waits: list[float] = []
+        if self._held:
+            elapsed = self.clock.monotonic() - self._held_since
+            waits.append(self.schedule.group_commit_window - elapsed)
+        if slots_left and phases:
+            dues = [due for due in (phase.next_due() for phase in phases) if due is not None]
+            if dues:
+                waits.append(max(min(dues) - self.clock.now(), self.schedule.busy_elsewhere_wait))
+        if not waits:
+            return None
+        return max(self.schedule.between_passes, min(waits))
+
+    def _write(self, answer: _Answer) -> None:
+        """Write one outcome inside the scheduler's batch; a problem stays with its entry."""
+        entry, outcome = answer.entry, answer.outcome
+        try:
+            if isinstance(outcome, GiveBack):
+                self.journal.release(entry.id, self.owner)
+            elif outcome.detail is None:
+                self.journal.reschedule(entry.id, entry.state, owner=self.owner, **outcome.changes)
+            else:
+                self.journal.transition(
+                    entry.id,
+                    entry.state,
+                    outcome.target,
+                    owner=self.owner,
+                    http_status=outcome.http_status,
+                    detail=outcome.detail,
+                    durable=answer.durable,
+                    **outcome.changes,
+                )
+        except (JournalBusy, JournalFull):
+            raise  # the whole batch waits for a journal that can take it
+        except LostRace as exc:
+            log.warning("entry %s: %s; leaving it to the worker that took it over", entry.id, exc)
+            self.journal.release(entry.id, self.owner)
+        except Exception as exc:
+            log.exception("unexpected error while recording entry %s", entry.id)
+            self.unexpected.append(f"entry {entry.id}: unexpected {type(exc).__name__}: {exc}")
+            self._put_aside_entry(entry)
+
+    def _put_aside_entry(self, entry: Entry) -> None:
+        try:
+            self.journal.reschedule(
+                entry.id,
+                entry.state,
+                owner=self.owner,
+                due_at=self.clock.now() + self.schedule.unexpected_error_delay,
+            )
+        except Exception:
+            log.warning("could not put entry %s aside", entry.id, exc_info=True)
 
     def apply(self, entry: Entry, outcome: Outcome, error: Exception | None = None) -> None:
         """Carry out what :mod:`outbox.outcomes` decided for a leased entry.
 
-        The gate hears what the outcome says about the network first (``error`` is the error
-        it acts on for :attr:`Network.TROUBLE`); then the journal records the move, or the
-        lease is given back untouched.
+        The gate hears what the outcome says about the network at once (``error`` is the error
+        it acts on for :attr:`Network.TROUBLE`); the journal records the move, or gives the
+        lease back untouched, at the scheduler's next group commit (see :meth:`work`).
         """
         self._tell_gate(outcome, error)
-        if isinstance(outcome, GiveBack):
-            self.journal.release(entry.id, self.owner)
-        elif outcome.detail is None:
-            self.journal.reschedule(entry.id, entry.state, owner=self.owner, **outcome.changes)
-        else:
-            self.journal.transition(
-                entry.id,
-                entry.state,
-                outcome.target,
-                owner=self.owner,
-                http_status=outcome.http_status,
-                detail=outcome.detail,
-                **outcome.changes,
-            )
+        with self._answers_lock:
+            self._answers.append(_Answer(entry, outcome))
 
     def apply_delivery(
         self, delivery: Delivery, outcome: DeliveryOutcome, error: Exception | None = None
@@ -203,20 +355,18 @@ class Crew:
 
     def _guarded(
         self,
-        handle: Callable[[Item], None],
-        item: Item,
-        release: Callable[[Item], None],
-        put_aside: Callable[[Item, float], object],
+        phase: Phase[Any],
+        item: Entry | Delivery,
         deadline: float | None,
         stop: threading.Event | None,
     ) -> None:
         """Wait for the gate, then handle the entry (or delivery); give it back if the wait
         was in vain."""
         if not self.gate.acquire(deadline, stop):
-            release(item)
+            phase.release(item)
             return
         try:
-            handle(item)
+            phase.handle(item)
         except (JournalBusy, JournalFull) as exc:
             # The journal cannot take the outcome right now; the lease runs out and the entry
             # is worked again later, with the same key. Nothing is lost.
@@ -228,12 +378,12 @@ class Crew:
             # (If we still hold the lease — a delivery whose share another one recorded first
             # — it is given back, so the delivery is looked at again at once.)
             log.warning("%s: %s; leaving it to the worker that took it over", _name(item), exc)
-            release(item)
+            phase.release(item)
         except Exception as exc:
             log.exception("unexpected error while handling %s", _name(item))
             self.unexpected.append(f"{_name(item)}: unexpected {type(exc).__name__}: {exc}")
             try:
-                put_aside(item, self.clock.now() + self.schedule.unexpected_error_delay)
+                phase.put_aside(item, self.clock.now() + self.schedule.unexpected_error_delay)
             except Exception:
                 log.warning("could not put %s aside", _name(item), exc_info=True)
 

@@ -18,7 +18,7 @@ from .clock import parse_iso
 from .downloads import safe_filename, save_pdf
 from .errors import RemoteError, StorageFull
 from .models import Entry, State
-from .pool import Crew
+from .pool import Crew, Phase
 from .schedule import RenderTimes
 
 
@@ -39,16 +39,15 @@ class Replay:
 
     # -- polling -------------------------------------------------------------------------
 
+    def poll_phase(self, *, deadline: float | None) -> Phase[Entry]:
+        """Polling due submitted entries, as a phase of the engine's pipeline."""
+        return self.crew.entries(State.SUBMITTED, lambda entry: self.poll(entry, deadline=deadline))
+
     def poll_due(
         self, *, deadline: float | None = None, stop: threading.Event | None = None
     ) -> int:
         """Poll every submitted entry that is due; returns how many were handled."""
-        return self.crew.run(
-            State.SUBMITTED,
-            lambda entry: self.poll(entry, deadline=deadline),
-            deadline=deadline,
-            stop=stop,
-        )
+        return self.crew.work([self.poll_phase(deadline=deadline)], deadline=deadline, stop=stop)
 
     def poll(self, entry: Entry, *, deadline: float | None) -> None:
         """Poll one leased submitted entry and record what changed."""
@@ -86,15 +85,18 @@ class Replay:
 
     # -- downloading ---------------------------------------------------------------------
 
+    def download_phase(self, *, deadline: float | None) -> Phase[Entry]:
+        """Downloading finished renders, as a phase of the engine's pipeline."""
+        return self.crew.entries(
+            State.DOWNLOADING, lambda entry: self.download(entry, deadline=deadline)
+        )
+
     def download_due(
         self, *, deadline: float | None = None, stop: threading.Event | None = None
     ) -> int:
         """Download every finished render that is due; returns how many were handled."""
-        return self.crew.run(
-            State.DOWNLOADING,
-            lambda entry: self.download(entry, deadline=deadline),
-            deadline=deadline,
-            stop=stop,
+        return self.crew.work(
+            [self.download_phase(deadline=deadline)], deadline=deadline, stop=stop
         )
 
     def download(self, entry: Entry, *, deadline: float | None) -> None:

@@ -190,6 +190,12 @@ class Schedule:
     busy_elsewhere_wait: float = 0.2
     #: The shortest wait between two passes that did some work.
     between_passes: float = 0.005
+    #: A move that finishes an entry (``done``, ``failed``, ``rejected``) waits up to this long
+    #: for others to share its fsync (group commit); nobody hears of it before it is on disk.
+    group_commit_window: float = 0.05
+    #: Routine moves (a lease, a render accepted, "still rendering") are committed without an
+    #: fsync; the next durable commit carries them, or a sync once the oldest is this old.
+    sync_within: float = 1.0
     #: How often ``flush`` reports counts to its progress callback, at most.
     progress_interval: float = 0.25
     #: How often a long-running engine saves what it learned about render times.

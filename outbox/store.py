@@ -5,6 +5,15 @@ transaction, so a crash leaves either both or neither. Writers take the write lo
 (``IMMEDIATE``), which makes SQLite's busy timeout apply and keeps ``database is locked`` from
 reaching callers while other processes write to the same journal.
 
+Durability comes in two strengths. A durable write (``enqueue``, a person's action, an entry
+reaching ``done``, ``failed`` or ``rejected``) is fsynced before it returns, so nobody hears of it
+before it would survive a power cut. A routine write of the engine (a lease, a render accepted,
+"still rendering") is committed without an fsync: the write-ahead log keeps commits in order, so
+it becomes durable with the next durable write, or with :meth:`Journal.sync`, and a power cut
+before that only undoes the latest routine steps, which the engine repeats with the same keys.
+:meth:`Journal.batch` puts many writes into one transaction: the engine commits everything one
+pass produced at once (group commit).
+
 What makes a file a journal, and the schema with its migrations, is in :mod:`outbox.migrations`.
 
 The statements here are plain :mod:`sqlite3`, on purpose: every write is a few statements in
@@ -23,7 +32,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Unpack
 
@@ -116,6 +125,11 @@ class Journal:
         self.clock = clock or Clock()
         self._lock = threading.RLock()
         self._listeners: builtins.list[Callable[[Event], None]] = []
+        self._durable_level = _SYNCHRONOUS[durability]
+        self._synchronous = self._durable_level
+        #: Monotonic time of the oldest commit not fsynced yet (None: all are on disk).
+        self._unsynced_since: float | None = None
+        self._batch: _Batch | None = None
         self._identity: tuple[int, int] | None = _register_open_file(
             self.path, _SYNCHRONOUS[durability], create
         )
@@ -133,7 +147,7 @@ class Journal:
         try:
             check_identity(self._conn, self.path)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
+            self._conn.execute(f"PRAGMA synchronous={self._synchronous}")
             for pragma in platform.journal_pragmas():
                 self._conn.execute(pragma)
             self._migrate()
@@ -170,10 +184,25 @@ class Journal:
     # -- transactions --------------------------------------------------------------------
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction; SQLite errors become journal errors."""
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction; SQLite errors become journal errors.
+
+        ``durable``: fsynced when it commits (``synchronous=FULL``); otherwise a routine write,
+        durable with the next durable one (see the module's docstring). Inside this thread's
+        :meth:`batch` it is a savepoint of the batch's transaction instead, undone alone if it
+        fails.
+        """
         with self._lock:
+            batch = self._batch
+            if batch is not None:
+                with self._savepoint(batch, durable=durable) as conn:
+                    yield conn
+                return
+            level = self._durable_level if durable else "NORMAL"
             try:
+                if level != self._synchronous:
+                    self._conn.execute(f"PRAGMA synchronous={level}")
+                    self._synchronous = level
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
@@ -189,6 +218,91 @@ class Journal:
                 if isinstance(exc, sqlite3.Error):
                     raise self._translate(exc) from exc
                 raise
+            if level == "FULL":
+                self._unsynced_since = None
+            elif self._unsynced_since is None and level != self._durable_level:
+                self._unsynced_since = self.clock.monotonic()
+
+    @contextmanager
+    def _savepoint(self, batch: _Batch, *, durable: bool) -> Iterator[sqlite3.Connection]:
+        """A write inside a batch: undone alone if it fails, so the batch's others stay."""
+        batch.durable_writes |= durable
+        try:
+            self._conn.execute("SAVEPOINT write")
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        try:
+            yield self._conn
+            self._conn.execute("RELEASE write")
+        except BaseException as exc:
+            try:
+                self._conn.execute("ROLLBACK TO write")
+                self._conn.execute("RELEASE write")
+            except sqlite3.Error:
+                log.warning("rollback to a savepoint failed on %s", self.path, exc_info=True)
+            if isinstance(exc, sqlite3.Error):
+                raise self._translate(exc) from exc
+            raise
+
+    @contextmanager
+    def batch(self, *, durable: bool = False) -> Iterator[None]:
+        """Make every write of this thread inside the block one transaction: one commit, and
+        at most one fsync, for many changes (group commit).
+
+        ``durable``: fsync the commit. A durable write inside a routine batch makes the batch
+        durable all the same (it is synced right after its commit). A write that fails inside
+        is undone alone; an error escaping the block undoes them all. Other threads wait for
+        the journal meanwhile, so a batch holds database work only, never a request.
+        Listeners hear of the changes once they are committed (and synced, if durable).
+        """
+        with self._lock:
+            if self._batch is not None:  # part of the batch around it
+                yield
+                return
+            batch = _Batch(threading.get_ident())
+            with self._write(durable=durable):
+                self._batch = batch
+                try:
+                    yield
+                finally:
+                    self._batch = None
+            if batch.durable_writes and not durable:
+                self.sync()
+        self._notify(batch.events)
+
+    def _durable_after_all(self) -> None:
+        """A routine write that turned out to finish entries: make it durable before anyone
+        hears of it (at the end of this thread's batch, or now)."""
+        batch = self._batch
+        if batch is not None and batch.thread == threading.get_ident():
+            batch.durable_writes = True
+        else:
+            self.sync()
+
+    def sync(self, *, older_than: float = 0.0) -> bool:
+        """Make every committed change durable now, if some are not yet and the oldest of them
+        was committed ``older_than`` seconds ago or more; returns whether it synced.
+
+        One fsync of the write-ahead log covers every commit before it: SQLite's recovery keeps
+        the log up to the first frame that is not whole, so what is synced is a prefix.
+        """
+        with self._lock:
+            since = self._unsynced_since
+            if since is None or self.clock.monotonic() - since < older_than:
+                return False
+            wal = os.path.realpath(self.path) + "-wal"
+            try:
+                # Writable: Windows flushes a file's buffers only through a handle that may write.
+                fd = os.open(wal, os.O_RDWR | platform.BINARY)
+            except FileNotFoundError:
+                pass  # checkpointed and removed: the checkpoint synced the database file
+            else:
+                try:
+                    platform.sync_file(fd)
+                finally:
+                    os.close(fd)
+            self._unsynced_since = None
+            return True
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -461,7 +575,7 @@ class Journal:
         now = self.clock.now()
         claimed: builtins.list[Entry] = []
         events: builtins.list[Event] = []
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             rows = conn.execute(
                 "UPDATE entries SET lease_owner = ?, lease_until = ? WHERE seq IN ("
                 " SELECT seq FROM entries WHERE state = ? AND (due_at <= ? OR due_at > ?)"
@@ -489,6 +603,8 @@ class Journal:
                     events.append(self._quarantine(conn, row, str(exc), now))
                     continue
                 claimed.append(_entry(row, data=data))
+        if events:
+            self._durable_after_all()  # a quarantine finishes entries: on disk before it is heard
         self._notify(events)
         return claimed
 
@@ -606,6 +722,7 @@ class Journal:
         http_status: int | None = None,
         detail: str | None = None,
         event_code: str | None = None,
+        durable: bool = True,
         **changes: Unpack[Changes],
     ) -> Entry:
         """Move an entry from ``source`` to ``target`` and record the event, atomically.
@@ -615,13 +732,13 @@ class Journal:
         no longer has ``attempts_were`` attempts (when given: a submission happened since it
         was read) or (when ``owner`` is given) is no longer leased by ``owner``, and with
         :class:`EntryBusy` when ``unleased`` is asked and anyone leases it right now.
-        Releases the lease.
+        Releases the lease. ``durable=False`` makes it a routine write (see the module).
         """
         if not can_move(source, target):
             raise IllegalTransition(f"an entry cannot move from {source} to {target}")
         stamp = iso(self.clock.now())
         assignments, params = _assignments(changes)
-        with self._write() as conn:
+        with self._write(durable=durable) as conn:
             row = self._compare_and_set(
                 conn,
                 entry_id,
@@ -657,10 +774,10 @@ class Journal:
         """Update bookkeeping (``due_at``, poll count...) without a state change or event.
 
         Used for routine outcomes such as "still rendering", which would otherwise flood the
-        event journal. Releases the lease.
+        event journal; a routine write (see the module). Releases the lease.
         """
         assignments, params = _assignments(changes)
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             row = self._compare_and_set(
                 conn,
                 entry_id,
@@ -673,7 +790,7 @@ class Journal:
 
     def release(self, entry_id: str, owner: str) -> None:
         """Give a lease back untouched (for example when a flush stops early)."""
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             conn.execute(
                 "UPDATE entries SET lease_owner = NULL, lease_until = NULL"
                 " WHERE id = ? AND lease_owner = ?",
@@ -798,7 +915,7 @@ class Journal:
         """
         now = self.clock.now()
         only = " AND d.id = ?" if delivery_id is not None else ""
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             rows = conn.execute(
                 "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE seq IN ("
                 " SELECT d.seq FROM deliveries d JOIN entries e ON e.id = d.entry_id"
@@ -907,7 +1024,7 @@ class Journal:
     ) -> Delivery:
         """Update a delivery's bookkeeping without an event; releases the lease."""
         assignments, params = _delivery_assignments(changes)
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             row = self._delivery_compare_and_set(
                 conn,
                 delivery_id,
@@ -920,7 +1037,7 @@ class Journal:
 
     def release_delivery(self, delivery_id: str, owner: str) -> None:
         """Give a delivery's lease back untouched."""
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             conn.execute(
                 "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL"
                 " WHERE id = ? AND lease_owner = ?",
@@ -967,6 +1084,10 @@ class Journal:
         return lambda: self._listeners.remove(listener)
 
     def _notify(self, events: Sequence[Event]) -> None:
+        batch = self._batch
+        if batch is not None and batch.thread == threading.get_ident():
+            batch.events.extend(events)  # heard once the batch is committed
+            return
         for event in events:
             for listener in builtins.list(self._listeners):
                 try:
@@ -1351,6 +1472,17 @@ def _event(row: sqlite3.Row) -> Event:
 #: open here is never read outside SQLite.
 _OPEN_FILES: dict[tuple[int, int], int] = {}
 _OPEN_FILES_LOCK = threading.Lock()
+
+
+@dataclass
+class _Batch:
+    """The writes of one :meth:`Journal.batch`: whose they are, and what they owe."""
+
+    thread: int
+    #: Some write inside wants to be durable.
+    durable_writes: bool = False
+    #: Events of the batch, heard by the listeners once it is committed.
+    events: builtins.list[Event] = field(default_factory=builtins.list)
 
 
 def _register_open_file(path: Path, synchronous: str, create: bool) -> tuple[int, int]:
