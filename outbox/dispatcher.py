@@ -70,6 +70,6 @@ class Dispatcher:
             render,
             replayed=replayed,
             now=crew.clock.now(),
-            first_poll=self.render_times.first_poll_delay(),
+            first_poll=self.render_times.first_poll_delay(entry.id),
         )
         crew.apply(entry, move)

@@ -361,8 +361,11 @@ def submit_failed(
 # -- polling ---------------------------------------------------------------------------------
 
 
-def poll_answered(entry: Entry, render: Render, *, now: float, schedule: Schedule) -> Move:
-    """Craftkit told the render's current state."""
+def poll_answered(
+    entry: Entry, render: Render, *, now: float, schedule: Schedule, learning: bool = False
+) -> Move:
+    """Craftkit told the render's current state. ``learning``: the render is a probe and no
+    render time is known yet, so it is polled again at the docs' first step, to learn one soon."""
     _expect(entry, State.SUBMITTED, "a poll answer")
     polls = entry.polls + 1
     status = RemoteStatus.of(render.status)
@@ -399,7 +402,8 @@ def poll_answered(entry: Entry, render: Render, *, now: float, schedule: Schedul
             200,
             Network.KEY_ACCEPTED,
         )
-    due_at = now + schedule.polling.delay(polls, _age(entry, now))
+    gap = schedule.polling.steps[0] if learning else schedule.polling.delay(polls, _age(entry, now))
+    due_at = now + gap
     if render.status == entry.remote_status and not entry.error:
         return Move(
             Rule.POLL_UNFINISHED,

@@ -9,6 +9,7 @@ that fails is retried and never kept half-done. What each answer means is decide
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from .errors import RemoteError, StorageFull
 from .models import Entry, State
 from .pool import Crew, Phase
 from .schedule import RenderTimes
+
+log = logging.getLogger(__name__)
 
 
 class Replay:
@@ -70,7 +73,13 @@ class Replay:
             self._learn_duration(render)
         crew.apply(
             entry,
-            outcomes.poll_answered(entry, render, now=crew.clock.now(), schedule=crew.schedule),
+            outcomes.poll_answered(
+                entry,
+                render,
+                now=crew.clock.now(),
+                schedule=crew.schedule,
+                learning=self.render_times.probing(entry.id),
+            ),
         )
 
     def _learn_duration(self, render: Render) -> None:
@@ -79,9 +88,21 @@ class Replay:
                 seconds = parse_iso(render.completed_at) - parse_iso(render.created_at)
             except ValueError:
                 return
-            self.render_times.add(seconds)
         elif render.duration_ms is not None:
-            self.render_times.add(render.duration_ms / 1000)
+            seconds = render.duration_ms / 1000
+        else:
+            return
+        if self.render_times.add(seconds):
+            self._poll_waiting_sooner()
+
+    def _poll_waiting_sooner(self) -> None:
+        """The first render time learned: renders submitted before, waiting for the prior,
+        are polled about when they should be done instead (learning within the batch)."""
+        sooner = self.render_times.prior_saved()
+        if sooner > 0:
+            prior = self.crew.schedule.first_poll.prior
+            moved = self.crew.journal.poll_sooner(waiting_at_most=prior, by=sooner)
+            log.debug("first render time known: %d renders polled %.2f s sooner", moved, sooner)
 
     # -- downloading ---------------------------------------------------------------------
 

@@ -80,29 +80,39 @@ class RenderTimeEstimate:
     """When to poll a new render first: about when three in four recent renders were done.
 
     Polling at 250 ms, 750 ms, 1.75 s ... costs three polls for a one-second render; waiting
-    about as long as recent renders took usually needs just one.
+    about as long as recent renders took usually needs just one. Before anything is known (the
+    first flush of a new journal), a few ``probes`` are polled on the docs' schedule, to learn
+    quickly, while the others wait for the ``prior``; the first render that finishes sets the
+    estimate for the rest of the batch (see :class:`RenderTimes`).
     """
 
     #: How many recent durations to remember.
     window: int = 50
-    #: Below this many known durations, use ``shortest``.
-    min_samples: int = 3
+    #: Below this many known durations, nothing is known: probes and the prior.
+    min_samples: int = 1
     #: Which quartile of recent durations to wait for (3: three in four were done by then).
     quartile: int = 3
     #: A little longer than that, so the poll does not arrive just before the PDF.
     margin: float = 1.05
     #: How many recent durations a journal keeps for the next process.
     saved: int = 20
+    #: While nothing is known, this many renders are polled on the docs' schedule ...
+    probes: int = 2
+    #: ... and the others wait this long for their first poll (or until a probe finishes).
+    prior: float = 1.0
 
     def first_poll_delay(self, durations: list[float], polling: PollSchedule) -> float:
         """Seconds from submitting to the first poll, given recent render durations: never
-        sooner than the poll schedule's first step (the docs' 250 ms, also the answer while
-        too little is known) nor later than its last."""
+        sooner than the poll schedule's first step (the docs' 250 ms) nor later than its last.
+        While too little is known, the prior."""
         shortest, longest = polling.steps[0], polling.steps[-1]
-        if len(durations) < self.min_samples:
-            return shortest
-        typical = statistics.quantiles(durations, n=4)[self.quartile - 1]
-        return min(max(shortest, typical * self.margin), longest)
+        if len(durations) < max(1, self.min_samples):
+            typical = self.prior
+        elif len(durations) == 1:
+            typical = durations[0] * self.margin
+        else:
+            typical = statistics.quantiles(durations, n=4)[self.quartile - 1] * self.margin
+        return min(max(shortest, typical), longest)
 
 
 @dataclass(frozen=True)
@@ -250,11 +260,17 @@ class RenderTimes:
         self.schedule = schedule or Schedule()
         self._lock = threading.Lock()
         self._seconds: deque[float] = deque(maxlen=self.schedule.first_poll.window)
+        self._probes: set[str | None] = set()
 
-    def add(self, seconds: float) -> None:
-        if 0 <= seconds < self.schedule.horizon:
-            with self._lock:
-                self._seconds.append(seconds)
+    def add(self, seconds: float) -> bool:
+        """Remember one render's duration; returns whether it is the first thing known (then
+        renders waiting for the prior may be polled sooner)."""
+        if not 0 <= seconds < self.schedule.horizon:
+            return False
+        with self._lock:
+            unknown = not self._known()
+            self._seconds.append(seconds)
+            return unknown and self._known()
 
     def seed(self, values: list[float]) -> None:
         for value in values:
@@ -268,6 +284,34 @@ class RenderTimes:
         """The durations worth keeping for the next process (the most recent ones)."""
         return self.snapshot()[-self.schedule.first_poll.saved :]
 
-    def first_poll_delay(self) -> float:
-        """Wait about as long as three in four recent renders took; the docs' 250 ms if unknown."""
-        return self.schedule.first_poll.first_poll_delay(self.snapshot(), self.schedule.polling)
+    def first_poll_delay(self, entry_id: str | None = None) -> float:
+        """Wait about as long as three in four recent renders took. While nothing is known,
+        the first few renders (``entry_id`` names the render's entry) are probes, polled every
+        250 ms (the docs' first step) until one finishes; the others wait for the prior."""
+        estimate = self.schedule.first_poll
+        with self._lock:
+            if not self._known() and len(self._probes) < estimate.probes:
+                self._probes.add(entry_id)
+                return self.schedule.polling.steps[0]
+            durations = list(self._seconds)
+        return estimate.first_poll_delay(durations, self.schedule.polling)
+
+    def probing(self, entry_id: str) -> bool:
+        """Whether this entry's render is a probe and nothing is known yet."""
+        with self._lock:
+            return entry_id in self._probes and not self._known()
+
+    def prior_saved(self) -> float:
+        """How much sooner than the prior a render waiting for it should be polled, now that
+        something is known (0 when the estimate is not shorter)."""
+        estimate = self.schedule.first_poll
+        wait = estimate.first_poll_delay(self.snapshot(), self.schedule.polling)
+        return max(0.0, estimate.prior - wait) if self.known() else 0.0
+
+    def known(self) -> bool:
+        """Whether any render time is known yet."""
+        with self._lock:
+            return self._known()
+
+    def _known(self) -> bool:
+        return len(self._seconds) >= max(1, self.schedule.first_poll.min_samples)

@@ -788,6 +788,20 @@ class Journal:
             )
         return _entry(row)
 
+    def poll_sooner(self, *, waiting_at_most: float, by: float) -> int:
+        """Bring forward by ``by`` seconds the first poll of submitted renders not polled yet
+        and due within ``waiting_at_most`` seconds (those waiting for the render-time prior,
+        now that a finished render told how long they take; never into the past). A routine
+        write; returns how many."""
+        now = self.clock.now()
+        with self._write(durable=False) as conn:
+            return conn.execute(
+                "UPDATE entries SET due_at = max(?, due_at - ?)"
+                " WHERE state = ? AND due_at > ? AND due_at <= ? AND polls = 0"
+                " AND lease_owner IS NULL",
+                (now, by, State.SUBMITTED.value, now, now + waiting_at_most),
+            ).rowcount
+
     def release(self, entry_id: str, owner: str) -> None:
         """Give a lease back untouched (for example when a flush stops early)."""
         with self._write(durable=False) as conn:

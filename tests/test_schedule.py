@@ -61,8 +61,16 @@ def test_a_seeded_rng_makes_every_backoff_repeatable() -> None:
 
 def test_first_poll_waits_about_as_long_as_recent_renders_took() -> None:
     times = RenderTimes()
-    assert times.first_poll_delay() == 0.25
-    times.seed([0.8, 0.9, 1.0, 1.0, 0.95, 0.85])
+    # Nothing known: two probes on the docs' schedule, then the prior for the rest.
+    assert [times.first_poll_delay(f"e{i}") for i in range(4)] == [0.25, 0.25, 1.0, 1.0]
+    assert times.probing("e1") and not times.probing("e2")
+    assert times.prior_saved() == 0.0
+    assert times.add(0.4) is True  # the first thing known
+    assert not times.probing("e1")
+    assert times.first_poll_delay() == pytest.approx(0.42)
+    assert times.prior_saved() == pytest.approx(0.58)
+    assert times.add(0.4) is False
+    times.seed([0.8, 0.9, 1.0, 1.0, 0.95, 0.85] * 5)
     assert 0.95 <= times.first_poll_delay() <= 1.1
     times.seed([600.0] * 50)
     assert times.first_poll_delay() == 5.0
