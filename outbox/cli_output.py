@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .deliveries import Delivery
 from .errors import DataInvalid, JournalMissing, KeyConflict, OutboxError, RemoteError
 from .exit_codes import exit_code_for
-from .facts import network_facts
+from .facts import concurrency_line, network_facts
 from .models import Entry, Event, State
 from .templates import CachedTemplate
 from .worker import worker_facts
@@ -177,6 +177,7 @@ def status_lines(
         f"api        {base_url}",
         "  ".join(f"{s.value} {n}" for s, n in counts.items()),
         *network_lines(facts),
+        *filter(None, [concurrency_line(facts)]),
         *(fact.line() for fact in worker_facts(facts)),
     ]
 

@@ -30,6 +30,7 @@ ENV_BASE_URL = "CRAFTKIT_BASE_URL"
 
 _TUNING_KEYS = (
     "concurrency",
+    "max_concurrency",
     "connect_timeout",
     "read_timeout",
     "request_timeout",
@@ -37,7 +38,7 @@ _TUNING_KEYS = (
     "max_pdf_bytes",
 )
 _FILE_KEYS = {"db", "downloads", "base_url", *_TUNING_KEYS}
-_WHOLE_NUMBERS = ("concurrency", "max_pdf_bytes")
+_WHOLE_NUMBERS = ("concurrency", "max_concurrency", "max_pdf_bytes")
 
 
 def default_db_path() -> Path:
@@ -62,8 +63,11 @@ class Settings:
     :class:`~outbox.schedule.Schedule`.
     """
 
-    #: Requests in flight at once, over reused connections.
+    #: Requests in flight at once, over reused connections, to begin with: the engine allows
+    #: more while answers come back as quickly, and fewer after a 429 or 503 (AIMD) ...
     concurrency: int = 4
+    #: ... never more than this (nor less than one); a ``concurrency`` above it is kept fixed.
+    max_concurrency: int = 16
     #: Seconds to wait for a connection; beyond it the API counts as unreachable.
     connect_timeout: float = 5.0
     #: Seconds to wait for an answer once the request is sent (and between two reads).
@@ -83,6 +87,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if self.max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
         timeouts = (
             self.connect_timeout,
             self.read_timeout,
@@ -93,6 +99,11 @@ class Settings:
             raise ValueError("timeouts must be positive numbers of seconds")
         if self.max_pdf_bytes < 1:
             raise ValueError("max_pdf_bytes must be at least 1")
+
+    @property
+    def concurrency_ceiling(self) -> int:
+        """The most requests ever in flight at once."""
+        return max(self.concurrency, self.max_concurrency)
 
     @property
     def lease_seconds(self) -> float:

@@ -28,6 +28,7 @@ from .deliveries import Delivery, DeliveryState
 from .dispatcher import Dispatcher
 from .exit_codes import ExitCode
 from .gate import Gate
+from .limit import ConcurrencyLimit
 from .models import UNFINISHED_STATES, Entry, Event, State
 from .platform import process_alive
 from .pool import Crew, Phase
@@ -159,7 +160,7 @@ class Engine:
             request_timeout=settings.request_timeout,
             download_timeout=settings.download_timeout,
             max_pdf_bytes=settings.max_pdf_bytes,
-            max_connections=settings.concurrency * 2,
+            max_connections=settings.concurrency_ceiling * 2,
             retries=settings.retries,
             transport=transport,
             monotonic=clock.monotonic,
@@ -168,14 +169,17 @@ class Engine:
         )
         self.gate = Gate(self.client, journal, clock=clock, schedule=schedule)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.executor = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="outbox")
+        self.executor = ThreadPoolExecutor(
+            settings.concurrency_ceiling, thread_name_prefix="outbox"
+        )
+        self.limit = ConcurrencyLimit(settings.concurrency, settings.concurrency_ceiling)
         self.crew = Crew(
             journal=journal,
             gate=self.gate,
             clock=clock,
             owner=self.owner,
             executor=self.executor,
-            concurrency=settings.concurrency,
+            limit=self.limit,
             lease_seconds=settings.lease_seconds,
             schedule=schedule,
         )
@@ -184,6 +188,7 @@ class Engine:
         if isinstance(saved, list):
             self.render_times.seed([float(v) for v in saved if isinstance(v, int | float)])
         self._saved_render_times = self.render_times.snapshot()
+        self._saved_concurrency: dict[str, int] | None = None
         self.dispatcher = Dispatcher(self.crew, self.client, self.render_times)
         self.replay = Replay(self.crew, self.client, self.render_times, downloads)
         self.courier = Courier(self.crew, self.client)
@@ -211,11 +216,20 @@ class Engine:
             self.client.close()
 
     def _save_render_times(self) -> None:
-        """Remember recent render durations, so the next process polls well from the start."""
+        """Remember recent render durations, so the next process polls well from the start,
+        and record the concurrency reached (``outbox status`` shows it)."""
         recent = self.render_times.recent()
         if recent and recent != self._saved_render_times:
             self.journal.set_status("render_seconds", recent)
             self._saved_render_times = recent
+        concurrency = {
+            "current": self.limit.value,
+            "configured": self.settings.concurrency,
+            "max": self.limit.maximum,
+        }
+        if concurrency != self._saved_concurrency:
+            self.journal.set_status("concurrency", concurrency)
+            self._saved_concurrency = concurrency
 
     # -- one pass ------------------------------------------------------------------------
 

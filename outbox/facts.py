@@ -49,3 +49,14 @@ def network_facts(facts: Mapping[str, Any]) -> list[NetworkFact]:
             text += f": {fact['reason']}"
         found.append(NetworkFact(name, label, ok, text, facts.get(name + "_at")))
     return found
+
+
+def concurrency_line(facts: Mapping[str, Any]) -> str | None:
+    """The number of requests in flight at once that the engine last settled on, if known."""
+    fact = facts.get("concurrency")
+    if not isinstance(fact, dict) or not isinstance(fact.get("current"), int):
+        return None
+    return (
+        f"{'requests'.ljust(10)} {fact['current']} at once (configured {fact.get('configured')}, "
+        f"at most {fact.get('max')}; as of {facts.get('concurrency_at')})"
+    )

@@ -27,8 +27,17 @@ from typing import Any, Generic, TypeVar
 
 from .clock import Clock
 from .deliveries import Delivery
-from .errors import JournalBusy, JournalError, JournalFull, LostRace, RemoteError
+from .errors import (
+    JournalBusy,
+    JournalError,
+    JournalFull,
+    LostRace,
+    RateLimited,
+    RemoteError,
+    ServerError,
+)
 from .gate import Gate
+from .limit import ConcurrencyLimit
 from .models import Entry, RemoteStatus, State
 from .outcomes import DeliveryOutcome, GiveBack, Move, Network, Outcome
 from .schedule import Schedule
@@ -76,7 +85,8 @@ class Crew:
     clock: Clock
     owner: str
     executor: Executor
-    concurrency: int
+    #: How many requests may be in flight at once (adapted as answers come back).
+    limit: ConcurrencyLimit
     lease_seconds: float
     schedule: Schedule = field(default_factory=Schedule)
     unexpected: list[str] = field(default_factory=list)
@@ -87,6 +97,8 @@ class Crew:
     #: Finishing moves held for the next durable commit, and since when (monotonic).
     _held: list[_Answer] = field(default_factory=list, repr=False)
     _held_since: float = 0.0
+    #: Whether the answer this worker thread is handling said "overloaded".
+    _overload: threading.local = field(default_factory=threading.local, repr=False)
 
     # -- the phases ----------------------------------------------------------------------
 
@@ -176,7 +188,7 @@ class Crew:
         handled = 0
         claiming = True
         while True:
-            free = self.concurrency - len(in_flight)
+            free = self.limit.value - len(in_flight)
             may_claim = claiming and free > 0 and self._may_claim(deadline, stop)
             try:
                 claimed = self._commit(phases if may_claim else (), free, everything=not in_flight)
@@ -330,8 +342,21 @@ class Crew:
             **outcome.changes,
         )
 
+    def _answered(self, kind: str, seconds: float) -> None:
+        """A handler finished: unless this thread's answer said "overloaded", its latency
+        counts towards a larger limit."""
+        if getattr(self._overload, "seen", False):
+            self._overload.seen = False
+            return
+        self.limit.answered(kind, seconds)
+
     def _tell_gate(self, outcome: Outcome | DeliveryOutcome, error: Exception | None) -> None:
         """What the outcome says about the network, for every request (see :mod:`.gate`)."""
+        if isinstance(error, RateLimited) or (
+            isinstance(error, ServerError) and error.status == 503
+        ):
+            self.limit.overloaded()
+            self._overload.seen = True
         if outcome.network is Network.TROUBLE:
             assert isinstance(error, RemoteError), "only a remote error is network trouble"
             self.gate.note(error)
@@ -365,8 +390,10 @@ class Crew:
         if not self.gate.acquire(deadline, stop):
             phase.release(item)
             return
+        started = self.clock.monotonic()
         try:
             phase.handle(item)
+            self._answered(phase.name, self.clock.monotonic() - started)
         except (JournalBusy, JournalFull) as exc:
             # The journal cannot take the outcome right now; the lease runs out and the entry
             # is worked again later, with the same key. Nothing is lost.

@@ -12,6 +12,7 @@ from outbox import Outbox, State
 from outbox.client import CraftkitClient
 from outbox.clock import Clock
 from outbox.gate import Gate
+from outbox.limit import ConcurrencyLimit
 from outbox.models import Entry
 from outbox.pool import Crew
 from outbox.store import Journal
@@ -28,7 +29,7 @@ def crew(db_path: Path) -> Iterator[Crew]:
             clock=Clock(),
             owner="me",
             executor=executor,
-            concurrency=2,
+            limit=ConcurrencyLimit(2, 2),
             lease_seconds=60,
         )
     client.close()
