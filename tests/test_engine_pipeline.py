@@ -10,7 +10,7 @@ from pathlib import Path
 
 from support import FakeClock, connected, fill, renders_per_entry_ok, simulated
 
-from outbox import State
+from outbox import Settings, State
 from outbox.clock import parse_iso
 from outbox.sandbox import Faults, Sandbox
 
@@ -68,12 +68,14 @@ def test_renders_waiting_for_the_prior_are_polled_once_a_probe_tells_how_long_th
 
 
 def test_first_pdf_lands_before_the_last_entry_is_submitted(tmp_path: Path) -> None:
-    """Downloads and polls share the request slots with submissions and go first: with 120
-    entries to send, the first PDF is on disk while entries are still being submitted."""
+    """Downloads and polls share the request slots with submissions and go first: with 200
+    entries to send four at a time (the limit held there, so that sending takes a while), the
+    first PDF is on disk while entries are still being submitted."""
     db = tmp_path / "j.db"
-    fill(db, 120)
+    fill(db, 200)
+    settings = Settings(concurrency=4, max_concurrency=4)
     with Sandbox(render_seconds=0.05, seed=8, faults=Faults(latency=0.02)) as sb:
-        with connected(db, sb) as ob:
+        with connected(db, sb, settings=settings) as ob:
             order: list[tuple[State | None, State]] = []
             ob.on_change(lambda event: order.append((event.from_state, event.to_state)))
             report = ob.flush(timeout=120)
@@ -82,9 +84,9 @@ def test_first_pdf_lands_before_the_last_entry_is_submitted(tmp_path: Path) -> N
             submits = [
                 i for i, move in enumerate(order) if move == (State.PENDING, State.SUBMITTED)
             ]
-            assert len(submits) == 120
+            assert len(submits) == 200
             last_submit = submits[-1]
             assert first_done < last_submit, "every submit came before the first PDF"
             entry = next(e for e in ob.list(state="done"))
             assert entry.pdf_path and Path(entry.pdf_path).is_file()
-        renders_per_entry_ok(sb, 120)
+        renders_per_entry_ok(sb, 200)
