@@ -50,8 +50,13 @@ def save_pdf(
     name: str,
     entry_id: str,
     expected_size: int | None,
+    sync_folder: bool = True,
 ) -> SavedPdf:
     """Stream ``chunks`` into ``folder/name`` (or ``name (2).pdf``... if that is taken).
+
+    ``sync_folder=False`` leaves the fsync of the folder (which makes the new name durable) to
+    the caller, who must do it before recording the PDF as saved: the engine syncs the folder
+    once for all the PDFs of one group commit.
 
     Raises :class:`DownloadError` for an incomplete or non-PDF body (nothing is kept) and
     :class:`StorageFull` when the disk is full. If the target already holds exactly these
@@ -73,7 +78,8 @@ def save_pdf(
         finally:
             platform.remove(temp)
             taken.remove(temp.name)
-        fsync_dir(folder)
+        if sync_folder:
+            fsync_dir(folder)
     except OSError as exc:
         if exc.errno in _NO_SPACE:
             raise StorageFull(

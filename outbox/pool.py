@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from .clock import Clock
@@ -36,6 +37,7 @@ from .errors import (
     RemoteError,
     ServerError,
 )
+from .files import fsync_dir
 from .gate import Gate
 from .limit import ConcurrencyLimit
 from .models import Entry, RemoteStatus, State
@@ -68,6 +70,8 @@ class _Answer:
 
     entry: Entry
     outcome: Outcome
+    #: A folder whose new names must be durable before this move is committed.
+    sync_first: Path | None = None
 
     @property
     def durable(self) -> bool:
@@ -235,6 +239,8 @@ class Crew:
         writes = [answer for answer in answers if not answer.durable]
         if durable:
             writes.extend(held)
+        for folder in {answer.sync_first for answer in writes if answer.sync_first is not None}:
+            fsync_dir(folder)  # new PDF names durable before the moves that record them
         claimed: list[tuple[Phase[Any], Any]] = []
         if writes or phases:
             with self.journal.batch(durable=durable):
@@ -307,16 +313,24 @@ class Crew:
         except Exception:
             log.warning("could not put entry %s aside", entry.id, exc_info=True)
 
-    def apply(self, entry: Entry, outcome: Outcome, error: Exception | None = None) -> None:
+    def apply(
+        self,
+        entry: Entry,
+        outcome: Outcome,
+        error: Exception | None = None,
+        *,
+        sync_first: Path | None = None,
+    ) -> None:
         """Carry out what :mod:`outbox.outcomes` decided for a leased entry.
 
         The gate hears what the outcome says about the network at once (``error`` is the error
         it acts on for :attr:`Network.TROUBLE`); the journal records the move, or gives the
-        lease back untouched, at the scheduler's next group commit (see :meth:`work`).
+        lease back untouched, at the scheduler's next group commit (see :meth:`work`), after
+        fsyncing the folder ``sync_first`` (once for every move of that commit that names it).
         """
         self._tell_gate(outcome, error)
         with self._answers_lock:
-            self._answers.append(_Answer(entry, outcome))
+            self._answers.append(_Answer(entry, outcome, sync_first))
 
     def apply_delivery(
         self, delivery: Delivery, outcome: DeliveryOutcome, error: Exception | None = None

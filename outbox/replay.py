@@ -134,6 +134,7 @@ class Replay:
                     name=name,
                     entry_id=entry.id,
                     expected_size=length,
+                    sync_folder=False,  # synced once per group commit, before ``done``
                 )
         except (NotReady, StorageFull, RemoteError, OSError) as exc:
             health_ok = (
@@ -152,4 +153,8 @@ class Replay:
             )
             crew.apply(entry, outcome, exc)
             return
-        crew.apply(entry, outcomes.download_saved(entry, saved, now=crew.clock.now()))
+        crew.apply(
+            entry,
+            outcomes.download_saved(entry, saved, now=crew.clock.now()),
+            sync_first=self.downloads,
+        )
