@@ -100,8 +100,11 @@ def test_eight_processes_enqueue_four_thousand_entries(db_path: Path) -> None:
         assert proc.returncode == 0, err
         assert "locked" not in err and "Traceback" not in err
         assert len(out.split()) == 500
+        # Each process's ids sort in the order it made them (they are time-ordered).
+        assert out.split() == sorted(out.split())
     with Outbox(db_path) as ob:
         assert ob.counts()[State.PENDING] == 4000
+        assert len({e.id for e in ob.list()}) == 4000  # unique across the processes
         assert len({e.key for e in ob.list()}) == 4000
         assert sum(len(ob.history(e.id)) for e in ob.list()) == 4000
         assert ob.journal.integrity_check() == "ok"
