@@ -143,6 +143,9 @@ def cli(
     )
 
 
+#: How many entries ``outbox list`` shows on a terminal unless told --limit or --all.
+TERMINAL_LIST = 50
+
 #: Set in the context's shared ``meta`` when a command was asked for ``--json``.
 _JSON_ASKED = "outbox.json"
 
@@ -307,16 +310,38 @@ def status(state: _State, as_json: bool) -> None:
 @cli.command(name="list")
 @click.option("--state", "state_filter", type=click.Choice([s.value for s in State]))
 @click.option("--limit", type=click.IntRange(min=1), help="At most N entries.")
+@click.option(
+    "--all", "show_all", is_flag=True, help="Every entry, also on a terminal (see below)."
+)
 @json_option
 @pass_state
-def list_(state: _State, state_filter: str | None, limit: int | None, as_json: bool) -> None:
-    """Entries, newest first (all of them unless --limit)."""
+def list_(
+    state: _State, state_filter: str | None, limit: int | None, show_all: bool, as_json: bool
+) -> None:
+    """Entries, newest first, printed as they are read (any number, in constant memory).
+
+    On a terminal the table stops after the newest 50 and says how many more there are;
+    --limit N or --all shows more. Piped or redirected, and with --json, it prints all of
+    them unless --limit.
+    """
+    bounded = limit is None and not show_all and not as_json and sys.stdout.isatty()
     with state.outbox() as ob:
-        entries = ob.list(state=state_filter, limit=limit)
-    if as_json:
-        click.echo(output.dumps([entry.to_public() for entry in entries]))
-        return
-    _echo_lines(output.entries_table(entries))
+        entries = ob.stream(state=state_filter, limit=TERMINAL_LIST if bounded else limit)
+        if as_json:
+            for piece in output.json_array(entry.to_public() for entry in entries):
+                click.echo(piece, nl=False)
+            click.echo()
+            return
+        shown = 0
+        for line in output.entries_table(entries):
+            click.echo(line)
+            shown += 1
+        if bounded:
+            counts = ob.counts()
+            total = counts[State(state_filter)] if state_filter else sum(counts.values())
+            more = total - (shown - 1)  # the header is a line too
+            if more > 0:
+                click.echo(f"... {more:,} more; use --limit N or --all to see them", err=True)
 
 
 @cli.command()

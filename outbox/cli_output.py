@@ -7,9 +7,11 @@ place.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+import textwrap
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .deliveries import Delivery
@@ -90,14 +92,34 @@ def _snake(name: str) -> str:
 # -- entries ---------------------------------------------------------------------------
 
 
-def entries_table(entries: Sequence[Entry]) -> list[str]:
-    """``outbox list``: one row per entry."""
-    rows = [("ID", "STATE", "TEMPLATE", "KEY", "UPDATED", "DETAIL")]
-    rows += [
+def entries_table(entries: Iterable[Entry], *, sample: int = 500) -> Iterator[str]:
+    """``outbox list``: one row per entry, each line made as its entry comes.
+
+    Columns are as wide as the header and the first ``sample`` entries need; a wider cell
+    further down pushes its own line only. So a list of any length is printed while it is
+    read, in constant memory.
+    """
+    rows = (
         (e.id, e.state.value, e.template, clip(e.key, 32), e.updated_at, _detail(e))
         for e in entries
+    )
+    head = [
+        ("ID", "STATE", "TEMPLATE", "KEY", "UPDATED", "DETAIL"),
+        *itertools.islice(rows, sample),
     ]
-    return table(rows)
+    widths = [max(len(row[i]) for row in head) for i in range(len(head[0]))]
+    for row in itertools.chain(head, rows):
+        yield "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+
+
+def json_array(items: Iterable[Any]) -> Iterator[str]:
+    """A JSON array exactly as :func:`dumps` prints it, in pieces, one item at a time (join
+    them, or write each as it comes), so a long array is never held whole."""
+    opening = "[\n"
+    for item in items:
+        yield opening + textwrap.indent(dumps(item), "  ")
+        opening = ",\n"
+    yield "[]" if opening == "[\n" else "\n]"
 
 
 def entry_lines(entry: Entry, events: Sequence[Event]) -> list[str]:

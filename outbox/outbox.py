@@ -645,6 +645,11 @@ class Outbox:
         """Entries, newest first; all of them unless ``limit``."""
         return self.journal.list(state=state, limit=limit)
 
+    def stream(self, state: State | str | None = None, limit: int | None = None) -> Iterator[Entry]:
+        """The entries :meth:`list` returns, read a few hundred at a time as you iterate:
+        memory stays flat however large the journal is (``outbox list`` prints this way)."""
+        return self.journal.stream(state=state, limit=limit)
+
     def page(
         self,
         *,

@@ -88,6 +88,9 @@ MAX_PAGE = 500
 NARROW = 1000
 _SYNCHRONOUS: dict[str, str] = {"full": "FULL", "fast": "NORMAL"}
 
+#: Above every entry's ``seq`` (SQLite's largest integer).
+_BEYOND_ANY_SEQ = 2**63 - 1
+
 #: The status fact recording the last full template sync (see ``templates_synced_at``).
 TEMPLATES_SYNCED = "templates_synced"
 #: The error code of a pending entry whose stored data today's limits refuse.
@@ -496,17 +499,36 @@ class Journal:
         self, *, state: State | str | None = None, limit: int | None = None
     ) -> builtins.list[Entry]:
         """Entries, newest first, optionally of one state and at most ``limit`` of them."""
-        sql = "SELECT * FROM entries"
-        params: builtins.list[Any] = []
-        if state is not None:
-            sql += " WHERE state = ?"
-            params.append(State(state).value)
-        sql += " ORDER BY seq DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        with self._read() as conn:
-            return _with_deliveries(conn, [_entry(row) for row in conn.execute(sql, params)])
+        return builtins.list(self.stream(state=state, limit=limit))
+
+    def stream(
+        self, *, state: State | str | None = None, limit: int | None = None
+    ) -> Iterator[Entry]:
+        """Entries, newest first, read :data:`MAX_PAGE` at a time as the caller takes them.
+
+        Memory stays flat at any journal size, and no read stays open between batches (a
+        slow reader never holds back the write-ahead log). Each batch continues below the
+        last one's ``seq``, walking the table (or the state's index) backwards, so every
+        batch costs the same.
+        """
+        where = "" if state is None else " AND state = ?"
+        params: builtins.list[Any] = [] if state is None else [State(state).value]
+        left = limit
+        below = _BEYOND_ANY_SEQ  # the first batch starts at the newest
+        while left is None or left > 0:
+            size = MAX_PAGE if left is None else min(MAX_PAGE, left)
+            with self._read() as conn:
+                rows = conn.execute(
+                    f"SELECT * FROM entries WHERE seq < ?{where} ORDER BY seq DESC LIMIT ?",
+                    [below, *params, size],
+                ).fetchall()
+                batch = _with_deliveries(conn, [_entry(row) for row in rows])
+            yield from batch
+            if len(rows) < size:
+                return
+            below = rows[-1]["seq"]
+            if left is not None:
+                left -= len(rows)
 
     def page(
         self,

@@ -40,7 +40,7 @@ def test_an_entry_shows_its_set_fields_field_errors_data_and_history(ob: Outbox)
     history = lines[lines.index("") + 1 :]
     assert history[0].split() == ["AT", "FROM", "TO", "ATTEMPT", "HTTP", "CODE", "DETAIL"]
     assert [row.split()[1:3] for row in history[1:]] == [["-", "pending"], ["pending", "rejected"]]
-    listed = output.entries_table([entry])
+    listed = list(output.entries_table([entry]))
     assert listed[1].split()[:3] == [entry.id, "rejected", "invoice"]
     assert listed[1].endswith("invalid_input_data: bad")
 
