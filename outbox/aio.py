@@ -25,6 +25,7 @@ import builtins
 import collections
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -39,9 +40,9 @@ from .clock import Clock
 from .config import DEFAULT_BASE_URL, Settings
 from .engine import FlushReport
 from .errors import JournalError
-from .models import Event, State
+from .models import Entry, Event, State
 from .outbox import Outbox
-from .store import Durability
+from .store import MAX_PAGE, Durability
 from .validation import ValidationMode
 from .worker import ErrorCallback
 
@@ -275,6 +276,18 @@ class AsyncOutbox:
         """
         outbox = await self._ready()
         return outbox.on_change(_LoopRelay(asyncio.get_running_loop(), callback))
+
+    async def stream(
+        self, state: State | str | None = None, limit: int | None = None
+    ) -> AsyncGenerator[Entry, None]:
+        """``async for entry in ob.stream()``: what :meth:`list` returns, a batch at a time
+        (each batch read on the journal thread), so memory stays flat at any journal size."""
+        entries = await self._call(lambda outbox: outbox.stream(state=state, limit=limit))
+        while batch := await self._call(
+            lambda _: builtins.list(itertools.islice(entries, MAX_PAGE))
+        ):
+            for entry in batch:
+                yield entry
 
     def changes(
         self,

@@ -3,6 +3,7 @@ screenful on a terminal."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from support import process_env, run_cli
 
-from outbox import Entry, Outbox, State
+from outbox import AsyncOutbox, Entry, Outbox, State
 from outbox import cli_output as output
 from outbox.cli import TERMINAL_LIST
 from outbox.store import MAX_PAGE
@@ -44,6 +45,17 @@ def test_stream_gives_what_list_gives_across_batches(db_path: Path, many: list[s
         assert [e.id for e in ob.stream(state="pending", limit=3)] == [
             entry_id for entry_id in many if entry_id not in set(cancelled)
         ][:3]
+
+
+def test_the_async_twin_streams_the_same_entries(db_path: Path, many: list[str]) -> None:
+    async def main() -> None:
+        async with AsyncOutbox(db_path) as ob:
+            assert [e.id async for e in ob.stream()] == many
+            assert [e.id async for e in ob.stream(limit=MAX_PAGE + 2)] == many[: MAX_PAGE + 2]
+            cancelled = [e.id async for e in ob.stream(state=State.CANCELLED)]
+            assert cancelled == [e.id for e in await ob.list(state=State.CANCELLED)]
+
+    asyncio.run(main())
 
 
 def test_the_first_entry_comes_after_one_batch_is_read(db_path: Path, many: list[str]) -> None:
