@@ -112,16 +112,23 @@ def test_a_delivery_id_another_process_made_already_is_drawn_again(
 
 
 def test_get_by_a_unique_prefix_of_six_or_more(db_path: Path, clock: FakeClock) -> None:
-    with Outbox(db_path, clock=clock) as ob:
-        first = ob.enqueue("t", {"n": 1})
-        clock.advance(100_000)  # another day: the ids differ in their first six digits
-        second = ob.enqueue("t", {"n": 2})
-        assert ob.get(first.id[:6]).id == first.id and ob.get(second.id[:6]).id == second.id
-        same_second = ob.enqueue("t", {"n": 3})
-        shared = len(_common_prefix(second.id, same_second.id))
-        assert ob.get(same_second.id[: shared + 1]).id == same_second.id
-        with pytest.raises(Exception, match="no entry with id"):
-            ob.get(second.id[:shared])  # two entries share it
+    # Its own id maker: ids made earlier in this process (at the real time, ahead of the
+    # fake clock) would otherwise keep these running ahead of the clock.
+    journal = Journal(db_path, clock=clock, new_id=IdMaker())
+    try:
+        with Outbox(db_path, clock=clock) as ob:
+            first = journal.enqueue(ob.prepare("t", {"n": 1}))
+            clock.advance(100_000)  # another day: the ids differ in their first six digits
+            second = journal.enqueue(ob.prepare("t", {"n": 2}))
+            assert ob.get(first.id[:6]).id == first.id and ob.get(second.id[:6]).id == second.id
+            same_second = journal.enqueue(ob.prepare("t", {"n": 3}))
+            shared = len(_common_prefix(second.id, same_second.id))
+            assert shared >= 8  # the second they were made in
+            assert ob.get(same_second.id[: shared + 1]).id == same_second.id
+            with pytest.raises(Exception, match="no entry with id"):
+                ob.get(second.id[:shared])  # two entries share it
+    finally:
+        journal.close()
 
 
 def test_entries_from_random_id_journals_are_still_found(db_path: Path) -> None:
