@@ -44,7 +44,7 @@ def test_a_slow_drip_answer_is_cut_at_the_flush_deadline(tmp_path: Path) -> None
             tmp_path / "j.db", api_key=sb.api_key, base_url=sb.base_url, settings=settings
         ) as ob:
             slow = ob.enqueue("inspection-report", DATA, key="slow")
-            report = ob.flush(timeout=2)  # a request may take 60 s: the flush allows 2
+            report = ob.flush(timeout=6)  # a request may take 60 s: the flush allows 6
             assert not report.unexpected, report.unexpected
             assert report.exit_code == 75 and report.timed_out, report.problems
             entry = ob.get(slow.id)
@@ -57,11 +57,11 @@ def test_a_slow_drip_answer_is_cut_at_the_flush_deadline(tmp_path: Path) -> None
 def test_flush_timeout_returns_although_the_server_drips(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
     with Sandbox(render_seconds=0.05, seed=5) as sb:
-        sb.set_faults(keys={"slow": {"slow_body": 2}})  # a render answer takes minutes
+        sb.set_faults(keys={"slow": {"slow_body": 1}})  # a render answer takes minutes
         with Outbox(db) as ob:
             ob.enqueue("inspection-report", DATA, key="slow")
         # Without an overall deadline this flush lasts as long as the drip: over the timeout.
-        result = run_cli_process("flush", "--timeout", "3", env=sandbox_env(sb, db), timeout=120)
+        result = run_cli_process("flush", "--timeout", "5", env=sandbox_env(sb, db), timeout=120)
     assert result.returncode == 75, result.stderr
     assert "Traceback" not in result.stderr
     assert OUT_OF_TIME in result.stderr, result.stderr
