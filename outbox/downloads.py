@@ -69,14 +69,17 @@ def save_pdf(
         temp = folder / f".outbox-{entry_id}-{secrets.token_hex(4)}.part"
         taken = folder_names(folder)
         limit = platform.name_limit(folder)
+        with taken.changed_by_us():
+            fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | platform.BINARY, 0o644)
+        taken.add(temp.name)
         try:
-            size, digest = _write_verified(chunks, temp, expected_size)
-            taken.add(temp.name)  # our own change: no need to list the folder again
+            size, digest = _write_verified(chunks, fd, expected_size)
             path = _link_unique(
                 temp, folder, platform.fit_name(name, limit=limit), size, digest, limit
             )
         finally:
-            platform.remove(temp)
+            with taken.changed_by_us():
+                platform.remove(temp)
             taken.remove(temp.name)
         if sync_folder:
             fsync_dir(folder)
@@ -89,14 +92,13 @@ def save_pdf(
     return SavedPdf(path=path, size=size, sha256=digest)
 
 
-def _write_verified(
-    chunks: Iterable[bytes], temp: Path, expected_size: int | None
-) -> tuple[int, str]:
+def _write_verified(chunks: Iterable[bytes], fd: int, expected_size: int | None) -> tuple[int, str]:
+    """Write ``chunks`` to the new file open as ``fd`` (closed here) and make them durable;
+    their size and SHA-256, or :class:`DownloadError` if they are not the PDF announced."""
     digest = hashlib.sha256()
     size = 0
     head = b""
     tail = b""
-    fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | platform.BINARY, 0o644)
     with os.fdopen(fd, "wb") as handle:
         for chunk in chunks:
             if not chunk:
@@ -138,7 +140,9 @@ def _link_unique(temp: Path, folder: Path, name: str, size: int, digest: str, li
         if taken.in_another_case(candidate.name):
             continue
         try:
-            if hard_link(temp, candidate) or rename_if_free(temp, candidate):
+            with taken.changed_by_us():
+                claimed = hard_link(temp, candidate) or rename_if_free(temp, candidate)
+            if claimed:
                 taken.add(candidate.name)
                 return candidate
         except FileExistsError:

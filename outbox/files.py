@@ -21,7 +21,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import platform
@@ -126,7 +126,8 @@ def claim(
         if taken.in_another_case(target.name):
             continue
         try:
-            linked = hard_link(source, target)
+            with taken.changed_by_us():
+                linked = hard_link(source, target)
         except FileExistsError:
             if identity(target) == expected:
                 return target  # linked before a crash, or by another process
@@ -165,7 +166,9 @@ def _move_by_rename(
         if taken.in_another_case(target.name):
             continue
         try:
-            if not rename_if_free(source, target):
+            with taken.changed_by_us():
+                renamed = rename_if_free(source, target)
+            if not renamed:
                 continue
         except FileNotFoundError:
             return None
@@ -262,10 +265,12 @@ class FolderNames:
     would make a second file that clashes once the folder is copied.
 
     The folder is listed again only when its modification time changed since this process last
-    listed it or added a name itself, so claiming one name after another in a big folder does
-    not list it each time. A name another process adds within the same tick of the folder's
-    clock as one of ours can be missed (the clash then exists on Linux only, as it would
-    without this check); within one process nothing is missed.
+    saw it, so claiming one name after another in a big folder does not list it each time:
+    this process makes its own changes inside :meth:`changed_by_us` and then tells
+    :meth:`add` or :meth:`remove` what they were. A name another process adds within the same
+    tick of the folder's clock as this process looks at it or changes it can be missed (the
+    clash then exists on Linux only, as it would without this check); within one process
+    nothing is missed.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -283,14 +288,26 @@ class FolderNames:
             spellings = self._keys.get(platform.name_key(name), set())
             return bool(spellings) and name not in spellings
 
+    @contextlib.contextmanager
+    def changed_by_us(self) -> Iterator[None]:
+        """Around one change this process makes to the folder (then :meth:`add` or
+        :meth:`remove` it). If the folder was as this process last saw it just before, the
+        names known stay good after the change; if another process changed it since, the
+        folder is listed again at the next question."""
+        before = _modified(self.folder)
+        try:
+            yield
+        finally:
+            after = _modified(self.folder)
+            with self._lock:
+                if self._listed and before is not None and before == self._seen:
+                    self._seen = after
+
     def add(self, name: str) -> None:
         """Note that this process just gave a file the name ``name`` in the folder."""
         with self._lock:
-            if not self._listed:
-                self._refresh()
-                return
-            self._keys.setdefault(platform.name_key(name), set()).add(name)
-            self._seen = _modified(self.folder)
+            if self._listed:
+                self._keys.setdefault(platform.name_key(name), set()).add(name)
 
     def remove(self, name: str) -> None:
         """Note that this process just removed the name ``name`` from the folder."""
@@ -301,7 +318,6 @@ class FolderNames:
             spellings.discard(name)
             if not spellings:
                 self._keys.pop(platform.name_key(name), None)
-            self._seen = _modified(self.folder)
 
     def _refresh(self) -> None:
         modified = _modified(self.folder)

@@ -125,8 +125,10 @@ class ResultFiles:
             "updated_at": entry.updated_at,
             "deliveries": [_delivery_result(d) for d in entry.deliveries],
         }
-        write_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-        folder_names(path.parent).add(path.name)
+        names = folder_names(path.parent)
+        with names.changed_by_us():
+            write_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        names.add(path.name)
         written = ResultWritten(name, entry, path)
         self.on_written(written)
         return written

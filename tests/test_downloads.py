@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
 from outbox.downloads import safe_filename, save_pdf
 from outbox.errors import DownloadError
+from outbox.files import folder_names
 
 PDF = b"%PDF-1.4\n" + b"x" * 1000 + b"\n%%EOF\n"
 
@@ -78,3 +80,15 @@ def test_a_crash_after_saving_reuses_the_same_file(tmp_path: Path) -> None:
 )
 def test_file_names_are_sanitised(name: str | None, expected: str) -> None:
     assert safe_filename(name, "entry-1") == expected
+
+
+def test_a_name_another_process_added_while_we_downloaded_is_seen(tmp_path: Path) -> None:
+    """``Report.pdf`` appears (another process, a user) after this process last listed the
+    folder and before its next save ends: that save must see it, not only its own changes."""
+    save_pdf([PDF], folder=tmp_path, name="first.pdf", entry_id="e1", expected_size=None)
+    os.utime(tmp_path, ns=(0, 10**9))  # the folder's clock before the other process's change
+    assert not folder_names(tmp_path).in_another_case("nothing.pdf")  # listed as of that time
+    (tmp_path / "Report.pdf").write_bytes(b"%PDF-1.4 someone else's %%EOF")
+    saved = save_pdf([PDF], folder=tmp_path, name="report.pdf", entry_id="e2", expected_size=None)
+    assert saved.path.name == "report (2).pdf"
+    assert (tmp_path / "Report.pdf").read_bytes() == b"%PDF-1.4 someone else's %%EOF"

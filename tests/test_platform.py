@@ -773,11 +773,26 @@ def test_a_big_folder_is_listed_once_while_this_process_adds_names(
     names = folder_names(tmp_path)
     for n in range(50):
         assert not names.in_another_case(f"new-{n}.pdf")
-        (tmp_path / f"new-{n}.pdf").write_bytes(b"")
+        with names.changed_by_us():
+            (tmp_path / f"new-{n}.pdf").write_bytes(b"")
         names.add(f"new-{n}.pdf")
     assert names.in_another_case("NEW-7.PDF") and names.in_another_case("Old-3.pdf")
     assert listings == [str(tmp_path)]
     assert folder_names(tmp_path) is names  # one per folder, shared by the process
+
+
+def test_a_change_by_another_process_meanwhile_makes_the_folder_be_listed_again(
+    tmp_path: Path,
+) -> None:
+    names = FolderNames(tmp_path)
+    os.utime(tmp_path, ns=(0, 10**9))
+    assert not names.in_another_case("report.pdf")  # listed as of that time
+    (tmp_path / "Report.pdf").write_bytes(b"")  # another process
+    with names.changed_by_us():
+        (tmp_path / "mine.pdf").write_bytes(b"")
+    names.add("mine.pdf")
+    assert names.in_another_case("report.pdf")  # not hidden behind our own change
+    assert names.in_another_case("MINE.pdf")
 
 
 # -- running as a service ----------------------------------------------------------------------
