@@ -5,7 +5,8 @@ Every row is a ratio against a baseline measured in the same run, with the journ
   single   durable ``enqueue`` vs a raw sqlite3 INSERT+COMMIT with the same pragmas (WAL,
            synchronous=FULL), one row per transaction on both sides            target <= 1.2x
   growth   ``enqueue_many`` (batches of 1,000) over the first 50k vs the last 50k entries of
-           a 400k journal                                                        target <= 1.2x
+           a 400k journal, with keys given and with keys made by outbox, and the pages each
+           batch writes at both ends                                             target <= 1.2x
   flush    ``outbox flush`` with nothing to do (the sandbox answering) on a journal of 200k
            finished entries vs an empty one                                     target <= 1.1x
   list     peak RSS of ``outbox list`` (no flags, piped) on 200k entries, and on an empty
@@ -177,12 +178,15 @@ def single(folder: Path, count: int) -> None:
 # -- enqueue_many as the journal grows ---------------------------------------------------
 
 
-def _fill(ob: Outbox, total: int, batch: int = 1000, prefix: str = "e") -> list[Run]:
-    """Enqueue ``total`` entries in batches; the wall and CPU time of each batch."""
+def _fill(ob: Outbox, total: int, batch: int = 1000, prefix: str | None = "e") -> list[Run]:
+    """Enqueue ``total`` entries in batches; the wall and CPU time of each batch. Keys are
+    ``prefix-N``, or made by outbox if ``prefix`` is None."""
     took = []
     for offset in range(0, total, batch):
         requests = [
-            {"template": TEMPLATE, "data": DATA, "key": f"{prefix}-{i}"}
+            {"template": TEMPLATE, "data": DATA}
+            if prefix is None
+            else {"template": TEMPLATE, "data": DATA, "key": f"{prefix}-{i}"}
             for i in range(offset, min(total, offset + batch))
         ]
         wall, cpu = time.perf_counter(), time.thread_time()
@@ -191,12 +195,12 @@ def _fill(ob: Outbox, total: int, batch: int = 1000, prefix: str = "e") -> list[
     return took
 
 
-def _pages_per_batch(ob: Outbox, batch: int, batches: int = 3) -> float:
+def _pages_per_batch(ob: Outbox, batch: int, keyed: bool, batches: int = 3) -> float:
     """Write-ahead log frames (pages) one more ``enqueue_many`` of ``batch`` entries writes."""
     wal = ob.path.with_name(ob.path.name + "-wal")
     pages = []
     for n in range(batches):
-        probe = functools.partial(_fill, ob, batch, batch, f"probe-{n}")
+        probe = functools.partial(_fill, ob, batch, batch, f"probe-{n}" if keyed else None)
         pages.append(_frames(ob.journal._conn, wal, probe))
     return statistics.median(pages)
 
@@ -211,13 +215,14 @@ def _frames(conn: sqlite3.Connection, wal: Path, work: Callable[[], object]) -> 
     return frames
 
 
-def growth(folder: Path, total: int, window: int = 50_000, batch: int = 1000) -> None:
+def growth(folder: Path, total: int, keyed: bool, window: int = 50_000, batch: int = 1000) -> None:
+    keys = "keys like e-17" if keyed else "keys made by outbox"
     with Outbox(folder / "growth-empty.db") as ob:
-        pages_empty = _pages_per_batch(ob, batch)
+        pages_empty = _pages_per_batch(ob, batch, keyed)
     path = folder / "growth.db"
     with Outbox(path) as ob:
-        took = _fill(ob, total, batch)
-        pages_full = _pages_per_batch(ob, batch)
+        took = _fill(ob, total, batch, "e" if keyed else None)
+        pages_full = _pages_per_batch(ob, batch, keyed)
     per_window = window // batch
     first, last = took[:per_window], took[-per_window:]
     rate = {
@@ -226,17 +231,18 @@ def growth(folder: Path, total: int, window: int = 50_000, batch: int = 1000) ->
     }
     wall, cpu = rate["first"][0] / rate["last"][0], rate["first"][1] / rate["last"][1]
     print(
-        f"growth: enqueue_many (batches of {batch:,}) first {window:,} {rate['first'][0]:,.0f}/s"
-        f" wall, {rate['first'][1]:,.0f}/s CPU; last {window:,} of {total:,}"
-        f" {rate['last'][0]:,.0f}/s wall, {rate['last'][1]:,.0f}/s CPU; slowdown {wall:.2f}x"
-        f" wall, {cpu:.2f}x CPU; {verdict(max(wall, cpu), 1.2)} (the larger)"
+        f"growth ({keys}): enqueue_many (batches of {batch:,}) first {window:,}"
+        f" {rate['first'][0]:,.0f}/s wall, {rate['first'][1]:,.0f}/s CPU; last {window:,} of"
+        f" {total:,} {rate['last'][0]:,.0f}/s wall, {rate['last'][1]:,.0f}/s CPU; slowdown"
+        f" {wall:.2f}x wall, {cpu:.2f}x CPU; {verdict(max(wall, cpu), 1.2)} (the larger)"
     )
     print(
-        f"growth: pages written per batch of {batch:,}: {pages_full:,.0f} at {total:,} entries"
-        f" vs {pages_empty:,.0f} on an empty journal"
+        f"growth ({keys}): pages written per batch of {batch:,}: {pages_full:,.0f} at"
+        f" {total:,} entries vs {pages_empty:,.0f} on an empty journal"
         f" (journal {path.stat().st_size / 1e6:,.0f} MB)"
     )
-    path.unlink()
+    for journal in folder.glob("growth*"):
+        journal.unlink()
 
 
 # -- a journal of finished entries -------------------------------------------------------
@@ -377,7 +383,8 @@ def main() -> None:
         if "single" in wanted:
             single(folder, args.rounds * 300)
         if "growth" in wanted:
-            growth(folder, args.growth)
+            growth(folder, args.growth, keyed=True)
+            growth(folder, args.growth, keyed=False)
         if wanted & {"flush", "list"}:
             big = folder / "finished.db"
             finished_journal(big, args.finished)

@@ -10,11 +10,12 @@ import enum
 import json
 import math
 import os
-import uuid
+import secrets
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypedDict, cast
 
-from . import rules
+from . import ids, rules
 from .deliveries import Delivery, DeliveryRequest, same_deliveries
 from .errors import InvalidArgument, KeyConflict
 
@@ -260,6 +261,13 @@ MAX_DATA_BYTES = 2 * 1024 * 1024
 MAX_FILENAME_BYTES = 255
 
 
+def _generated_key() -> str:
+    """A key for a request given none: a time-ordered id (see :mod:`outbox.ids`), so that the
+    new key lands at the end of the keys' index as the id does, then 64 random bits, so that it
+    is unique among processes and journals as a UUID would be."""
+    return f"outbox-{ids.new_id(time.time())}{secrets.token_hex(8)}"
+
+
 @dataclass(frozen=True)
 class RenderRequest:
     """A validated request to render ``template`` with ``data``: what ``enqueue`` stores.
@@ -286,7 +294,7 @@ class RenderRequest:
         _check_template(self.template)
         object.__setattr__(self, "data_json", _data_json(self.data))
         if self.key is None:
-            object.__setattr__(self, "key", f"outbox-{uuid.uuid4()}")
+            object.__setattr__(self, "key", _generated_key())
         else:
             _check_key(self.key)
         if self.filename is not None:

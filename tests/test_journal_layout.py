@@ -48,6 +48,16 @@ def test_ids_sort_in_the_order_entries_were_made(db_path: Path, clock: FakeClock
         assert [e.id for e in ob.list(limit=10)] == made[::-1][:10]
 
 
+def test_generated_keys_sort_in_the_order_they_were_made(db_path: Path) -> None:
+    """A key outbox makes lands at the end of the keys' index, as the id does; its random
+    half keeps it unique among processes."""
+    with Outbox(db_path) as ob:
+        keys = [e.key for e in ob.enqueue_many({"template": "t", "data": {}} for _ in range(500))]
+        keys += [ob.enqueue("t", {}).key for _ in range(5)]
+    assert all(re.fullmatch(r"outbox-[0-9a-f]{32}", key) for key in keys)
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
 def test_ids_keep_growing_when_the_clock_goes_back() -> None:
     make = IdMaker(random.Random(3))
     ahead = [make(2_000_000_000.0) for _ in range(50)]
