@@ -6,11 +6,15 @@ up on disk, verified. Start with :class:`Outbox`.
 The names below are imported on first use (PEP 562), so that ``import outbox`` (and every CLI
 command) loads only the modules it needs: queueing a request needs neither the network stack
 nor the drop-folder watcher nor the JSON Schema library.
+
+outbox logs through :mod:`logging` under ``outbox.*`` and prints nothing itself: without a
+logging set-up of the app's own, nothing appears (not even warnings). See :mod:`outbox.logs`.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .deliveries import Delivery, DeliveryState
@@ -83,6 +87,9 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 __all__ = [

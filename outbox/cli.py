@@ -6,12 +6,12 @@ What the commands print is formatted in :mod:`outbox.cli_output`.
 
 from __future__ import annotations
 
+import builtins
 import importlib
-import json
 import logging
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,20 +19,25 @@ from typing import Any, NoReturn
 import click
 
 from . import cli_output as output
-from . import errors
+from . import errors, jobfiles, logs
 from .clock import Clock
 from .config import ENV_API_KEY, Config, load_config
 from .deliveries import UNFINISHED_DELIVERY_STATES, Delivery, DeliveryState, delivery_requests
 from .exit_codes import ExitCode, exit_code_for
-from .models import MAX_DATA_DEPTH, Event, RenderRequest, State
+from .logs import LogFormat
+from .models import Event, RenderRequest, State
 from .outbox import Outbox
 from .platform import on_stop_request
 from .validation import VALIDATION_MODES, ValidationMode
 
+#: What the long-running commands say about themselves, in the same log as their outcomes.
+log = logging.getLogger("outbox.cli")
+
 
 class _Group(click.Group):
     """Turns library errors into a message and an exit code instead of a traceback, and
-    loads a :class:`_LazyCommand` only when it is the one that runs."""
+    loads a :class:`_LazyCommand` only when it is the one that runs. Usage errors exit
+    ``EX_USAGE`` (64) rather than click's 2."""
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
@@ -42,9 +47,20 @@ class _Group(click.Group):
             command = command.load()
         return name, command, rest
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: builtins.list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _usage_exit_code():
+            return super().make_context(info_name, args, parent, **extra)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _usage_exit_code():
+                return super().invoke(ctx)
         except errors.OutboxError as exc:
             click.echo(f"outbox: {exc}", err=True)
             if ctx.meta.get(_JSON_ASKED):
@@ -71,12 +87,34 @@ class _LazyCommand(click.Command):
         return command
 
 
+@contextmanager
+def _usage_exit_code() -> Iterator[None]:
+    """A command line that does not parse exits 64 (``EX_USAGE``), as sysexits.h says."""
+    try:
+        yield
+    except click.UsageError as exc:
+        setattr(exc, "exit_code", ExitCode.USAGE)  # noqa: B010 - click declares it a ClassVar
+        raise
+
+
 class _State:
     """What the group options resolved to; opens the journal on first use."""
 
-    def __init__(self, flags: dict[str, Any]) -> None:
+    def __init__(self, flags: dict[str, Any], verbosity: int, log_format: LogFormat) -> None:
         self.flags = flags
+        self.verbosity = verbosity
+        self.log_format = log_format
+        self.quiet = False
+        self.outcomes = False
         self._config: Config | None = None
+
+    def configure_logging(self) -> None:
+        logs.configure(self.verbosity, self.log_format, outcomes=self.outcomes, quiet=self.quiet)
+
+    def log_outcomes(self, *, quiet: bool = False) -> None:
+        """For run, flush and watch: one line per outcome on stderr (problems only if quiet)."""
+        self.outcomes, self.quiet = True, quiet
+        self.configure_logging()
 
     @property
     def config(self) -> Config:
@@ -119,7 +157,19 @@ pass_state = click.make_pass_decorator(_State)
 @click.option("--downloads", metavar="DIR", help="Where PDFs go. [env: OUTBOX_DOWNLOADS]")
 @click.option("--base-url", metavar="URL", help="Craftkit API. [env: CRAFTKIT_BASE_URL]")
 @click.option("--config", "config_file", metavar="FILE", help="Config file. [env: OUTBOX_CONFIG]")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="-v: also outbox's decisions (claims, schedules, retries); -vv: also every request.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(logs.LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="The log on stderr: lines for people, or one JSON object per line for collectors.",
+)
 @click.version_option(package_name="outbox")
 @click.pass_context
 def cli(
@@ -129,18 +179,54 @@ def cli(
     base_url: str | None,
     config_file: str | None,
     verbose: int,
+    log_format: LogFormat,
 ) -> None:
     """Offline-first render queue for the Craftkit PDF API.
 
-    The API key is read from the CRAFTKIT_API_KEY environment variable only.
+    The API key is read from the CRAFTKIT_API_KEY environment variable only. run, flush and
+    watch log one line per outcome on stderr (-v, -vv and --log-format also work after them).
     """
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every URL at INFO, and a PDF's public downloadUrl is not for the logs.
-    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     ctx.obj = _State(
-        {"db": db, "downloads": downloads, "base_url": base_url, "config_file": config_file}
+        {"db": db, "downloads": downloads, "base_url": base_url, "config_file": config_file},
+        verbose,
+        log_format,
     )
+    ctx.obj.configure_logging()
+
+
+def _more_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:
+        state = ctx.find_object(_State)
+        assert state is not None
+        state.verbosity += value
+        state.configure_logging()
+
+
+def _log_format(ctx: click.Context, param: click.Parameter, value: LogFormat | None) -> None:
+    if value is not None:
+        state = ctx.find_object(_State)
+        assert state is not None
+        state.log_format = value
+        state.configure_logging()
+
+
+def log_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``-v`` and ``--log-format`` after a command's name too (``outbox run -v``)."""
+    command = click.option(
+        "--log-format",
+        type=click.Choice(logs.LOG_FORMATS),
+        expose_value=False,
+        callback=_log_format,
+        help="text (default) or json: one JSON object per log line, for collectors.",
+    )(command)
+    return click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=_more_verbose,
+        help="-v: also outbox's decisions; -vv: also every request.",
+    )(command)
 
 
 #: How many entries ``outbox list`` shows on a terminal unless told --limit or --all.
@@ -378,27 +464,38 @@ def cancel(state: _State, entry_id: str, as_json: bool) -> None:
     type=click.FloatRange(min=0),
     help="Seconds to work before leaving the rest for next time.",
 )
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print only the problems a person must act on (for hooks); the exit code says the rest.",
+)
 @json_option
+@log_options
 @pass_state
-def flush(state: _State, timeout: float, as_json: bool) -> None:
+def flush(state: _State, timeout: float, quiet: bool, as_json: bool) -> None:
     """Submit everything pending, follow the renders, download the PDFs.
 
+    Logs one line per outcome on stderr, then prints this run's summary: what was submitted,
+    done, failed and rejected, the PDFs written, and what still waits (next due, and why).
+
     Exit codes: 0 drained; 65 drained but something failed or was rejected in this run;
-    75 work remains (offline, server trouble, rate limited, or still rendering at --timeout);
+    75 work remains (offline, server trouble, rate limited, or due later than --timeout);
     77 the API key was refused; 78 configuration error.
     """
+    state.log_outcomes(quiet=quiet)
     _require_api_key(state.config)
     with state.outbox() as ob, on_stop_request(lambda: ob.stop(timeout=0)):
-        live = sys.stderr.isatty() and not as_json
+        live = sys.stderr.isatty() and not as_json and not quiet
         report = ob.flush(timeout, progress=_show_progress if live else None)
+        now = ob.clock.now()
     if live:
-        click.echo("", err=True)
+        click.echo("\r\033[K", err=True, nl=False)
     if as_json:
         click.echo(output.report_json(report))
-    else:
-        click.echo(output.counts_line(report.counts))
-        _echo_lines(output.delivery_summary(report))
-        _echo_lines(report.problems, err=True)
+    elif not quiet:
+        _echo_lines(output.flush_summary(report, now=now))
+    _echo_lines(report.problems, err=True)
     raise SystemExit(report.exit_code)
 
 
@@ -409,9 +506,14 @@ def flush(state: _State, timeout: float, as_json: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Also ingest JSON job files dropped into this folder.",
 )
+@log_options
 @pass_state
 def run(state: _State, watch_dir: Path | None) -> None:
-    """Keep working until stopped (SIGINT/SIGTERM): submit, poll, download."""
+    """Keep working until stopped (SIGINT/SIGTERM): submit, poll, download.
+
+    Logs one line per outcome on stderr (done, rejected, failed, offline, online again).
+    """
+    state.log_outcomes()
     _require_api_key(state.config)
     # With --watch it takes in new requests, so it may create the journal; without, it only
     # works on what is there.
@@ -425,21 +527,19 @@ def run(state: _State, watch_dir: Path | None) -> None:
         if watch_dir is not None:
             from .watcher import DropFolder  # the only commands that load watchfiles
 
-            drop = DropFolder(
-                ob, watch_dir, on_outcome=lambda outcome: click.echo(outcome.describe())
-            )
+            drop = DropFolder(ob, watch_dir)
             watcher = threading.Thread(
                 target=drop.run, args=(stop_watching,), name="drop-folder", daemon=True
             )
             watcher.start()
-        click.echo(f"outbox running on {state.config.db}; stop with Ctrl-C", err=True)
+        log.info("outbox running on %s; stop with Ctrl-C", state.config.db)
         try:
             ob.run()
         finally:
             stop_watching.set()
             if watcher is not None:
                 watcher.join(timeout=30)
-    click.echo("stopped; unfinished work stays in the journal", err=True)
+    log.info("stopped; unfinished work stays in the journal")
 
 
 @cli.command()
@@ -623,6 +723,7 @@ def purge(state: _State, older_than: str, as_json: bool) -> None:
 @click.argument(
     "folder", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
+@log_options
 @pass_state
 def watch(state: _State, folder: Path) -> None:
     """Turn JSON job files dropped into DIR into entries, until Ctrl-C. Works offline.
@@ -631,13 +732,15 @@ def watch(state: _State, folder: Path) -> None:
     "version"; write it as NAME.json.tmp and rename it to NAME.json. Accepted files move to
     DIR/accepted/, invalid ones to DIR/rejected/ beside NAME.error.txt, and
     DIR/results/NAME.result.json appears once the render is done, failed or rejected.
+    Each file's fate is logged on stderr, one line each.
     """
+    state.log_outcomes()
     from .watcher import DropFolder
 
     stop = threading.Event()
     with on_stop_request(stop.set), state.outbox(create=True) as ob:
-        drop = DropFolder(ob, folder, on_outcome=lambda outcome: click.echo(outcome.describe()))
-        click.echo(f"watching {drop.folder} (journal {ob.path}); Ctrl-C stops", err=True)
+        drop = DropFolder(ob, folder)
+        log.info("watching %s (journal %s); Ctrl-C stops", drop.folder, ob.path)
         drop.run(stop)
 
 
@@ -834,26 +937,24 @@ def _parse_version(text: str) -> int | None:
 
 
 def _read_data(arg: str) -> Any:
+    """``--data``: JSON text, ``@FILE`` or ``-``, read by the drop folder's strict parser (a
+    byte-order mark is fine, a key given twice in one object is refused)."""
     if arg == "-":
-        text, origin = sys.stdin.read(), "standard input"
+        content, origin = sys.stdin.buffer.read(), "standard input"
     elif arg.startswith("@"):
         path = Path(arg[1:])
         try:
-            text, origin = path.read_text(encoding="utf-8"), str(path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise errors.InvalidArgument(f"cannot read --data file {path}: {exc}") from exc
+            content, origin = path.read_bytes(), f"--data file {path}"
+        except OSError as exc:
+            raise errors.InvalidArgument(
+                f"cannot read --data file {path}: {exc.strerror or exc}"
+            ) from exc
     else:
-        text, origin = arg, "--data"
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise errors.InvalidArgument(f"{origin} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise errors.InvalidArgument(
-            f"{origin} is nested more than {MAX_DATA_DEPTH} levels deep"
-        ) from None
-    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
-        raise errors.InvalidArgument(f"{origin} is not usable JSON: {exc}") from None
+        content, origin = arg.encode("utf-8", "surrogateescape"), "--data"
+    problem, document = jobfiles.parse(content, what=origin)
+    if problem is not None:
+        raise errors.InvalidArgument(problem)
+    return document
 
 
 def main() -> NoReturn:

@@ -12,8 +12,10 @@ import json
 import re
 import textwrap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .clock import iso
 from .deliveries import Delivery
 from .errors import DataInvalid, JournalMissing, KeyConflict, OutboxError, RemoteError
 from .exit_codes import exit_code_for
@@ -248,6 +250,40 @@ def delivery_summary(report: FlushReport) -> list[str]:
     return [delivery_line(d) for d in report.deliveries if d not in report.failed_deliveries]
 
 
+def flush_summary(report: FlushReport, *, now: float) -> list[str]:
+    """``outbox flush``'s summary: this run's counts, the PDFs it wrote, what is still waiting
+    (when it is next due, and why), notes that need nobody, and the whole journal's counts."""
+    run = report.this_run
+    lines = ["this run  " + ", ".join(f"{name} {count}" for name, count in run.items())]
+    lines += [f"written   {entry.pdf_path}" for entry in report.written]
+    lines += delivery_summary(report)
+    for waiting in report.waiting:
+        line = (
+            f"waiting   {waiting.count} {waiting.state.value}: next {when(waiting.next_due, now)}"
+        )
+        lines.append(line + (f" — {waiting.reason}" if waiting.reason else ""))
+    if report.deliveries_waiting:
+        first = report.deliveries_waiting[0]
+        lines.append(
+            f"waiting   {len(report.deliveries_waiting)} deliveries of done entries: first "
+            f"{first.describe()} of {first.entry_id} ({first.state.value})"
+            + (f" — {first.error}" if first.error else "")
+        )
+    lines += [f"note      {note}" for note in report.notes]
+    lines.append("journal   " + counts_line(report.counts))
+    return lines
+
+
+def when(moment: float | None, now: float) -> str:
+    """A due time for a person: ``now``, ``at 14:02:10`` today, else with the date (local)."""
+    if moment is None or moment <= now:
+        return "now"
+    local = datetime.fromtimestamp(moment).astimezone()
+    if local.date() == datetime.fromtimestamp(now).astimezone().date():
+        return f"at {local:%H:%M:%S}"
+    return f"at {local:%Y-%m-%d %H:%M:%S}"
+
+
 def report_json(report: FlushReport) -> str:
     """``outbox flush --json``."""
     return dumps(
@@ -256,6 +292,18 @@ def report_json(report: FlushReport) -> str:
             "deliveries_waiting": len(report.deliveries_waiting),
             "exit_code": report.exit_code,
             "drained": report.drained,
+            "this_run": report.this_run,
+            "written": [entry.pdf_path for entry in report.written],
+            "waiting": [
+                {
+                    "state": waiting.state.value,
+                    "count": waiting.count,
+                    "next_due": iso(waiting.next_due) if waiting.next_due is not None else None,
+                    "reason": waiting.reason,
+                    "entry_id": waiting.entry_id,
+                }
+                for waiting in report.waiting
+            ],
             "counts": {s.value: n for s, n in report.counts.items()},
             "moved": {s.value: n for s, n in report.moved.items()},
             "failed": [e.to_public() for e in report.failed],
@@ -264,6 +312,7 @@ def report_json(report: FlushReport) -> str:
             "auth_error": report.auth_error,
             "rate_limited": report.rate_limited,
             "timed_out": report.timed_out,
+            "notes": report.notes,
             "problems": report.problems,
         }
     )

@@ -47,6 +47,8 @@ from .errors import (
 from .schedule import Schedule
 
 log = logging.getLogger(__name__)
+#: Every request and answer, at DEBUG (``outbox -vv``).
+HTTP_LOG = logging.getLogger("outbox.http")
 
 USER_AGENT = f"outbox/{importlib.metadata.version('outbox')}"
 
@@ -160,6 +162,7 @@ class CraftkitClient:
             transport=transport,
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             follow_redirects=False,
+            event_hooks={"request": [self._log_request], "response": [self._log_response]},
         )
         _bound_pools(self._http, self._budget)
 
@@ -177,6 +180,26 @@ class CraftkitClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def _shown(self, url: httpx.URL) -> str:
+        """A URL fit for the log: the API's own paths in full (no query); anything else (a
+        public ``downloadUrl``, whose path may be its secret) by host only."""
+        text = str(url.copy_with(query=None, fragment=None))
+        path = text[len(self.base_url) :] if text.startswith(self.base_url + "/") else ""
+        if path.startswith("/v1/") or path == "/health":
+            return path
+        return f"{url.scheme}://{url.host}/…"
+
+    def _log_request(self, request: httpx.Request) -> None:
+        if HTTP_LOG.isEnabledFor(logging.DEBUG):
+            HTTP_LOG.debug("-> %s %s", request.method, self._shown(request.url))
+
+    def _log_response(self, response: httpx.Response) -> None:
+        if HTTP_LOG.isEnabledFor(logging.DEBUG):
+            request = response.request
+            HTTP_LOG.debug(
+                "<- %d %s %s", response.status_code, request.method, self._shown(request.url)
+            )
 
     def __repr__(self) -> str:
         return f"<CraftkitClient {self.base_url!r}>"

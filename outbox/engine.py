@@ -20,12 +20,14 @@ from typing import Any
 
 import httpx
 
+from . import outcomes
 from .client import CraftkitClient
 from .clock import Clock
 from .config import ENV_API_KEY, Settings
 from .courier import Courier
 from .deliveries import Delivery, DeliveryState
 from .dispatcher import Dispatcher
+from .errors import EntryNotFound
 from .exit_codes import ExitCode
 from .gate import Gate
 from .limit import ConcurrencyLimit
@@ -43,11 +45,33 @@ _REFUSED_DELIVERIES = (DeliveryState.FAILED, DeliveryState.REJECTED)
 _FINISHED_DELIVERIES = frozenset(
     state.value for state in (DeliveryState.DELIVERED, *_REFUSED_DELIVERIES)
 )
+#: The unfinished states in the order an entry goes through them.
+_IN_ORDER = [state for state in State if state in UNFINISHED_STATES]
+#: States an entry reaches from ``pending`` when Craftkit accepted it.
+_ACCEPTED = (State.SUBMITTED, State.DOWNLOADING, State.FAILED)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The unfinished entries of one state after a flush: how many, when the first of them is
+    next due (wall-clock seconds; None: now) and why it waits (None: nothing went wrong, it
+    is simply rendering or queued)."""
+
+    state: State
+    count: int
+    next_due: float | None
+    reason: str | None
+    entry_id: str | None = None
 
 
 @dataclass
 class FlushReport:
-    """What one ``flush`` did and what is left. ``exit_code`` follows the CLI's contract."""
+    """What one ``flush`` did and what is left. ``exit_code`` follows the CLI's contract.
+
+    ``counts`` is the whole journal after the run; ``submitted`` (entries Craftkit accepted
+    in this run), ``written`` (entries whose PDF this run saved), ``failed`` and ``rejected``
+    are this run's; ``waiting`` says what is left, when it is next due and why.
+    """
 
     counts: dict[State, int]
     moved: dict[State, int] = field(default_factory=dict)
@@ -57,13 +81,16 @@ class FlushReport:
     auth_error: str | None = None
     rate_limited: int = 0
     timed_out: bool = False
-    waiting: list[Entry] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)
+    stuck: list[Entry] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     journal_trouble: str | None = None
     #: Deliveries (share links, emails) that this run finished: delivered, failed or rejected.
     deliveries: list[Delivery] = field(default_factory=list)
     #: Deliveries of done entries still on their way (pending or unconfirmed).
     deliveries_waiting: list[Delivery] = field(default_factory=list)
+    submitted: int = 0
+    written: list[Entry] = field(default_factory=list)
 
     @property
     def drained(self) -> bool:
@@ -76,6 +103,16 @@ class FlushReport:
     def failed_deliveries(self) -> list[Delivery]:
         """Deliveries this run moved to ``failed`` or ``rejected``."""
         return [d for d in self.deliveries if d.state in _REFUSED_DELIVERIES]
+
+    @property
+    def this_run(self) -> dict[str, int]:
+        """This run's counts: entries submitted, done, failed and rejected."""
+        return {
+            "submitted": self.submitted,
+            "done": len(self.written),
+            "failed": len(self.failed),
+            "rejected": len(self.rejected),
+        }
 
     @property
     def exit_code(self) -> ExitCode:
@@ -91,22 +128,32 @@ class FlushReport:
         return ExitCode.OK
 
     @property
+    def notes(self) -> list[str]:
+        """What happened that needs nobody: the rate limit, a deadline reached mid-work."""
+        lines: list[str] = []
+        if self.rate_limited:
+            lines.append(
+                f"rate limited {self.rate_limited} time(s) by Craftkit; requests were slowed down"
+            )
+        if self.timed_out:
+            lines.append("the --timeout ended this run with work due; it carries on next time")
+        return lines
+
+    @property
     def problems(self) -> list[str]:
-        """One line per problem, each saying what to do about it."""
+        """One line per problem a person must act on, each saying what to do about it.
+
+        Waiting for the network, a server that is down or a render that is not finished are
+        not problems: :attr:`waiting` says when the work is due again.
+        """
         lines: list[str] = []
         if self.auth_error:
             lines.append(
                 f"{self.auth_error}: fix the API key (the CLI reads it from {ENV_API_KEY}); "
                 "nothing was consumed"
             )
-        if self.offline:
-            lines.append(f"offline: {self.offline}; the work waits for the next flush")
         if self.journal_trouble:
             lines.append(f"journal: {self.journal_trouble}")
-        if self.timed_out:
-            lines.append("timed out with work in progress; it carries on at the next flush or run")
-        if self.rate_limited:
-            lines.append(f"rate limited {self.rate_limited} time(s); requests were slowed down")
         for entry in self.rejected:
             lines.append(f"rejected {entry.id} ({entry.template}, key {entry.key}): {entry.error}")
             for name, messages in (entry.field_errors or {}).items():
@@ -122,14 +169,8 @@ class FlushReport:
             )
             for name, messages in (delivery.field_errors or {}).items():
                 lines.append(f"  field {name}: {'; '.join(messages)}")
-        for entry in self.waiting:
-            lines.append(f"waiting {entry.id} ({entry.state}): {entry.error}")
-        for delivery in self.deliveries_waiting[:20]:
-            if delivery.error:
-                lines.append(
-                    f"waiting {delivery.entry_id} {delivery.describe()} ({delivery.state.value}): "
-                    f"{delivery.error}"
-                )
+        for entry in self.stuck:
+            lines.append(f"stuck {entry.id} ({entry.state}): {entry.error}")
         lines.extend(self.unexpected)
         return lines
 
@@ -210,7 +251,7 @@ class Engine:
         try:
             released = self.journal.release_all(self.owner)
             if released:
-                log.info("gave back %d leases", released)
+                log.debug("gave back %d leases", released)
             self._save_render_times()
         finally:
             self.client.close()
@@ -276,7 +317,7 @@ class Engine:
                 continue
             if not process_alive(int(pid_text)):
                 count = self.journal.release_all(owner)
-                log.info("took back %d leases of a stopped process (%s)", count, owner)
+                log.debug("took back %d leases of a stopped process (%s)", count, owner)
 
     def _until_due(self, handled: int) -> float | None:
         """Seconds until unfinished work is due (None: there is none).
@@ -312,6 +353,7 @@ class Engine:
         """Work until drained, offline, refused, stopped or ``timeout`` seconds have passed."""
         deadline = self.clock.monotonic() + timeout
         finished: dict[str, State] = {}
+        submitted: set[str] = set()
         moved: dict[State, int] = {}
         delivered: dict[str, None] = {}
 
@@ -320,8 +362,10 @@ class Engine:
                 delivered[event.delivery_id] = None
             if event.from_state != event.to_state:
                 moved[event.to_state] = moved.get(event.to_state, 0) + 1
-                if event.to_state in (State.FAILED, State.REJECTED):
+                if event.to_state in (State.FAILED, State.REJECTED, State.DONE):
                     finished[event.entry_id] = event.to_state
+                if event.from_state is State.PENDING and event.to_state in _ACCEPTED:
+                    submitted.add(event.entry_id)
 
         remove = self.journal.add_listener(collect)
         timed_out = False
@@ -345,30 +389,38 @@ class Engine:
                     break
                 now = self.clock.monotonic()
                 if now + wait >= deadline:
-                    timed_out = True
+                    # Work that is due when the time is up was cut short; work due later
+                    # simply waits (the report says until when, and why).
+                    timed_out = now >= deadline
                     break
                 self.clock.wait(stop or self._nudge, min(wait, self.schedule.idle_interval))
         finally:
             remove()
         self._save_render_times()
         self.journal.sync()  # whatever this flush reports is on disk
-        return self._report(moved, finished, timed_out, list(delivered))
+        return self._report(moved, finished, submitted, timed_out, list(delivered))
 
     def _report(
         self,
         moved: dict[State, int],
         finished: dict[str, State],
+        submitted: set[str],
         timed_out: bool,
         delivered: list[str],
     ) -> FlushReport:
         counts = self.journal.counts()
         deliveries_waiting = self.journal.unfinished_deliveries()
-        entries = [self.journal.get(entry_id) for entry_id in finished]
-        waiting = [
+        entries = []
+        for entry_id in finished:
+            try:
+                entries.append(self.journal.get(entry_id))
+            except EntryNotFound:
+                continue  # purged since
+        stuck = [
             entry
-            for state in (State.PENDING, State.SUBMITTED, State.DOWNLOADING)
+            for state in (State.SUBMITTED, State.DOWNLOADING)
             for entry in self.journal.list(state=state)
-            if entry.error
+            if outcomes.needs_a_person(entry)
         ]
         return FlushReport(
             counts=counts,
@@ -380,12 +432,39 @@ class Engine:
             rate_limited=self.gate.rate_limited_count,
             timed_out=timed_out
             and (bool(deliveries_waiting) or any(counts[s] for s in UNFINISHED_STATES)),
-            waiting=waiting[:20],
+            waiting=[w for state in _IN_ORDER if (w := self.waiting(state, counts[state]))],
+            stuck=stuck[:20],
             unexpected=list(self.crew.unexpected),
             journal_trouble=self.crew.journal_trouble,
             deliveries=[self.journal.get_delivery(delivery_id) for delivery_id in delivered],
             deliveries_waiting=deliveries_waiting,
+            submitted=len(submitted),
+            written=[e for e in entries if e.state is State.DONE],
         )
+
+    def waiting(self, state: State, count: int) -> Waiting | None:
+        """When the first unfinished entry of ``state`` is due, and why it waits."""
+        if not count:
+            return None
+        entry = self.journal.next_due(state, horizon=self.schedule.horizon)
+        if entry is None:
+            return None
+        now = self.clock.now()
+        due = entry.due_at if now < entry.due_at <= now + self.schedule.horizon else None
+        return Waiting(state, count, due, self._why_waiting(entry, due), entry.id)
+
+    def _why_waiting(self, entry: Entry, due: float | None) -> str | None:
+        if self.gate.auth_error is not None:
+            return "the API key was refused"
+        if self.gate.offline_reason is not None:
+            return f"offline: {self.gate.offline_reason}"
+        if entry.error:
+            return entry.error
+        if due is not None and self.gate.rate_limited_count:
+            return "rate limited by Craftkit; requests are slowed down"
+        if entry.state is State.SUBMITTED:
+            return f"rendering at Craftkit ({entry.remote_status or 'queued'})"
+        return None
 
     # -- long-running --------------------------------------------------------------------
 

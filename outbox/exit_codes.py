@@ -18,6 +18,8 @@ class ExitCode(enum.IntEnum):
     OK = 0
     #: A bug or an error nobody planned for; the message says what happened.
     UNEXPECTED = 1
+    #: The command line does not parse: an unknown option, a missing argument (``EX_USAGE``).
+    USAGE = 64
     #: Bad input to a command, or a run that moved an entry to ``failed`` or ``rejected``
     #: (``EX_DATAERR``).
     DATA_ERROR = 65

@@ -23,6 +23,7 @@ import threading
 from .client import CraftkitClient
 from .clock import Clock
 from .errors import AuthError, Offline, RateLimited, RemoteError, ServerError
+from .logs import fields
 from .schedule import Schedule
 from .store import Journal
 
@@ -73,7 +74,9 @@ class Gate:
             self.offline_reason = exc.message
             self._healthy_at = None
         if first:
-            log.warning("offline: %s", exc.message)
+            log.warning(
+                "offline: %s", exc.message, extra=fields(event="offline", reason=exc.message)
+            )
             self._record("connectivity", {"online": False, "reason": exc.message})
 
     def key_refused(self, exc: AuthError) -> None:
@@ -81,7 +84,11 @@ class Gate:
             first = self.auth_error is None
             self.auth_error = exc
         if first:
-            log.error("authentication failed: %s", exc.message)
+            log.error(
+                "the API key was refused: %s; nothing was consumed",
+                exc.message,
+                extra=fields(event="key_refused", reason=exc.message),
+            )
             self._record("auth", {"ok": False, "reason": exc.message})
 
     def rate_limited(self, exc: RateLimited) -> float:
@@ -99,7 +106,12 @@ class Gate:
             first = self.rate_limited_count == 1
         if first:
             self._record("rate_limit", {"limited": True, "reason": exc.message})
-        log.info("rate limited; pausing %.1f s, pace now %.1f requests/s", pause, self._rate)
+            log.info(
+                "rate limited by Craftkit (%s); slowing down",
+                exc.message,
+                extra=fields(event="rate_limited", reason=exc.message),
+            )
+        log.debug("rate limited; pausing %.1f s, pace now %.1f requests/s", pause, self._rate)
         return pause
 
     def server_error(self, exc: ServerError) -> None:
@@ -109,7 +121,11 @@ class Gate:
             first = self._server_trouble is None
             self._server_trouble = exc.message
         if first:
-            log.warning("Craftkit server trouble: %s", exc.message)
+            log.warning(
+                "Craftkit server trouble: %s",
+                exc.message,
+                extra=fields(event="server_trouble", reason=exc.message),
+            )
             self._record_server()
 
     def answered(self, *, healthy: bool = True) -> None:
@@ -125,7 +141,13 @@ class Gate:
             if self._rate is not None and healthy:
                 self._rate += self.pacing.increase
         if was_offline:
-            log.warning("back online")
+            log.info(
+                "online again: %s answers",
+                self.client.base_url,
+                extra=fields(event="online", base_url=self.client.base_url),
+            )
+        if recovered:
+            log.info("Craftkit server ok again", extra=fields(event="server_ok"))
         if was_offline or first:
             self._record("connectivity", {"online": True, "reason": None})
         if recovered or (first and healthy):

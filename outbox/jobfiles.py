@@ -96,34 +96,38 @@ def shown(text: str) -> str:
 # -- content ---------------------------------------------------------------------------
 
 
-def parse(content: bytes) -> tuple[str | None, Any]:
+def parse(content: bytes, *, what: str = "the file") -> tuple[str | None, Any]:
     """(problem, None) if ``content`` is not one strict JSON document, else (None, document).
 
-    Strict: UTF-8 (a byte-order mark is allowed), no duplicate keys, no NaN or Infinity.
+    Strict: UTF-8 (a byte-order mark is allowed: PowerShell 5 and Notepad write one), no
+    duplicate keys, no NaN or Infinity. The one parser for job files and ``--data``; ``what``
+    names the input in the problem (``the file``, ``--data``, ``standard input``).
     """
     if content.startswith(_BOM):
         content = content[len(_BOM) :]
     if not content.strip():
-        return "the file is empty", None
+        return f"{what} is empty", None
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
         return (
-            f"the file is not UTF-8 text (byte 0x{content[exc.start]:02x} at offset {exc.start} is "
-            "not valid there); a job file is JSON in UTF-8",
+            f"{what} is not UTF-8 text (byte 0x{content[exc.start]:02x} at offset {exc.start} is "
+            "not valid there); JSON must be UTF-8",
             None,
         )
     try:
         document = json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         return (
-            f"the file is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
             None,
         )
     except RecursionError:
-        return f"the data is nested more than {MAX_DATA_DEPTH} levels deep", None
-    except ValueError as exc:
-        return f"the file is not valid JSON: {exc}", None
+        return f"{what} is nested more than {MAX_DATA_DEPTH} levels deep", None
+    except _NotStrict as exc:
+        return f"{what} is not valid JSON: {exc}", None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        return f"{what} is not usable JSON: {exc}", None
     return None, document
 
 
@@ -200,13 +204,17 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f'the field "{key}" appears twice in one object')
+            raise _NotStrict(f'the field "{key}" appears twice in one object')
         result[key] = value
     return result
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise _NotStrict(f"{name} is not a JSON number")
+
+
+class _NotStrict(ValueError):
+    """JSON that Python's parser takes but strict JSON does not (a key twice, NaN)."""
 
 
 def _optional(document: dict[str, Any], name: str, kind: type, described: str) -> Any:

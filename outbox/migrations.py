@@ -316,8 +316,10 @@ def upgrade(conn: sqlite3.Connection, path: Path) -> None:
 
     # No plugins and no connection settings of sqlite-utils' own: it only writes the schema.
     db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+    if version:
+        log.info("upgrading journal %s from schema %d to %d", path, version, SCHEMA_VERSION)
     for step in range(version, SCHEMA_VERSION):
-        log.info("upgrading journal %s from schema %d to %d", path, step, step + 1)
+        log.debug("journal %s: schema %d to %d", path, step, step + 1)
         MIGRATIONS[step](db)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 

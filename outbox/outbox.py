@@ -22,6 +22,7 @@ from .clock import Clock
 from .config import DEFAULT_BASE_URL, Settings, default_downloads
 from .deliveries import Delivery, DeliveryState, delivery_requests
 from .errors import ConfigError, IllegalTransition, InvalidArgument
+from .logs import ActivityLog
 from .models import Entry, EntryPage, Event, RenderRequest, State, key_conflict
 from .store import Durability, Journal
 from .templates import CachedTemplate
@@ -98,6 +99,7 @@ class Outbox:
         self.journal = Journal(
             db, durability=durability, busy_timeout=busy_timeout, clock=self.clock, create=create
         )
+        self.journal.add_listener(ActivityLog(self.journal))
         self.downloads = Path(downloads) if downloads is not None else default_downloads(db)
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key

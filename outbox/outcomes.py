@@ -545,7 +545,13 @@ def download_failed(
         return Move(Rule.NOT_READY, State.DOWNLOADING, Changes(polls=tries, due_at=retry_at))
     if isinstance(error, StorageFull):
         return _problem(
-            Rule.DISK_FULL, entry, error, str(error), tries, now + schedule.storage_retry
+            Rule.DISK_FULL,
+            entry,
+            error,
+            str(error),
+            tries,
+            now + schedule.storage_retry,
+            code=DISK_FULL,
         )
     if isinstance(error, RemoteError):
         shared = _everyone(entry, error, now, schedule, health_ok)
@@ -561,7 +567,13 @@ def download_failed(
     if isinstance(error, OSError):
         message = f"cannot write the PDF into {folder}: {error.strerror or error}"
         return _problem(
-            Rule.FOLDER_UNWRITABLE, entry, error, message, tries, now + schedule.storage_retry
+            Rule.FOLDER_UNWRITABLE,
+            entry,
+            error,
+            message,
+            tries,
+            now + schedule.storage_retry,
+            code=FOLDER_UNWRITABLE,
         )
     raise error
 
@@ -1010,6 +1022,24 @@ def _fresh_start(key: str, generation: int, now: float) -> Changes:
     )
 
 
+# -- what needs a person --------------------------------------------------------------------
+
+#: ``error_code`` of an entry waiting because the downloads folder's disk is full.
+DISK_FULL = "disk_full"
+#: ``error_code`` of an entry waiting because the downloads folder cannot be written.
+FOLDER_UNWRITABLE = "folder_unwritable"
+#: Codes of waiting entries that nothing but a person can unblock (outbox keeps trying).
+_NEEDS_A_PERSON = frozenset({DISK_FULL, FOLDER_UNWRITABLE, "not_found"})
+
+
+def needs_a_person(entry: Entry) -> bool:
+    """Whether a waiting entry is stuck on something only a person can fix: Craftkit does not
+    know its render (the API key of another project?), or its PDF cannot be written (a full
+    disk, a folder without write permission). Outages, 5xx and rate limits pass by themselves.
+    """
+    return not entry.state.is_terminal and entry.error_code in _NEEDS_A_PERSON
+
+
 # -- shared ----------------------------------------------------------------------------------
 
 
@@ -1021,6 +1051,8 @@ def _problem(
     polls: int,
     due_at: float,
     network: Network = Network.NOTHING,
+    *,
+    code: str | None = None,
 ) -> Move:
     """Keep the entry where it is, show the problem, and try again at ``due_at``.
 
@@ -1034,7 +1066,7 @@ def _problem(
         entry.state,
         Changes(
             error=message,
-            error_code=getattr(error, "code", None) or type(error).__name__,
+            error_code=code or getattr(error, "code", None) or type(error).__name__,
             polls=polls,
             due_at=due_at,
         ),

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from .clock import Clock
+from .clock import Clock, iso
 from .deliveries import Delivery
 from .errors import (
     JournalBusy,
@@ -40,6 +40,7 @@ from .errors import (
 from .files import fsync_dir
 from .gate import Gate
 from .limit import ConcurrencyLimit
+from .logs import fields
 from .models import Entry, RemoteStatus, State
 from .outcomes import DeliveryOutcome, GiveBack, Move, Network, Outcome
 from .schedule import Schedule
@@ -112,12 +113,15 @@ class Crew:
         horizon = self.schedule.horizon
         return Phase(
             name=state.value,
-            claim=lambda limit: journal.claim_due(
-                state,
-                owner=self.owner,
-                lease_seconds=self.lease_seconds,
-                limit=limit,
-                horizon=horizon,
+            claim=lambda limit: _claimed(
+                f"{state.value} entry",
+                journal.claim_due(
+                    state,
+                    owner=self.owner,
+                    lease_seconds=self.lease_seconds,
+                    limit=limit,
+                    horizon=horizon,
+                ),
             ),
             handle=handle,
             release=lambda entry: journal.release(entry.id, self.owner),
@@ -135,12 +139,15 @@ class Crew:
         horizon = self.schedule.horizon
         return Phase(
             name="deliveries",
-            claim=lambda limit: journal.claim_due_deliveries(
-                owner=self.owner,
-                lease_seconds=self.lease_seconds,
-                limit=limit,
-                horizon=horizon,
-                delivery_id=only,
+            claim=lambda limit: _claimed(
+                "delivery",
+                journal.claim_due_deliveries(
+                    owner=self.owner,
+                    lease_seconds=self.lease_seconds,
+                    limit=limit,
+                    horizon=horizon,
+                    delivery_id=only,
+                ),
             ),
             handle=handle,
             release=lambda delivery: journal.release_delivery(delivery.id, self.owner),
@@ -329,6 +336,7 @@ class Crew:
         fsyncing the folder ``sync_first`` (once for every move of that commit that names it).
         """
         self._tell_gate(outcome, error)
+        _log_decision(entry, outcome)
         with self._answers_lock:
             self._answers.append(_Answer(entry, outcome, sync_first))
 
@@ -433,3 +441,31 @@ def _name(item: Entry | Delivery) -> str:
     if isinstance(item, Delivery):
         return f"entry {item.entry_id}'s {item.describe()}"
     return f"entry {item.id}"
+
+
+def _claimed(what: str, batch: list[Item]) -> list[Item]:
+    """Log a claim (``-v``: outbox's decisions) and hand the batch on."""
+    if batch:
+        ids = ", ".join(str(getattr(item, "id", item)) for item in batch)
+        if len(batch) > 1:
+            what = what.replace("entry", "entries").replace("delivery", "deliveries")
+        log.debug("claimed %d %s: %s", len(batch), what, ids)
+    return batch
+
+
+def _log_decision(entry: Entry, outcome: Outcome) -> None:
+    """Log (``-v``) an entry given back untouched, or kept in its state until a later try."""
+    rule = outcome.rule.name.lower()
+    if isinstance(outcome, GiveBack):
+        log.debug("entry %s given back untouched (%s)", entry.id, rule)
+        return
+    due_at = outcome.changes.get("due_at")
+    if due_at is not None and outcome.target is entry.state:
+        log.debug(
+            "entry %s stays %s (%s); next try at %s",
+            entry.id,
+            entry.state.value,
+            rule,
+            iso(due_at),
+            extra=fields(entry_id=entry.id, rule=rule, due_at=iso(due_at)),
+        )

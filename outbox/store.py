@@ -740,6 +740,22 @@ class Journal:
                     earliest = float(value)
         return earliest
 
+    def next_due(self, state: State, *, horizon: float) -> Entry | None:
+        """The entry of ``state`` due first (one whose ``due_at`` lies beyond ``horizon``
+        seconds counts as due now: the clock jumped), or None when there is none."""
+        now = self.clock.now()
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT * FROM entries WHERE state = ? AND due_at > ? LIMIT 1",
+                (State(state).value, now + horizon),
+            ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "SELECT * FROM entries WHERE state = ? ORDER BY due_at LIMIT 1",
+                    (State(state).value,),
+                ).fetchone()
+        return None if row is None else _entry(row)
+
     def lease_owners(self) -> builtins.list[str]:
         """Everyone holding a live lease right now."""
         now = self.clock.now()

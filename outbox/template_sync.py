@@ -90,7 +90,7 @@ def sync_templates(
                 raise
             log.info("template %s was deleted while syncing; not cached", slug)
     journal.save_templates(fetched, replace_all=True)
-    log.info("cached %d templates", len(fetched))
+    log.debug("cached %d templates", len(fetched))
     return journal.cached_templates()
 
 

@@ -68,6 +68,7 @@ from .jobfiles import (
     side_name,
     size_problem,
 )
+from .logs import fields
 from .models import Entry, RenderRequest
 from .outbox import Outbox
 from .resultfiles import RESULTS, ResultFiles, ResultWritten
@@ -584,7 +585,18 @@ class DropFolder:
         self._complaints[activity] = message
 
     def _tell(self, outcome: Outcome) -> None:
-        log.info("%s", outcome.describe())
+        if isinstance(outcome, Accepted):
+            facts = fields(event="accepted", file=outcome.file, entry_id=outcome.entry.id)
+        elif isinstance(outcome, Rejected):
+            facts = fields(event="file_rejected", file=outcome.file, reason=outcome.reason)
+        else:
+            facts = fields(
+                event="result_written",
+                file=outcome.file,
+                entry_id=outcome.entry.id,
+                state=outcome.entry.state.value,
+            )
+        log.info("%s", outcome.describe(), extra=facts)
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 

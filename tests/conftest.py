@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support import API_KEY_IN_TESTS, FakeClock
 
-from outbox import Outbox
+from outbox import Outbox, logs
 from outbox.sandbox import Sandbox
 
 
@@ -27,6 +27,14 @@ def clean_environment(
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+
+
+@pytest.fixture(autouse=True)
+def no_cli_logging() -> Iterator[None]:
+    """A CLI command called in-process sets up logging for its process; the next test starts
+    without it, as a new process would."""
+    yield
+    logs.reset()
 
 
 @pytest.fixture

@@ -364,7 +364,7 @@ def test_run_with_a_drop_folder_takes_a_file_all_the_way_to_a_result(
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert "accepted north-42.json" in out
+    assert "accepted north-42.json" in err and out == ""
     answer = json.loads(result.read_text())
     assert answer["state"] == "done" and answer["pdf_path"].endswith("north-42.pdf")
     _assert_verified_pdf(answer["pdf_path"], answer["pdf_bytes"], answer["pdf_sha256"])

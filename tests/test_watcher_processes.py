@@ -86,18 +86,22 @@ def test_watch_command_prints_each_file_and_stops_cleanly(
 ) -> None:
     drop(folder, "present-at-start.json", JOB)
     watcher = Watcher(db_path, folder)
-    wait_until(lambda: any("present-at-start.json" in line for line in watcher.lines))
+    wait_until(lambda: any("present-at-start.json" in line for line in watcher.errors))
     drop(folder, "later.json", {**JOB, "key": "later-1"})
     drop(folder, "list.json", [JOB])
-    wait_until(lambda: len(watcher.lines) == 3, what="three lines")
+
+    def files_told() -> list[str]:
+        return [line for line in watcher.errors if line.startswith(("accepted ", "rejected "))]
+
+    wait_until(lambda: len(files_told()) == 3, what="three lines")
     assert watcher.stop(signum) == 0, watcher.errors
-    accepted = [line for line in watcher.lines if line.startswith("accepted ")]
+    accepted = [line for line in files_told() if line.startswith("accepted ")]
     assert len(accepted) == 2 and any("later.json -> entry " in line for line in accepted)
     assert any(
         line.startswith("rejected list.json: the file must hold a JSON object")
-        for line in watcher.lines
+        for line in files_told()
     )
-    assert any("INFO outbox.watcher: accepted later.json" in line for line in watcher.errors)
+    assert watcher.lines == []  # the log is on stderr, one line per file
     assert not any("Traceback" in line for line in watcher.errors)
     with Outbox(db_path) as ob:
         assert sorted(e.key for e in ob.list())[-1] == "later-1" and len(ob.list()) == 2
@@ -232,7 +236,7 @@ def test_results_appear_when_another_process_finishes_the_entries(
     assert watcher.stop() == 0, watcher.errors
     for state in outcomes:
         assert (result(folder, state.value) or {})["state"] == state.value
-    assert sorted(line for line in watcher.lines if line.startswith("result ")) == [
+    assert sorted(line for line in watcher.errors if line.startswith("result ")) == [
         "result done.json: done",
         "result failed.json: failed",
         "result rejected.json: rejected",

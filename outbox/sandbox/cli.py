@@ -7,6 +7,7 @@ the API keys and a ready-to-paste ``export`` line. SIGINT or SIGTERM stops it cl
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -292,7 +293,7 @@ def sandbox(
             try:
                 sb.start()
             except OSError as exc:
-                raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+                raise _cannot_listen(host, port, exc) from exc
             click.echo(f"Craftkit sandbox listening on {sb.base_url}")
             click.echo(f"API key: {sb.api_key}")
             click.echo(f"Other project's key: {sb.other_project_key}")
@@ -310,6 +311,27 @@ def sandbox(
         finally:
             sb.stop()
     click.echo("Craftkit sandbox stopped.")
+
+
+class _PortBusy(click.ClickException):
+    """The port is taken: 75, try again once it is free (or choose another)."""
+
+    exit_code = 75
+
+
+class _CannotListen(click.ClickException):
+    """The address or port cannot be used here (no such address, a privileged port): 78."""
+
+    exit_code = 78
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> click.ClickException:
+    if exc.errno == errno.EADDRINUSE:
+        return _PortBusy(
+            f"port {port} on {host} is already in use (another sandbox?): stop what listens "
+            "there, or choose another port with --port (0 picks a free one)"
+        )
+    return _CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def main() -> None:

@@ -134,7 +134,7 @@ class Sandbox:
             server.base_url = self.base_url_for(self._port)
             server.start()
             self._state, self._api, self._server = state, api, server
-            logger.info("Craftkit sandbox listening on %s", self.base_url)
+            logger.debug("Craftkit sandbox listening on %s", self.base_url)
             return self
 
     def _prepare(self, state: SandboxState) -> None:
