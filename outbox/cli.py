@@ -23,6 +23,9 @@ from . import errors, jobfiles, logs
 from .clock import Clock
 from .config import ENV_API_KEY, Config, load_config
 from .deliveries import UNFINISHED_DELIVERY_STATES, Delivery, DeliveryState, delivery_requests
+from .doctor import diagnose
+from .doctor import exit_code as doctor_exit_code
+from .doctor import lines as doctor_lines
 from .exit_codes import ExitCode, exit_code_for
 from .logs import LogFormat
 from .models import Event, RenderRequest, State
@@ -378,6 +381,7 @@ def status(state: _State, as_json: bool) -> None:
         counts = ob.counts()
         facts = ob.status()
         schema = ob.schema_version
+        next_due, now = ob.next_due(), ob.clock.now()
     config = state.config
     where = {
         "journal": str(config.db),
@@ -385,9 +389,13 @@ def status(state: _State, as_json: bool) -> None:
         "base_url": config.base_url,
     }
     if as_json:
-        click.echo(output.status_json(**where, counts=counts, facts=facts))
+        click.echo(
+            output.status_json(**where, counts=counts, facts=facts, next_due=next_due, now=now)
+        )
         return
-    lines = output.status_lines(**where, schema=schema, counts=counts, facts=facts)
+    lines = output.status_lines(
+        **where, schema=schema, counts=counts, facts=facts, next_due=next_due, now=now
+    )
     if config.api_key_problem:
         lines.insert(3, f"api key    unusable: {config.api_key_problem}")
     _echo_lines(lines)
@@ -706,17 +714,107 @@ def revoke(state: _State, entry_id: str, share_id: str) -> None:
     metavar="AGE",
     help="Age such as 30d, 12h, 90m or 3600s.",
 )
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @json_option
 @pass_state
-def purge(state: _State, older_than: str, as_json: bool) -> None:
-    """Delete finished entries older than AGE (never pending or in-progress ones)."""
+def purge(state: _State, older_than: str, dry_run: bool, as_json: bool) -> None:
+    """Delete finished entries older than AGE (never pending or in-progress ones, never one
+    whose drop-folder result file is not written yet). PDFs are never deleted."""
     seconds = _parse_age(older_than)
     with state.outbox() as ob:
-        count = ob.purge(seconds)
+        count = ob.purge(seconds, dry_run=dry_run)
     if as_json:
-        click.echo(output.dumps({"purged": count, "older_than": older_than}))
+        counted = {"would_purge": count, "dry_run": True} if dry_run else {"purged": count}
+        click.echo(output.dumps({**counted, "older_than": older_than}))
+        return
+    if dry_run:
+        click.echo(f"would purge {count} finished entries older than {older_than} (dry run)")
         return
     click.echo(f"purged {count} finished entries older than {older_than}")
+
+
+@cli.command(name="path")
+@click.argument("entry_id", metavar="ID")
+@json_option
+@pass_state
+def path_(state: _State, entry_id: str, as_json: bool) -> None:
+    """Print the PDF's path of a done entry, for scripts: `open "$(outbox path ID)"`.
+
+    Exit codes: 0 done and the file is there; 75 not done yet (pending, submitted,
+    downloading); 65 it never will be (failed, rejected, cancelled), the file is gone, or
+    there is no such entry.
+    """
+    with state.outbox() as ob:
+        pdf = ob.pdf(entry_id)
+        entry = ob.get(entry_id)
+    if as_json:
+        click.echo(output.dumps({**entry.to_public(), "pdf_path": str(pdf)}))
+    else:
+        click.echo(str(pdf))
+
+
+@cli.command()
+@click.option(
+    "--since",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="EVENT_ID",
+    help="Only events after this event id (ids only grow; keep the last one seen).",
+)
+@click.option("--entry", "entry_id", metavar="ID", help="Only this entry's events.")
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep printing new events, from any process, until Ctrl-C."
+)
+@json_option
+@pass_state
+def events(state: _State, since: int, entry_id: str | None, follow: bool, as_json: bool) -> None:
+    """The event journal: every state change of every entry, oldest first.
+
+    One line per event (ID, time, entry, from -> to, attempt, HTTP status, code, detail), or
+    with --json one JSON object per line (JSON Lines), for `jq` and log shippers.
+    """
+    stop = threading.Event()
+    with on_stop_request(stop.set), state.outbox() as ob:
+        only = ob.get(entry_id).id if entry_id else None
+        feed = ob.changes(since, stop=stop) if follow else _all_events_after(ob, since)
+        for event in feed:
+            if only is not None and event.entry_id != only:
+                continue
+            click.echo(output.dumps_line(event.to_dict()) if as_json else output.event_line(event))
+            if follow:
+                sys.stdout.flush()
+
+
+def _all_events_after(ob: Outbox, since: int) -> Iterator[Event]:
+    while batch := ob.events_after(since):
+        yield from batch
+        since = batch[-1].id
+
+
+@cli.command()
+@json_option
+@pass_state
+def doctor(state: _State, as_json: bool) -> None:
+    """Check the journal, API key, base URL, network, /health, template cache, downloads
+    folder and worker; say what to fix. Creates and changes nothing.
+
+    Exit codes: 0 nothing to fix (warnings may remain); otherwise that of the first check
+    that failed: 75 offline or a full disk, 77 the key was refused, 78 configuration.
+    """
+    config = state.config
+    checks = diagnose(
+        db=config.db,
+        downloads=config.downloads,
+        base_url=config.base_url,
+        api_key=config.api_key,
+        settings=config.settings,
+    )
+    code = doctor_exit_code(checks)
+    if as_json:
+        click.echo(output.dumps({"checks": [c.to_dict() for c in checks], "exit_code": code}))
+    else:
+        _echo_lines(doctor_lines(checks))
+    raise SystemExit(code)
 
 
 @cli.command()

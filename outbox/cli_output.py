@@ -12,12 +12,13 @@ import json
 import re
 import textwrap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .clock import iso
 from .deliveries import Delivery
-from .errors import DataInvalid, JournalMissing, KeyConflict, OutboxError, RemoteError
+from .errors import DataInvalid, JournalMissing, KeyConflict, NoPdf, OutboxError, RemoteError
 from .exit_codes import exit_code_for
 from .facts import concurrency_line, network_facts
 from .models import Entry, Event, State
@@ -77,6 +78,8 @@ def error_object(exc: OutboxError) -> dict[str, Any]:
         body.update(template=exc.template, version=exc.version)
     elif isinstance(exc, JournalMissing):
         body.update(path=exc.path)
+    elif isinstance(exc, NoPdf):
+        body.update(entry_id=exc.entry_id, state=exc.state)
     elif isinstance(exc, RemoteError):
         body.update(craftkit_code=exc.code, http_status=exc.status)
     return {"error": body}
@@ -89,6 +92,23 @@ def error_json(exc: OutboxError) -> str:
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def dumps_line(value: Any) -> str:
+    """One JSON document on one line (JSON Lines: ``outbox events --json``)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def event_line(event: Event) -> str:
+    """``outbox events``: one event on one line."""
+    moved = f"{event.from_state.value if event.from_state else 'new'} -> {event.to_state.value}"
+    parts = [str(event.id), event.at, event.entry_id, moved, f"attempt {event.attempt}"]
+    if event.http_status:
+        parts.append(str(event.http_status))
+    if event.error_code:
+        parts.append(event.error_code)
+    line = "  ".join(parts)
+    return line + (f"  {event.detail}" if event.detail else "")
 
 
 # -- entries ---------------------------------------------------------------------------
@@ -192,18 +212,25 @@ def status_lines(
     base_url: str,
     counts: Mapping[State, int],
     facts: Mapping[str, Any],
+    next_due: float | None = None,
+    now: float | None = None,
 ) -> list[str]:
-    """``outbox status``: where things are, the counts, the last network facts, and the
-    running workers with their last error."""
-    return [
+    """``outbox status``: where things are, the counts, when the next unfinished entry is
+    due, the last network facts (each with the time it was observed), and the running
+    workers (alive as of their last heartbeat, with their next due time and last error)."""
+    lines = [
         f"journal    {journal} (schema {schema})",
         f"downloads  {downloads}",
         f"api        {base_url}",
         "  ".join(f"{s.value} {n}" for s, n in counts.items()),
-        *network_lines(facts),
-        *filter(None, [concurrency_line(facts)]),
-        *(fact.line() for fact in worker_facts(facts)),
     ]
+    if next_due is not None and now is not None:
+        lines.append(f"next due   {when(next_due, now)}")
+    workers = worker_facts(facts, now=now)
+    lines += network_lines(facts)
+    lines += filter(None, [concurrency_line(facts)])
+    lines += [fact.line() for fact in workers]
+    return lines
 
 
 def status_json(
@@ -213,6 +240,8 @@ def status_json(
     base_url: str,
     counts: Mapping[State, int],
     facts: Mapping[str, Any],
+    next_due: float | None = None,
+    now: float | None = None,
 ) -> str:
     return dumps(
         {
@@ -220,6 +249,8 @@ def status_json(
             "downloads": downloads,
             "base_url": base_url,
             "counts": {s.value: n for s, n in counts.items()},
+            "next_due": iso(next_due) if next_due is not None else None,
+            "workers": [asdict(worker) for worker in worker_facts(facts, now=now)],
             "status": dict(facts),
         }
     )

@@ -8,12 +8,10 @@ Nothing is created or changed: a missing journal or downloads folder is reported
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import socket
 import stat
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -186,11 +184,10 @@ def _check_base_url(base_url: str, checks: list[Check]) -> bool:
     try:
         url = httpx.URL(base_url)
     except httpx.InvalidURL as exc:
-        url = None
-        problem = str(exc)
+        url, problem = httpx.URL(), str(exc)
     else:
         problem = "" if url.scheme in ("http", "https") and url.host else "not an http(s) URL"
-    if url is None or problem:
+    if problem:
         checks.append(
             Check(
                 "base url",
@@ -370,7 +367,7 @@ def _unwritable(folder: Path) -> str | None:
 
 
 def _check_worker(journal: Journal, checks: list[Check]) -> None:
-    workers = worker_facts(journal.status())
+    workers = worker_facts(journal.status(), now=journal.clock.now())
     if not workers:
         checks.append(
             Check(
@@ -399,7 +396,7 @@ def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def lines(checks: list[Check], describe: Callable[[Check], str] | None = None) -> list[str]:
+def lines(checks: list[Check]) -> list[str]:
     """``outbox doctor``'s text: one line per check, and its fix below it when not ok."""
     shown: list[str] = []
     for check in checks:
@@ -407,6 +404,3 @@ def lines(checks: list[Check], describe: Callable[[Check], str] | None = None) -
         if check.fix and check.verdict != "ok":
             shown.append(f"{'':<4}  {'':<10} fix: {check.fix}")
     return shown
-
-
-_ = os  # the module documents no os use yet

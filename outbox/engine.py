@@ -235,6 +235,8 @@ class Engine:
         self.courier = Courier(self.crew, self.client)
         self._nudge = threading.Event()
         self._remove_listener = journal.add_listener(self._on_change)
+        #: Called on every pass of :meth:`run` (a supervisor's heartbeat).
+        self.pulse: Callable[[], None] = _nothing
 
     def _on_change(self, event: Event) -> None:
         if event.from_state is None or event.to_state is State.PENDING:
@@ -318,6 +320,10 @@ class Engine:
             if not process_alive(int(pid_text)):
                 count = self.journal.release_all(owner)
                 log.debug("took back %d leases of a stopped process (%s)", count, owner)
+
+    def next_due(self) -> float | None:
+        """When the earliest unfinished entry is due (wall clock), or None if there is none."""
+        return self.journal.next_due_at(_UNFINISHED, horizon=self.schedule.horizon)
 
     def _until_due(self, handled: int) -> float | None:
         """Seconds until unfinished work is due (None: there is none).
@@ -480,6 +486,7 @@ class Engine:
             handled = self.cycle(deadline=None, stop=stop)
             if stop.is_set():
                 break
+            self.pulse()
             if self.gate.auth_error:
                 self.clock.wait(stop, self.schedule.auth_retry)
                 self.gate.forget_auth_failure()
@@ -493,3 +500,7 @@ class Engine:
             if wait >= self.schedule.sync_within:
                 self.journal.sync()  # idle for a while: nothing routine waits for a sync
             self.clock.wait(self._nudge, wait)
+
+
+def _nothing() -> None:
+    pass

@@ -18,6 +18,8 @@ act on them, and never contain the API key. The tree::
     │   ├── JournalBusy       locked by another process for longer than the busy timeout
     │   └── JournalFull       the disk is full; nothing was written
     ├── EntryNotFound         no entry has this id (LookupError)
+    ├── NoPdf                 the entry has no PDF, and never will (failed, cancelled, file gone)
+    │   └── PdfNotReady       not yet: the entry is still pending or in progress
     ├── IllegalTransition     the transition table forbids the move: a bug, or a request such
     │                         as cancelling an entry that is already done
     ├── LostRace              someone else changed the entry first (compare-and-set lost)
@@ -258,3 +260,17 @@ class PublicCopyBroken(TransientError):
 
 class StorageFull(OutboxError):
     """The downloads folder's disk is full; the entry waits for space."""
+
+
+class NoPdf(OutboxError):
+    """The entry has no PDF and will not get one: it failed, was rejected or cancelled, or its
+    file was deleted since. ``entry_id`` and ``state`` say which entry and where it is."""
+
+    def __init__(self, message: str, *, entry_id: str, state: str) -> None:
+        super().__init__(message)
+        self.entry_id = entry_id
+        self.state = state
+
+
+class PdfNotReady(NoPdf):
+    """The entry has no PDF yet: it is pending, submitted or downloading."""

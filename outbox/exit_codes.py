@@ -42,6 +42,8 @@ _FOR_ERROR: tuple[tuple[type[errors.OutboxError], ExitCode], ...] = (
     (errors.JournalTooNew, ExitCode.CONFIG_ERROR),
     (errors.AuthError, ExitCode.KEY_REFUSED),
     (errors.EntryBusy, ExitCode.TRY_LATER),
+    (errors.PdfNotReady, ExitCode.TRY_LATER),
+    (errors.NoPdf, ExitCode.DATA_ERROR),
     (errors.JournalBusy, ExitCode.TRY_LATER),
     (errors.JournalFull, ExitCode.TRY_LATER),
     (errors.TransientError, ExitCode.TRY_LATER),

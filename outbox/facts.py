@@ -18,13 +18,18 @@ _LABELS = {
     "connectivity": ("network", "online", "offline"),
     "auth": ("api key", "accepted", f"refused — fix {ENV_API_KEY}"),
     "server": ("server", "ok", "trouble"),
-    "rate_limit": ("rate limit", "not limited", "limited — requests were slowed down"),
+    "rate_limit": ("rate limit", "none", "hit — requests were slowed down"),
 }
 
 
 @dataclass(frozen=True)
 class NetworkFact:
-    """One recorded fact: ``ok`` says whether it is good news; ``at`` when it was recorded."""
+    """One recorded fact: ``ok`` says whether it is good news; ``at`` when it was observed.
+
+    Every fact is observed by whoever talked to Craftkit last and replaced when a later
+    answer contradicts it (a real answer after an outage, a clean answer after a rate
+    limit), so its time says how fresh it is.
+    """
 
     name: str
     label: str

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from .client import CraftkitClient
 from .clock import Clock
@@ -60,6 +61,10 @@ class Gate:
         self._server_trouble: str | None = None  # the last 5xx while in trouble
         self._healthy_at: float | None = None  # monotonic time of the last ok health check
         self._server_record_lock = threading.Lock()
+        self._limit_recorded = False  # this process recorded a rate limit not yet over
+        self._last_limited = 0.0  # monotonic time of the last 429
+        #: Called while probing a long outage (a supervisor's heartbeat).
+        self.pulse: Callable[[], None] = _nothing
 
     # -- conditions ----------------------------------------------------------------------
 
@@ -103,7 +108,9 @@ class Gate:
             observed = len(recent) / pacing.window if recent else 1.0
             current = self._rate if self._rate is not None else observed
             self._rate = max(pacing.slowest, min(current, observed) * pacing.decrease)
-            first = self.rate_limited_count == 1
+            self._last_limited = now
+            first = not self._limit_recorded
+            self._limit_recorded = True
         if first:
             self._record("rate_limit", {"limited": True, "reason": exc.message})
             log.info(
@@ -140,6 +147,17 @@ class Gate:
                 self._server_trouble = None
             if self._rate is not None and healthy:
                 self._rate += self.pacing.increase
+            # A clean answer contradicts a recorded rate limit: at a process's first answer
+            # (an earlier process's limit), or once no 429 came for ``rate_limit_clear``.
+            limit_over = healthy and (
+                (first and not self._limit_recorded)
+                or (
+                    self._limit_recorded
+                    and self.clock.monotonic() - self._last_limited > self.schedule.rate_limit_clear
+                )
+            )
+            if limit_over:
+                self._limit_recorded = False
         if was_offline:
             log.info(
                 "online again: %s answers",
@@ -152,6 +170,8 @@ class Gate:
             self._record("connectivity", {"online": True, "reason": None})
         if recovered or (first and healthy):
             self._record_server()
+        if limit_over:
+            self._record("rate_limit", {"limited": False, "reason": None})
 
     def key_accepted(self) -> None:
         """An authenticated request succeeded: clear a recorded authentication failure."""
@@ -242,6 +262,7 @@ class Gate:
                 self.answered()
                 return True
             probes += 1
+            self.pulse()
             delay = self.schedule.health_probe.delay(probes)
             now = self.clock.monotonic()
             if deadline is not None and now + delay >= deadline:
@@ -264,3 +285,7 @@ class Gate:
             self.journal.set_status(name, value)
         except Exception:  # the status line is informational; never let it break a flush
             log.warning("could not record %s status", name, exc_info=True)
+
+
+def _nothing() -> None:
+    pass

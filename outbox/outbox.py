@@ -21,9 +21,17 @@ from . import outcomes, platform, worker
 from .clock import Clock
 from .config import DEFAULT_BASE_URL, Settings, default_downloads
 from .deliveries import Delivery, DeliveryState, delivery_requests
-from .errors import ConfigError, IllegalTransition, InvalidArgument
+from .errors import ConfigError, IllegalTransition, InvalidArgument, NoPdf, PdfNotReady
 from .logs import ActivityLog
-from .models import Entry, EntryPage, Event, RenderRequest, State, key_conflict
+from .models import (
+    UNFINISHED_STATES,
+    Entry,
+    EntryPage,
+    Event,
+    RenderRequest,
+    State,
+    key_conflict,
+)
 from .store import Durability, Journal
 from .templates import CachedTemplate
 from .validation import Checker, CheckOutcome, DataCheck, ValidationMode, validation_mode
@@ -436,12 +444,18 @@ class Outbox:
     def purge(self, older_than: float | timedelta, *, dry_run: bool = False) -> int:
         """Delete finished entries (done, failed, rejected, cancelled) untouched for longer
         than ``older_than`` (seconds or a timedelta); returns how many. Never touches
-        pending, submitted or downloading entries, and never deletes PDFs. ``dry_run`` only
-        counts them."""
+        pending, submitted or downloading entries, never an entry whose drop-folder result
+        file is not written yet (``results/NAME.result.json``: it would never be), and never
+        deletes PDFs. ``dry_run`` only counts them."""
+        from .resultfiles import results_owed  # the drop folder's side lives there
+
         seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
         if seconds < 0:
             raise InvalidArgument("older_than must not be negative")
-        return self.journal.purge(self.clock.now() - seconds, dry_run=dry_run)
+        owed, aliased = results_owed(self)
+        return self.journal.purge(
+            self.clock.now() - seconds, dry_run=dry_run, owed=owed, watched_ids=aliased
+        )
 
     # -- talking to Craftkit -------------------------------------------------------------
 
@@ -480,7 +494,7 @@ class Outbox:
         soon as it begins; once the run has ended, the next one starts afresh.
         """
         try:
-            supervisor = self._supervise(on_error)
+            supervisor = self._supervise(on_error, kind="run")
             supervisor.run(self._stop)
         finally:
             self._stop.clear()
@@ -497,7 +511,7 @@ class Outbox:
         """
         if self._thread is not None and self._thread.is_alive():
             return
-        supervisor = self._supervise(on_error)
+        supervisor = self._supervise(on_error, kind="start")
         self._stop.clear()
         self._thread = threading.Thread(
             target=supervisor.run, args=(self._stop,), name="outbox", daemon=True
@@ -510,7 +524,10 @@ class Outbox:
         or None; the worker carried on after it."""
         return self._supervisor.last_error if self._supervisor is not None else None
 
-    def _supervise(self, on_error: ErrorCallback | None) -> Supervisor:
+    def _supervise(self, on_error: ErrorCallback | None, *, kind: str) -> Supervisor:
+        """The worker that runs the engine, with its status fact: recorded when it starts,
+        renewed every ``Schedule.heartbeat`` seconds while it works or waits (with the next
+        due time), updated on errors, removed when it stops."""
         engine = self._get_engine()
         engine.client.resume()  # requests cut short by an earlier stop() may run again
         name = worker.fact_name()
@@ -527,7 +544,11 @@ class Outbox:
             backoff=self.settings.schedule.worker_restart,
             record=record,
             on_error=on_error,
+            kind=kind,
+            heartbeat=self.settings.schedule.heartbeat,
+            next_due=engine.next_due,
         )
+        engine.pulse = engine.gate.pulse = self._supervisor.beat
         return self._supervisor
 
     def stop(self, timeout: float | None = None) -> None:
@@ -636,6 +657,34 @@ class Outbox:
         """The entry with this id (or unique id prefix of 6+ characters)."""
         return self.journal.get(entry_id)
 
+    def pdf(self, entry_id: str) -> Path:
+        """The verified PDF of a done entry, on disk. Raises :class:`~outbox.errors.PdfNotReady`
+        while the entry is unfinished, and :class:`~outbox.errors.NoPdf` when it never will
+        have one (failed, rejected, cancelled) or its file was deleted since."""
+        entry = self.journal.get(entry_id)
+        if not entry.state.is_terminal:
+            raise PdfNotReady(
+                f"entry {entry.id} is {entry.state}: no PDF yet; `outbox flush` (or a running "
+                "`outbox run`) finishes it",
+                entry_id=entry.id,
+                state=entry.state.value,
+            )
+        if entry.state is not State.DONE or entry.pdf_path is None:
+            raise NoPdf(
+                f"entry {entry.id} is {entry.state}: it has no PDF"
+                + (f" ({entry.error})" if entry.error else ""),
+                entry_id=entry.id,
+                state=entry.state.value,
+            )
+        path = Path(entry.pdf_path)
+        if not path.is_file():
+            raise NoPdf(
+                f"entry {entry.id} is done, but its PDF {path} is gone (moved or deleted)",
+                entry_id=entry.id,
+                state=entry.state.value,
+            )
+        return path
+
     def find_by_key(self, key: str) -> Entry | None:
         """The entry first enqueued with this idempotency key, if any (a retry's ``KEY~2``
         still finds it under ``KEY``)."""
@@ -692,15 +741,17 @@ class Outbox:
         *,
         timeout: float | None = None,
         poll_interval: float = 0.25,
+        stop: threading.Event | None = None,
     ) -> Iterator[Event]:
         """Yield events as they happen, including changes made by other processes.
 
         Starts after event id ``since`` (default: from now on). Changes made in this process
         arrive at once; other processes' within ``poll_interval``. Stops once ``timeout``
-        seconds pass without an event; runs forever if it is None.
+        seconds pass without an event, or within ``poll_interval`` of ``stop`` being set;
+        runs forever if neither is given.
         """
         start = self.journal.last_event_id() if since is None else since
-        return self._follow(start, timeout, poll_interval)
+        return self._follow(start, timeout, poll_interval, stop)
 
     def events_after(self, event_id: int, *, limit: int = 1000) -> builtins.list[Event]:
         """Up to ``limit`` events of all entries with an id above ``event_id``, oldest first,
@@ -711,12 +762,18 @@ class Outbox:
         """
         return self.journal.events_after(event_id, limit=limit)
 
-    def _follow(self, last: int, timeout: float | None, poll_interval: float) -> Iterator[Event]:
+    def _follow(
+        self,
+        last: int,
+        timeout: float | None,
+        poll_interval: float,
+        stop: threading.Event | None,
+    ) -> Iterator[Event]:
         wake = threading.Event()
         remove = self.journal.add_listener(lambda _event: wake.set())
         try:
             idle_since = self.clock.monotonic()
-            while True:
+            while stop is None or not stop.is_set():
                 wake.clear()
                 batch = self.journal.events_after(last)
                 if batch:
@@ -734,6 +791,13 @@ class Outbox:
                 self.clock.wait(wake, wait)
         finally:
             remove()
+
+    def next_due(self) -> float | None:
+        """When the earliest unfinished entry is next due (wall-clock seconds; a time in the
+        past means now), or None when nothing is unfinished. Works offline."""
+        return self.journal.next_due_at(
+            sorted(UNFINISHED_STATES), horizon=self.settings.schedule.horizon
+        )
 
     def status(self) -> dict[str, Any]:
         """Journal-wide facts: last connectivity check, pause reason, ..."""
@@ -798,10 +862,15 @@ class Outbox:
         """
         from . import template_sync
 
-        client = self._get_engine().client
-        return template_sync.sync_templates(
-            self.journal, client, deadline=self.clock.monotonic() + timeout
+        engine = self._get_engine()
+        cached = template_sync.sync_templates(
+            self.journal, engine.client, deadline=self.clock.monotonic() + timeout
         )
+        # It reached Craftkit with the key: an "offline" or "key refused" that an earlier
+        # run recorded is contradicted now (`outbox status` shows the fresh facts).
+        engine.gate.answered()
+        engine.gate.key_accepted()
+        return cached
 
 
 class _CacheView:

@@ -36,6 +36,8 @@ _RESULT_SUFFIX = ".result.json"
 #: ``.alias-ENTRYID-NAME.json.alias``, hidden and not ending in ``.json``.
 _ALIAS_PREFIX = ".alias-"
 _ALIAS_SUFFIX = ".alias"
+#: Status facts ``drop_folder:PATH`` hold how far each folder's results are written.
+_FACT_PREFIX = "drop_folder:"
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class ResultFiles:
     @property
     def status_name(self) -> str:
         """The journal status fact holding how far :meth:`catch_up` has read the changes."""
-        return f"drop_folder:{self.folder}"
+        return f"{_FACT_PREFIX}{self.folder}"
 
     def catch_up(self) -> list[ResultWritten]:
         """Write result files for entries that reached a terminal state since last time, and
@@ -174,17 +176,7 @@ class ResultFiles:
         return self._after
 
     def _aliases(self) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
-        try:
-            names = os.listdir(self.folder / RESULTS)
-        except FileNotFoundError:
-            return found
-        for marker in sorted(names):
-            if marker.startswith(_ALIAS_PREFIX) and marker.endswith(_ALIAS_SUFFIX):
-                middle = marker[len(_ALIAS_PREFIX) : -len(_ALIAS_SUFFIX)]
-                entry_id, _, name = middle.partition("-")
-                found.setdefault(entry_id, []).append(name)
-        return found
+        return aliases_in(self.folder)
 
     def _names_for(self, entry: Entry, aliases: dict[str, list[str]]) -> list[str]:
         names: list[str] = []
@@ -227,3 +219,46 @@ def _result_owner(path: Path) -> str | None:
         return ""
     owner = document.get("file") if isinstance(document, dict) else None
     return owner if isinstance(owner, str) else ""
+
+
+def aliases_in(folder: Path) -> dict[str, list[str]]:
+    """The alias marks of the drop folder ``folder``: entry id -> job file names."""
+    found: dict[str, list[str]] = {}
+    try:
+        names = os.listdir(folder / RESULTS)
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for marker in sorted(names):
+        if marker.startswith(_ALIAS_PREFIX) and marker.endswith(_ALIAS_SUFFIX):
+            middle = marker[len(_ALIAS_PREFIX) : -len(_ALIAS_SUFFIX)]
+            entry_id, _, name = middle.partition("-")
+            found.setdefault(entry_id, []).append(name)
+    return found
+
+
+def results_owed(outbox: Outbox) -> tuple[Callable[[str, str | None, int], bool], list[str]]:
+    """What ``purge`` must keep: ``(owed, aliased_ids)``, where ``owed(entry_id, source,
+    last_event_id)`` says whether a drop folder still owes that entry's job a result file.
+
+    A folder's results are written up to the last event its reader handled (the status fact
+    ``drop_folder:PATH``); an entry whose last change is beyond that — or made from a folder
+    whose results were never written — keeps its row until the result file is written.
+    """
+    facts = outbox.status()
+    handled: dict[str, int] = {}
+    for name, value in facts.items():
+        if name.startswith(_FACT_PREFIX) and isinstance(value, dict):
+            after = value.get("results_after_event")
+            handled[name[len(_FACT_PREFIX) :]] = after if isinstance(after, int) else 0
+    aliased: dict[str, list[str]] = {}
+    for folder in handled:
+        for entry_id in aliases_in(Path(folder)):
+            aliased.setdefault(entry_id, []).append(folder)
+
+    def owed(entry_id: str, source: str | None, last_event: int) -> bool:
+        folders = list(aliased.get(entry_id, []))
+        if source:
+            folders.append(os.path.dirname(source))
+        return any(last_event > handled.get(folder, 0) for folder in folders)
+
+    return owed, list(aliased)

@@ -212,6 +212,11 @@ class Schedule:
     save_render_times_every: float = 60.0
     #: Before the background worker starts again after an error escaped it (1 s ... 1 min).
     worker_restart: Backoff = Backoff(1.0, 60.0)
+    #: A recorded rate limit is cleared by a clean answer this many seconds after the last 429.
+    rate_limit_clear: float = 60.0
+    #: How often a running worker renews its status fact (``outbox status`` shows it alive,
+    #: with its next due time); one not renewed for three times this long counts as gone.
+    heartbeat: float = 30.0
     #: An unexpected error in a handler puts the entry aside for this long.
     unexpected_error_delay: float = 60.0
     #: No schedule is ever further ahead than this; a ``due_at`` beyond it means the clock

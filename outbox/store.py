@@ -781,33 +781,77 @@ class Journal:
                 ).rowcount
             return released
 
-    def purge(self, finished_before: float, *, dry_run: bool = False) -> int:
+    def purge(
+        self,
+        finished_before: float,
+        *,
+        dry_run: bool = False,
+        owed: Callable[[str, str | None, int], bool] | None = None,
+        watched_ids: Sequence[str] = (),
+    ) -> int:
         """Delete terminal entries (and their events) last changed before ``finished_before``.
 
         Unfinished entries (pending, submitted, downloading) are never touched. ``dry_run``
-        only counts what would be deleted.
+        only counts what would be deleted. ``owed(entry_id, source, last_event_id)`` keeps an
+        entry that is still owed something (a drop folder's result file); it is asked about
+        entries made from a file (with a ``source``) and those in ``watched_ids``.
         """
         cutoff = iso(finished_before)
         terminal = [s.value for s in State if s.is_terminal]
         marks = ",".join("?" for _ in terminal)
         # A done entry whose link or email is still on its way is not finished yet.
         busy = ",".join("?" for _ in _UNFINISHED_DELIVERIES)
-        purgeable = (
-            f"SELECT id FROM entries WHERE state IN ({marks}) AND updated_at < ? AND id NOT IN"
+        old = (
+            f"state IN ({marks}) AND updated_at < ? AND id NOT IN"
             f" (SELECT entry_id FROM deliveries WHERE state IN ({busy}) AND entry_id IN"
-            f" (SELECT id FROM entries WHERE state = 'done'))"
+            " (SELECT id FROM entries WHERE state = 'done'))"
         )
         params = [*terminal, cutoff, *_UNFINISHED_DELIVERIES]
-        if dry_run:
-            with self._read() as conn:
-                return int(
+        with self._write() as conn:
+            kept = self._kept(conn, old, params, owed, watched_ids)
+            purgeable = f"SELECT id FROM entries WHERE {old} AND id NOT IN temp.purge_keep"
+            if dry_run:
+                count = int(
                     conn.execute(f"SELECT count(*) FROM ({purgeable})", params).fetchone()[0]
                 )
-        with self._write() as conn:
+                conn.execute("DELETE FROM temp.purge_keep")
+                return count
             conn.execute(f"DELETE FROM events WHERE entry_id IN ({purgeable})", params)
             conn.execute(f"DELETE FROM deliveries WHERE entry_id IN ({purgeable})", params)
             cursor = conn.execute(f"DELETE FROM entries WHERE id IN ({purgeable})", params)
+            conn.execute("DELETE FROM temp.purge_keep")
+            if kept:
+                log.debug("purge kept %d entries still owed a drop-folder result", kept)
             return cursor.rowcount
+
+    @staticmethod
+    def _kept(
+        conn: sqlite3.Connection,
+        old: str,
+        params: builtins.list[Any],
+        owed: Callable[[str, str | None, int], bool] | None,
+        watched_ids: Sequence[str],
+    ) -> int:
+        """Fill ``temp.purge_keep`` with the old entries ``owed`` keeps; returns how many."""
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS purge_keep (id TEXT PRIMARY KEY)")
+        conn.execute("DELETE FROM temp.purge_keep")
+        if owed is None:
+            return 0
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS purge_watched (id TEXT PRIMARY KEY)")
+        conn.execute("DELETE FROM temp.purge_watched")
+        conn.executemany(
+            "INSERT OR IGNORE INTO temp.purge_watched (id) VALUES (?)", [(i,) for i in watched_ids]
+        )
+        rows = conn.execute(
+            "SELECT id, source, (SELECT max(e.id) FROM events e WHERE e.entry_id = entries.id)"
+            f" FROM entries WHERE {old} AND (source IS NOT NULL OR id IN"
+            " (SELECT id FROM temp.purge_watched))",
+            params,
+        ).fetchall()
+        keep = [(row[0],) for row in rows if owed(row[0], row[1], int(row[2] or 0))]
+        conn.executemany("INSERT INTO temp.purge_keep (id) VALUES (?)", keep)
+        conn.execute("DELETE FROM temp.purge_watched")
+        return len(keep)
 
     def transition(
         self,

@@ -28,7 +28,7 @@ from outbox import ExitCode, Outbox
 )
 def test_usage_errors_exit_64(tmp_path: Path, args: list[str]) -> None:
     result = run_cli("--db", str(tmp_path / "j.db"), *args)
-    assert result.returncode == ExitCode.USAGE == 64, result.stderr
+    assert result.returncode == int(ExitCode.USAGE) == 64, result.stderr
     assert "Usage: outbox" in result.stderr and "Traceback" not in result.stderr
 
 

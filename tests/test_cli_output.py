@@ -58,7 +58,7 @@ def test_network_facts_say_what_to_fix() -> None:
     assert output.network_lines(facts) == [
         "network    offline: cannot reach the API (as of 2026-01-01T00:00:00.000Z)",
         "api key    refused — fix CRAFTKIT_API_KEY (as of 2026-01-01T00:00:01.000Z)",
-        "rate limit not limited (as of 2026-01-01T00:00:02.000Z)",
+        "rate limit none (as of 2026-01-01T00:00:02.000Z)",
     ]
 
 
