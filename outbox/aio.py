@@ -210,6 +210,8 @@ class AsyncOutbox:
     page = _twin(Outbox.page)
     counts = _twin(Outbox.counts)
     history = _twin(Outbox.history)
+    pdf = _twin(Outbox.pdf)
+    next_due = _twin(Outbox.next_due)
     events_after = _twin(Outbox.events_after)
     status = _twin(Outbox.status)
     set_status = _twin(Outbox.set_status)
@@ -295,14 +297,16 @@ class AsyncOutbox:
         *,
         timeout: float | None = None,
         poll_interval: float = 0.25,
+        stop: threading.Event | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Iterate over changes as they happen, including those of other processes.
 
         ``async for event in ob.changes(since=last_seen)``. Without ``since``, starts after
         the last change made before this call (every later call of this AsyncOutbox, such as an
         ``enqueue``, is seen). Changes made in this process arrive at once; other processes'
-        within ``poll_interval``. Stops once ``timeout`` seconds pass without a change; runs
-        until the loop ends or the iteration is left if it is None.
+        within ``poll_interval``. Stops once ``timeout`` seconds pass without a change, or
+        within ``poll_interval`` of ``stop`` being set; otherwise runs until the loop ends or
+        the iteration is left.
         """
         start: concurrent.futures.Future[int] = concurrent.futures.Future()
         if since is None:
@@ -310,10 +314,14 @@ class AsyncOutbox:
             start = self._journal_thread.submit(lambda: self._opened().journal.last_event_id())
         else:
             start.set_result(since)
-        return self._follow(start, timeout, poll_interval)
+        return self._follow(start, timeout, poll_interval, stop)
 
     async def _follow(
-        self, start: concurrent.futures.Future[int], timeout: float | None, poll_interval: float
+        self,
+        start: concurrent.futures.Future[int],
+        timeout: float | None,
+        poll_interval: float,
+        stop: threading.Event | None,
     ) -> AsyncGenerator[Event, None]:
         last = await _settle(start)
         loop = asyncio.get_running_loop()
@@ -321,7 +329,7 @@ class AsyncOutbox:
         remove = (await self._ready()).on_change(_Doorbell(loop, wake))
         try:
             idle_since = loop.time()
-            while True:
+            while stop is None or not stop.is_set():
                 wake.clear()
                 batch = await self.events_after(last)
                 if batch:

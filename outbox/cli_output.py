@@ -289,8 +289,10 @@ def flush_summary(report: FlushReport, *, now: float) -> list[str]:
     lines += [f"written   {entry.pdf_path}" for entry in report.written]
     lines += delivery_summary(report)
     for waiting in report.waiting:
+        first = f" ({waiting.entry_id})" if waiting.entry_id else ""
         line = (
-            f"waiting   {waiting.count} {waiting.state.value}: next {when(waiting.next_due, now)}"
+            f"waiting   {waiting.count} {waiting.state.value}: next "
+            f"{when(waiting.next_due, now)}{first}"
         )
         lines.append(line + (f" — {waiting.reason}" if waiting.reason else ""))
     if report.deliveries_waiting:

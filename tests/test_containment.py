@@ -149,7 +149,8 @@ def test_a_poison_poll_answer_is_that_entrys_problem(
         assert words in bad.error and "only this entry waits" in bad.error
         assert bad.polls <= 10
         assert ob.status()["connectivity"]["online"]
-    assert f"waiting {bad.id}" in result.stdout + result.stderr
+    (waiting,) = [line for line in result.stdout.splitlines() if line.startswith("waiting ")]
+    assert waiting.startswith("waiting   1 submitted: next ") and f"({bad.id})" in waiting
 
 
 def test_a_render_with_non_finite_numbers_and_one_with_an_unknown_status_stop_no_one(

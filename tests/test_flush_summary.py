@@ -52,7 +52,8 @@ def test_entries_waiting_for_a_retry_say_when_and_why_not_timed_out(
     assert waiting.reason is not None and "503 queue_unavailable" in waiting.reason
     assert report.problems == [] and report.notes == []
     summary = flush_summary(report, now=now)
-    assert f"waiting   2 pending: next {when(waiting.next_due, now)} — {waiting.reason}" in summary
+    line = f"waiting   2 pending: next {when(waiting.next_due, now)} ({waiting.entry_id})"
+    assert f"{line} — {waiting.reason}" in summary
     assert not any("timed out" in line for line in summary)
 
 
@@ -92,6 +93,8 @@ def test_offline_is_why_the_work_waits_not_a_problem(tmp_path: Path) -> None:
         env = sandbox_env(sb, db)
     result = run_cli("flush", "--timeout", "5", env=env)  # the sandbox is gone
     assert result.returncode == 75
-    assert "waiting   1 pending: next now — offline: cannot reach " in result.stdout
+    (waiting,) = [line for line in result.stdout.splitlines() if line.startswith("waiting ")]
+    assert waiting.startswith("waiting   1 pending: next now (")
+    assert " — offline: cannot reach " in waiting
     problems = [line for line in result.stderr.splitlines() if not line.startswith("offline: ")]
     assert problems == []
