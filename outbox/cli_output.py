@@ -296,11 +296,11 @@ def flush_summary(report: FlushReport, *, now: float) -> list[str]:
         )
         lines.append(line + (f" — {waiting.reason}" if waiting.reason else ""))
     if report.deliveries_waiting:
-        first = report.deliveries_waiting[0]
+        delivery = report.deliveries_waiting[0]
         lines.append(
             f"waiting   {len(report.deliveries_waiting)} deliveries of done entries: first "
-            f"{first.describe()} of {first.entry_id} ({first.state.value})"
-            + (f" — {first.error}" if first.error else "")
+            f"{delivery.describe()} of {delivery.entry_id} ({delivery.state.value})"
+            + (f" — {delivery.error}" if delivery.error else "")
         )
     lines += [f"note      {note}" for note in report.notes]
     lines.append("journal   " + counts_line(report.counts))

@@ -40,7 +40,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import watchfiles
 
@@ -72,6 +72,7 @@ from .logs import fields
 from .models import Entry, RenderRequest
 from .outbox import Outbox
 from .resultfiles import RESULTS, ResultFiles, ResultWritten
+from .worker import Supervisor, fact_name
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,7 @@ class DropFolder:
         self.folder = path
         self.max_bytes = max_bytes
         self.schedule = schedule = outbox.settings.schedule
+        self._beat: Callable[[], None] = _nothing
         self.settle = schedule.drop_settle if settle is None else settle
         self.recheck = schedule.drop_recheck if recheck is None else recheck
         self.rescan_interval = schedule.drop_rescan if rescan_interval is None else rescan_interval
@@ -516,7 +518,33 @@ class DropFolder:
         Files already present are processed first. Then every change in the folder triggers a
         scan, a full rescan runs every ``rescan_interval`` seconds as a safety net, and finished
         entries are looked for every ``tick`` seconds. Errors are logged and never end the loop.
+        While it runs, the journal holds its worker fact (``watch FOLDER``, renewed every
+        ``Schedule.heartbeat`` seconds), so ``outbox status`` and ``doctor`` see it.
         """
+        name = fact_name()
+        journal = self.outbox.journal
+
+        def record(fact: dict[str, Any] | None) -> None:
+            if fact is None:
+                journal.forget_status(name)
+            else:
+                journal.set_status(name, fact)
+
+        supervisor = Supervisor(
+            self._run,
+            clock=self.clock,
+            backoff=self.schedule.worker_restart,
+            record=record,
+            kind=f"watch {self.folder}",
+            heartbeat=self.schedule.heartbeat,
+        )
+        self._beat = supervisor.beat
+        try:
+            supervisor.run(stop)
+        finally:
+            self._beat = _nothing
+
+    def _run(self, stop: threading.Event) -> None:
         self._stop = stop
         log.info("watching the drop folder %s", self.folder)
         self._guarded("scan", self.scan)
@@ -554,6 +582,7 @@ class DropFolder:
         ):
             if stop.is_set():
                 return
+            self._beat()
             if identity(self.folder) != folder_identity:
                 # Deleted or replaced: the file-system watch on the old folder hears nothing.
                 log.info("the drop folder %s was replaced; watching it anew", self.folder)
@@ -682,3 +711,7 @@ __all__ = [
     "ScanReport",
     "derive_key",
 ]
+
+
+def _nothing() -> None:
+    pass

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from support import (
     run_cli,
     sandbox_env,
     simulated,
+    wait_until,
 )
 
 from outbox import DropFolder, NoPdf, Outbox, PdfNotReady, Schedule, Settings, State
@@ -229,6 +231,32 @@ def test_doctor_sees_a_running_worker(tmp_path: Path, sb: Sandbox) -> None:
 # -- the worker's heartbeat ------------------------------------------------------------------
 
 
+def test_a_running_watch_shows_as_a_worker_until_it_stops(tmp_path: Path) -> None:
+    db, folder = tmp_path / "j.db", tmp_path / "drop"
+    folder.mkdir()
+    with Outbox(db) as ob:
+        stop = threading.Event()
+        watcher = threading.Thread(target=DropFolder(ob, folder).run, args=(stop,))
+        watcher.start()
+        try:
+            line = wait_until(
+                lambda: next(
+                    (
+                        line
+                        for line in run_cli("--db", str(db), "status").stdout.splitlines()
+                        if line.startswith("worker")
+                    ),
+                    None,
+                ),
+                what="the watcher's worker line",
+            )
+        finally:
+            stop.set()
+            watcher.join(30)
+    assert f"pid {os.getpid()} running (watch {folder.resolve()} since " in line
+    assert "worker" not in run_cli("--db", str(db), "status").stdout
+
+
 def test_a_running_worker_renews_its_fact_with_the_next_due_time(
     tmp_path: Path, timed: Sandbox, clock: FakeClock
 ) -> None:
@@ -286,7 +314,8 @@ def test_a_rate_limit_is_cleared_by_a_later_clean_run(
     db = tmp_path / "j.db"
     fill(db, 8)
     timed.set_faults(rate_limit=2)
-    with simulated(db, timed, clock) as ob:
+    remembers = Settings(schedule=Schedule(rate_limit_clear=24 * 3600.0))
+    with simulated(db, timed, clock, settings=remembers) as ob:
         assert ob.flush(timeout=3600).rate_limited
         assert ob.status()["rate_limit"]["limited"] is True
     timed.set_faults(rate_limit=None)
