@@ -23,9 +23,6 @@ from . import errors, jobfiles, logs
 from .clock import Clock
 from .config import ENV_API_KEY, Config, load_config
 from .deliveries import UNFINISHED_DELIVERY_STATES, Delivery, DeliveryState, delivery_requests
-from .doctor import diagnose
-from .doctor import exit_code as doctor_exit_code
-from .doctor import lines as doctor_lines
 from .exit_codes import ExitCode, exit_code_for
 from .logs import LogFormat
 from .models import Event, RenderRequest, State
@@ -801,19 +798,21 @@ def doctor(state: _State, as_json: bool) -> None:
     Exit codes: 0 nothing to fix (warnings may remain); otherwise that of the first check
     that failed: 75 offline or a full disk, 77 the key was refused, 78 configuration.
     """
+    from . import doctor as checkup  # loads the HTTP client: only for this command
+
     config = state.config
-    checks = diagnose(
+    checks = checkup.diagnose(
         db=config.db,
         downloads=config.downloads,
         base_url=config.base_url,
         api_key=config.api_key,
         settings=config.settings,
     )
-    code = doctor_exit_code(checks)
+    code = checkup.exit_code(checks)
     if as_json:
         click.echo(output.dumps({"checks": [c.to_dict() for c in checks], "exit_code": code}))
     else:
-        _echo_lines(doctor_lines(checks))
+        _echo_lines(checkup.lines(checks))
     raise SystemExit(code)
 
 

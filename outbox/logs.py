@@ -23,11 +23,13 @@ import logging
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from .errors import EntryNotFound
 from .models import Event, State
-from .store import Journal
+
+if TYPE_CHECKING:
+    from .store import Journal
 
 #: Outcome lines: one per entry that finished (or changed state, at DEBUG).
 ACTIVITY = logging.getLogger("outbox.activity")
