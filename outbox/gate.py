@@ -62,6 +62,7 @@ class Gate:
         self._healthy_at: float | None = None  # monotonic time of the last ok health check
         self._server_record_lock = threading.Lock()
         self._limit_recorded = False  # this process recorded a rate limit not yet over
+        self._limit_fact_lock = threading.Lock()  # orders rate-limit decisions with records
         self._last_limited = 0.0  # monotonic time of the last 429
         #: Called while probing a long outage (a supervisor's heartbeat).
         self.pulse: Callable[[], None] = _nothing
@@ -109,10 +110,13 @@ class Gate:
             current = self._rate if self._rate is not None else observed
             self._rate = max(pacing.slowest, min(current, observed) * pacing.decrease)
             self._last_limited = now
-            first = not self._limit_recorded
-            self._limit_recorded = True
+        with self._limit_fact_lock:
+            with self._lock:
+                first = not self._limit_recorded
+                self._limit_recorded = True
+            if first:
+                self._record("rate_limit", {"limited": True, "reason": exc.message})
         if first:
-            self._record("rate_limit", {"limited": True, "reason": exc.message})
             log.info(
                 "rate limited by Craftkit (%s); slowing down",
                 exc.message,
@@ -147,17 +151,6 @@ class Gate:
                 self._server_trouble = None
             if self._rate is not None and healthy:
                 self._rate += self.pacing.increase
-            # A clean answer contradicts a recorded rate limit: at a process's first answer
-            # (an earlier process's limit), or once no 429 came for ``rate_limit_clear``.
-            limit_over = healthy and (
-                (first and not self._limit_recorded)
-                or (
-                    self._limit_recorded
-                    and self.clock.monotonic() - self._last_limited > self.schedule.rate_limit_clear
-                )
-            )
-            if limit_over:
-                self._limit_recorded = False
         if was_offline:
             log.info(
                 "online again: %s answers",
@@ -170,8 +163,26 @@ class Gate:
             self._record("connectivity", {"online": True, "reason": None})
         if recovered or (first and healthy):
             self._record_server()
-        if limit_over:
-            self._record("rate_limit", {"limited": False, "reason": None})
+        if healthy:
+            self._clear_limit_if_over(first_answer=first)
+
+    def _clear_limit_if_over(self, *, first_answer: bool) -> None:
+        """A clean answer contradicts a recorded rate limit: at a process's first answer (an
+        earlier process's limit), or once no 429 came for ``rate_limit_clear``.
+
+        The decision and its record happen under one lock shared with :meth:`rate_limited`,
+        so a 429 answered concurrently can never be recorded before a stale "cleared".
+        """
+        with self._limit_fact_lock:
+            with self._lock:
+                over = (first_answer and not self._limit_recorded) or (
+                    self._limit_recorded
+                    and self.clock.monotonic() - self._last_limited > self.schedule.rate_limit_clear
+                )
+                if over:
+                    self._limit_recorded = False
+            if over:
+                self._record("rate_limit", {"limited": False, "reason": None})
 
     def key_accepted(self) -> None:
         """An authenticated request succeeded: clear a recorded authentication failure."""
