@@ -806,6 +806,7 @@ def doctor(state: _State, as_json: bool) -> None:
         downloads=config.downloads,
         base_url=config.base_url,
         api_key=config.api_key,
+        api_key_problem=config.api_key_problem,
         settings=config.settings,
     )
     code = checkup.exit_code(checks)

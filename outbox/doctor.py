@@ -71,6 +71,7 @@ def diagnose(
     downloads: Path,
     base_url: str,
     api_key: str | None,
+    api_key_problem: str | None = None,
     settings: Settings | None = None,
     clock: Clock | None = None,
     transport: httpx.BaseTransport | None = None,
@@ -96,7 +97,7 @@ def diagnose(
         try:
             reachable = url_ok and _check_connectivity(base_url, settings, transport, checks)
             healthy = reachable and _check_health(base_url, settings, transport, checks)
-            _check_key(api_key, client if healthy else None, checks)
+            _check_key(api_key, api_key_problem, client if healthy else None, checks)
         finally:
             if client is not None:
                 client.close()
@@ -272,7 +273,23 @@ def _check_health(
     return True
 
 
-def _check_key(api_key: str | None, client: CraftkitClient | None, checks: list[Check]) -> None:
+def _check_key(
+    api_key: str | None,
+    problem: str | None,
+    client: CraftkitClient | None,
+    checks: list[Check],
+) -> None:
+    if problem:
+        checks.append(
+            Check(
+                "api key",
+                "fail",
+                f"unusable: {problem}",
+                f"set {ENV_API_KEY} to the key exactly as Craftkit shows it",
+                ExitCode.CONFIG_ERROR,
+            )
+        )
+        return
     if not api_key:
         checks.append(
             Check(

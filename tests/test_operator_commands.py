@@ -198,8 +198,15 @@ def test_doctor_names_the_first_thing_to_fix(tmp_path: Path, sb: Sandbox) -> Non
     assert "portal" in str(checks["health"]["fix"])
     sb.set_faults(captive_portal=False)
 
-    code, checks = _doctor({**sandbox_env(sb, db), "CRAFTKIT_API_KEY": ""})
+    unset = {k: v for k, v in sandbox_env(sb, db).items() if k != "CRAFTKIT_API_KEY"}
+    code, checks = _doctor(unset)
     assert code == 78 and checks["api key"]["detail"] == "CRAFTKIT_API_KEY is not set"
+    code, checks = _doctor(sandbox_env(sb, db, CRAFTKIT_API_KEY=sb.api_key + "\r"))
+    assert code == 78 and checks["api key"]["detail"] == (
+        "unusable: CRAFTKIT_API_KEY contains a carriage return at its end "
+        "(saved with Windows line endings?)"
+    )
+    assert sb.api_key not in json.dumps(checks)
 
     readonly = tmp_path / "readonly"
     readonly.mkdir()
