@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 ACTIVITY = logging.getLogger("outbox.activity")
 #: Requests and answers, at DEBUG.
 HTTP = logging.getLogger("outbox.http")
+#: The network's transitions (offline, online again, key refused, rate limited, server trouble).
+GATE = logging.getLogger("outbox.gate")
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -197,7 +199,7 @@ def reset() -> None:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
         root.removeHandler(handler)
-    for name in ("outbox", ACTIVITY.name, HTTP.name, "httpx", "httpcore"):
+    for name in ("outbox", ACTIVITY.name, HTTP.name, GATE.name, "httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.NOTSET)
 
 
@@ -229,6 +231,10 @@ def configure(
     logging.getLogger("outbox").setLevel(outbox_level)
     # Quiet: a rejected or failed entry is a problem the program lists itself, not a log line.
     ACTIVITY.setLevel(logging.ERROR if quiet else logging.NOTSET)
+    # The network's transitions belong to the outcome log: a one-shot command (share, templates
+    # sync) says what went wrong in its own error, and a quiet flush lists only problems.
+    shown = (outcomes and not quiet) or verbosity >= 1
+    GATE.setLevel(logging.NOTSET if shown else logging.CRITICAL + 1)
     HTTP.setLevel(logging.DEBUG if verbosity >= 2 and not quiet else logging.WARNING)
     # httpx logs every URL at INFO, and a PDF's public downloadUrl is not for the logs.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -96,5 +96,9 @@ def test_offline_is_why_the_work_waits_not_a_problem(tmp_path: Path) -> None:
     (waiting,) = [line for line in result.stdout.splitlines() if line.startswith("waiting ")]
     assert waiting.startswith("waiting   1 pending: next now (")
     assert " — offline: cannot reach " in waiting
+    assert result.stderr.startswith("offline: cannot reach ")  # the transition, logged
     problems = [line for line in result.stderr.splitlines() if not line.startswith("offline: ")]
     assert problems == []
+    # A hook's quiet flush says nothing at all: being offline needs nobody.
+    quiet = run_cli("flush", "--timeout", "5", "--quiet", env=env)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (75, "", "")

@@ -378,13 +378,15 @@ def test_purge_keeps_an_entry_until_its_drop_folder_result_is_written(tmp_path: 
     (folder / "job.json").write_text(
         json.dumps({"template": "inspection-report", "data": INSPECTION, "key": "job"})
     )
-    with Outbox(db) as ob:
+    clock = FakeClock()
+    with Outbox(db, clock=clock) as ob:
         watcher = DropFolder(ob, folder)
         (accepted,) = watcher.scan().accepted
         watcher.write_results()
         other = ob.enqueue("invoice", {"amount": 1}, key="not-from-a-file")
         ob.cancel(accepted.entry.id)  # finished while no watcher writes results
         ob.cancel(other.id)
+        clock.advance(1)  # both are older than 0 s: only the owed result keeps one
         assert ob.purge(0, dry_run=True) == 1
         assert ob.purge(0) == 1  # only the entry that owes no result file
         assert ob.get(accepted.entry.id).state is State.CANCELLED
