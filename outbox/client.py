@@ -178,6 +178,14 @@ class CraftkitClient:
         """Undo :meth:`interrupt`."""
         self._budget.resume()
 
+    @contextmanager
+    def cut_when(self, stop: threading.Event | None, grace: float = 2.0) -> Iterator[None]:
+        """Requests made on this thread inside the block end ``grace`` seconds after ``stop``
+        is set (as :meth:`interrupt` ends every thread's), so a flush told to stop returns
+        soon even while a server drips its answer."""
+        with self._budget.stopped_by(stop, grace):
+            yield
+
     def close(self) -> None:
         self._http.close()
 
@@ -989,6 +997,17 @@ class _Budget:
         finally:
             self._local.deadline = previous
 
+    @contextmanager
+    def stopped_by(self, stop: threading.Event | None, grace: float) -> Iterator[None]:
+        """Requests made on this thread inside the block end ``grace`` seconds after ``stop``
+        is first seen set."""
+        previous = getattr(self._local, "stop", None)
+        self._local.stop = None if stop is None else _Stop(stop, grace)
+        try:
+            yield
+        finally:
+            self._local.stop = previous
+
     def spent(self) -> bool:
         """Whether the request running on this thread is out of time (or stopped)."""
         remaining = self.remaining()
@@ -996,12 +1015,19 @@ class _Budget:
 
     def remaining(self, deadline: float | None = None) -> float | None:
         """Seconds left for this thread's request (None: no limit); negative once spent."""
+        now = self._monotonic()
+        stop: _Stop | None = getattr(self._local, "stop", None)
         ends = [
             moment
-            for moment in (getattr(self._local, "deadline", None), deadline, self._interrupt_at)
+            for moment in (
+                getattr(self._local, "deadline", None),
+                deadline,
+                self._interrupt_at,
+                stop.ends(now) if stop is not None else None,
+            )
             if moment is not None
         ]
-        return None if not ends else min(ends) - self._monotonic()
+        return None if not ends else min(ends) - now
 
     def cap(self, timeout: float | None) -> float | None:
         """A socket timeout shortened to what is left of the budget."""
@@ -1016,6 +1042,23 @@ class _Budget:
 
     def resume(self) -> None:
         self._interrupt_at = None
+
+
+class _Stop:
+    """A stop event and the grace requests get once it is seen set (reads look every slice)."""
+
+    def __init__(self, event: threading.Event, grace: float) -> None:
+        self.event = event
+        self.grace = grace
+        self.seen_at: float | None = None
+
+    def ends(self, now: float) -> float | None:
+        """When requests must be over because of this stop; None while it is not set."""
+        if self.seen_at is None:
+            if not self.event.is_set():
+                return None
+            self.seen_at = now
+        return self.seen_at + self.grace
 
 
 class _BoundedStream(httpcore.NetworkStream):

@@ -471,10 +471,10 @@ class Outbox:
         Returns when nothing is left to do, when the API is unreachable or refuses the key, or
         after ``timeout`` seconds; unfinished work stays in the journal for next time.
         ``progress`` is called with the counts per state after every pass. Setting ``stop``
-        (from another thread) ends this flush early: requests on the wire finish and are
-        recorded, and nothing stays leased. :meth:`stop` ends one without it the same way, but
-        gives requests on the wire only :data:`STOP_GRACE` seconds. Every request ends by the
-        flush's deadline, however slowly the server answers.
+        (from another thread) ends this flush early, as :meth:`stop` ends one without it:
+        requests on the wire get :data:`STOP_GRACE` seconds to finish, their outcomes are
+        recorded, and nothing stays leased. Every request ends by the flush's deadline,
+        however slowly the server answers.
         """
         engine = self._get_engine()
         if self._thread is None:

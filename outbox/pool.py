@@ -414,7 +414,8 @@ class Crew:
             return
         started = self.clock.monotonic()
         try:
-            phase.handle(item)
+            with self.gate.client.cut_when(stop):  # a stop cuts a dripping answer short
+                phase.handle(item)
             self._answered(phase.name, self.clock.monotonic() - started)
         except (JournalBusy, JournalFull) as exc:
             # The journal cannot take the outcome right now; the lease runs out and the entry

@@ -153,3 +153,34 @@ def test_a_flush_after_a_stop_gets_its_requests_back(
         report = ob.flush(timeout=30, stop=threading.Event() if own_stop else None)
         assert report.exit_code == 0, report.problems
         assert ob.counts()[State.DONE] == 2
+
+
+def test_a_flush_told_to_stop_cuts_a_dripping_answer_short(tmp_path: Path) -> None:
+    """The stop event an app (or ``AsyncOutbox`` on cancel) passes to ``flush``."""
+    with (
+        Sandbox(render_seconds=0.05, seed=5) as sb,
+        Outbox(
+            tmp_path / "j.db",
+            api_key=sb.api_key,
+            base_url=sb.base_url,
+            settings=Settings(request_timeout=250.0),  # only the stop can end it sooner
+        ) as ob,
+    ):
+        sb.set_faults(keys={"slow": {"slow_body": 1}})  # the render answer takes minutes
+        slow = ob.enqueue("inspection-report", DATA, key="slow")
+        stop = threading.Event()
+        reports: list[Any] = []
+        flushing = threading.Thread(
+            target=lambda: reports.append(ob.flush(timeout=300, stop=stop)), daemon=True
+        )
+        flushing.start()
+        wait_until(lambda: sb.stats()["requests"].get("POST /v1/templates/:slug/render"))
+        stop.set()
+        flushing.join(timeout=120)  # without the cut: until the answer ends, minutes away
+        assert not flushing.is_alive()
+        [report] = reports
+        assert not report.unexpected, report.unexpected
+        entry = ob.get(slow.id)
+        assert entry.state is State.PENDING
+        assert entry.error is not None and OUT_OF_TIME in entry.error, entry.error
+        assert not ob.journal.lease_owners()
