@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import platform
 from .errors import DownloadError, StorageFull
-from .files import ensure_folder, folder_names, fsync_dir, hard_link, rename_if_free
+from .files import WORK_PREFIX, ensure_folder, folder_names, fsync_dir, hard_link, rename_if_free
 
 CHUNK = 64 * 1024
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
@@ -64,10 +64,13 @@ def save_pdf(
     """
     try:
         ensure_folder(folder)
-        for stale in folder.glob(f".outbox-{entry_id}-*.part"):
-            platform.remove(stale)
-        temp = folder / f".outbox-{entry_id}-{secrets.token_hex(4)}.part"
         taken = folder_names(folder)
+        for stale in taken.work_files(f"{WORK_PREFIX}{entry_id}-"):
+            if stale.endswith(".part"):
+                with taken.changed_by_us():
+                    platform.remove(folder / stale)
+                taken.remove(stale)
+        temp = folder / f"{WORK_PREFIX}{entry_id}-{secrets.token_hex(4)}.part"
         limit = platform.name_limit(folder)
         with taken.changed_by_us():
             fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | platform.BINARY, 0o644)

@@ -258,6 +258,10 @@ def _sync_name_once(folder: Path) -> None:
         _sync_name(folder)
 
 
+#: How the names of outbox's own work files in a user's folder begin (hidden on Unix).
+WORK_PREFIX = ".outbox-"
+
+
 class FolderNames:
     """The names in one folder by :func:`~outbox.platform.name_key`, to tell whether a new name
     is already there in another case (``Report.pdf`` when ``report.pdf`` is wanted): a
@@ -279,6 +283,16 @@ class FolderNames:
         self._listed = False
         self._seen: int | None = None
         self._keys: dict[str, set[str]] = {}
+        self._work: set[str] = set()
+
+    def work_files(self, prefix: str) -> list[str]:
+        """The names of outbox's own work files here (``.outbox-…``, e.g. a download's
+        ``.part`` file) that begin with ``prefix``, as spelled. Kept beside the listing, so
+        looking for a crashed attempt's leftovers costs the same in a folder of 50,000 PDFs
+        as in an empty one."""
+        with self._lock:
+            self._refresh()
+            return [name for name in self._work if name.startswith(prefix)]
 
     def in_another_case(self, name: str) -> bool:
         """Whether the folder holds ``name`` under another spelling of the same key, and not
@@ -308,12 +322,15 @@ class FolderNames:
         with self._lock:
             if self._listed:
                 self._keys.setdefault(platform.name_key(name), set()).add(name)
+                if name.startswith(WORK_PREFIX):
+                    self._work.add(name)
 
     def remove(self, name: str) -> None:
         """Note that this process just removed the name ``name`` from the folder."""
         with self._lock:
             if not self._listed:
                 return
+            self._work.discard(name)
             spellings = self._keys.get(platform.name_key(name), set())
             spellings.discard(name)
             if not spellings:
@@ -324,9 +341,12 @@ class FolderNames:
         if self._listed and modified is not None and modified == self._seen:
             return
         self._keys = {}
+        self._work = set()
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             for name in os.listdir(self.folder):
                 self._keys.setdefault(platform.name_key(name), set()).add(name)
+                if name.startswith(WORK_PREFIX):
+                    self._work.add(name)
         self._listed = True
         self._seen = modified
 

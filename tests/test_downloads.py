@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,9 +55,52 @@ def test_another_entrys_file_is_never_overwritten(tmp_path: Path) -> None:
 def test_a_crash_after_saving_reuses_the_same_file(tmp_path: Path) -> None:
     first = save_pdf([PDF], folder=tmp_path, name="r.pdf", entry_id="e3", expected_size=None)
     (tmp_path / ".outbox-e3-dead.part").write_bytes(b"half")  # a crashed earlier attempt
-    again = save_pdf([PDF], folder=tmp_path, name="r.pdf", entry_id="e3", expected_size=None)
-    assert again.path == first.path
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.pdf"]
+    (tmp_path / ".outbox-e33-live.part").write_bytes(b"half")  # another entry's, not ours
+    again = save_in_a_new_process(tmp_path, name="r.pdf", entry_id="e3")
+    assert again == str(first.path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".outbox-e33-live.part", "r.pdf"]
+
+
+def save_in_a_new_process(folder: Path, *, name: str, entry_id: str) -> str:
+    """save_pdf as the process that comes after a crash runs it: one that lists the folder
+    afresh. Returns the saved path."""
+    code = (
+        "import sys; from pathlib import Path; from outbox.downloads import save_pdf; "
+        "print(save_pdf([sys.stdin.buffer.read()], folder=Path(sys.argv[1]), name=sys.argv[2], "
+        "entry_id=sys.argv[3], expected_size=None).path)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(folder), name, entry_id],
+        input=PDF,
+        capture_output=True,
+        check=True,
+    )
+    return done.stdout.decode().strip()
+
+
+def test_leftovers_are_found_without_listing_the_folder_for_each_save(tmp_path: Path) -> None:
+    for n in range(3):
+        (tmp_path / f"old-{n}.pdf").write_bytes(PDF)
+    (tmp_path / ".outbox-e5-dead.part").write_bytes(b"half")
+    listings: list[object] = []
+    real_listdir, real_scandir = os.listdir, os.scandir
+
+    def counting_listdir(path: Any) -> list[str]:
+        listings.append(path)
+        return real_listdir(path)
+
+    def counting_scandir(path: Any) -> Any:
+        listings.append(path)
+        return real_scandir(path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "listdir", counting_listdir)
+        patch.setattr(os, "scandir", counting_scandir)
+        for n in range(5, 25):
+            save_pdf([PDF], folder=tmp_path, name=f"n{n}.pdf", entry_id=f"e{n}", expected_size=None)
+    assert len(listings) == 1, "the folder is listed once, then kept up to date"
+    assert not (tmp_path / ".outbox-e5-dead.part").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
 
 @pytest.mark.parametrize(
