@@ -166,3 +166,111 @@ def test_windows_task_runs_hidden_whether_or_not_the_user_is_logged_on() -> None
     assert "(Get-Command outbox.exe -ErrorAction Stop).Source" in script  # an absolute path
     assert '-Execute $outbox -Argument "flush --timeout 120 --quiet"' in script
     assert "EventID=10000" in script and "-MultipleInstances IgnoreNew" in script
+
+
+def _install_line(example: Path) -> str:
+    """The install step of ``example`` that creates the journal (``... init``), as written."""
+    lines = [
+        line.removeprefix("#   ").split("   #")[0]
+        for line in example.read_text().splitlines()
+        if line.startswith("#   (set -a; ") and line.rstrip().split("   #")[0].endswith(" init)")
+    ]
+    assert len(lines) == 1, f"{example.name}: one `outbox init` install line, not {lines}"
+    return lines[0]
+
+
+def _env_file(path: Path, **values: str) -> dict[str, str]:
+    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    path.chmod(0o600)
+    return values
+
+
+def test_installed_as_written_the_units_work_before_the_app_queued_anything(
+    tmp_path: Path,
+) -> None:
+    """Right after the install steps (the app has not enqueued yet), the flush unit's command
+    succeeds: the install's init line made the journal where the unit looks. Without that
+    line, flush finds no journal and exits 78, which leaves the unit failed."""
+    from outbox.sandbox import Sandbox
+
+    db = tmp_path / "home" / "data" / "outbox.db"
+    unit = (EXAMPLES / "systemd" / "outbox-flush@.service").read_text()
+    (exec_start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    command = exec_start.removeprefix("ExecStart=").replace("@OUTBOX@", _outbox_executable())
+    install = _install_line(EXAMPLES / "systemd" / "outbox-flush@.service")
+    assert install == _install_line(EXAMPLES / "systemd" / "outbox-run@.service")
+    with Sandbox(render_seconds=0.05) as sb:
+        env_path = tmp_path / "fieldapp.env"
+        values = _env_file(
+            env_path,
+            CRAFTKIT_API_KEY=sb.api_key,
+            CRAFTKIT_BASE_URL=sb.base_url,
+            OUTBOX_DB=str(db),
+        )
+        # systemd: EnvironmentFile= read by root, User= the journal's owner (root here).
+        service_env = {"PATH": "/usr/bin:/bin", **values}
+        before = subprocess.run(command.split(), env=service_env, capture_output=True, timeout=120)
+        assert before.returncode == 78 and not db.exists()
+        script = install.replace("/etc/outbox/fieldapp.env", str(env_path)).replace(
+            "-u fieldapp", "-u root"
+        )
+        made = subprocess.run(
+            ["sh", "-c", script],
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OUTBOX": _outbox_executable()},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert made.returncode == 0 and "created journal" in made.stdout, made.stderr
+        assert db.exists()
+        after = subprocess.run(
+            command.split(), env=service_env, capture_output=True, text=True, timeout=120
+        )
+    assert after.returncode == 0, after.stdout + after.stderr
+
+
+def test_networkmanager_hook_installed_as_written_flushes_before_the_first_enqueue(
+    tmp_path: Path,
+) -> None:
+    """The hook's install steps, then a connection coming up before the app queued anything:
+    the background flush finds the journal the init line made and exits 0 (not 78)."""
+    from outbox.sandbox import Sandbox
+
+    hook = EXAMPLES / "networkmanager" / "90-outbox-flush"
+    db = tmp_path / "home" / "outbox.db"
+    exits = tmp_path / "exits"
+    # outbox as the hook's OUTBOX, noting each command's exit code (the flush runs detached).
+    recorder = tmp_path / "outbox-recorded"
+    recorder.write_text(
+        f'#!/bin/sh\n"{_outbox_executable()}" "$@"\ncode=$?\necho "$1 $code" >> "{exits}"\n'
+    )
+    recorder.chmod(0o755)
+    with Sandbox(render_seconds=0.05) as sb:
+        env_path = tmp_path / "env"
+        _env_file(
+            env_path,
+            CRAFTKIT_API_KEY=sb.api_key,
+            CRAFTKIT_BASE_URL=sb.base_url,
+            OUTBOX_DB=str(db),
+            OUTBOX_USER="root",
+            OUTBOX=str(recorder),
+        )
+        script = _install_line(hook).replace("/etc/outbox/env", str(env_path))
+        root_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        made = subprocess.run(["sh", "-c", script], env=root_env, capture_output=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        hook_env = {
+            **root_env,
+            "OUTBOX_ENV_FILE": str(env_path),
+            "OUTBOX_LOCK": str(tmp_path / "lock"),
+            "OUTBOX_LOG": str(tmp_path / "log"),
+        }
+        up = subprocess.run(["sh", str(hook), "wlan0", "up"], env=hook_env, timeout=60)
+        assert up.returncode == 0
+        wait_until(
+            lambda: exits.exists() and "flush" in exits.read_text(),
+            timeout=60,
+            what="the background flush",
+        )
+    assert exits.read_text().splitlines() == ["init 0", "flush 0"]
+    assert (tmp_path / "log").read_text() == ""

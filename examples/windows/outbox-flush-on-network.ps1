@@ -6,6 +6,9 @@
 # most editions; if Windows refuses, run it from an elevated PowerShell). Store the API key
 # first, for that user only:
 #   [Environment]::SetEnvironmentVariable("CRAFTKIT_API_KEY", "ck_live_...", "User")
+# and create the journal (a flush never creates one: before the app's first enqueue it would
+# exit 78; set OUTBOX_DB the same way first if the app's journal is elsewhere):
+#   outbox init
 #
 # Why it runs hidden: the task's principal logs on with S4U ("run whether user is logged on or
 # not", without storing a password), so it runs in a non-interactive session where no console
