@@ -374,6 +374,7 @@ class Engine:
                     submitted.add(event.entry_id)
 
         remove = self.journal.add_listener(collect)
+        self.crew.unexpected.clear()  # the report tells what this flush met
         timed_out = False
         next_progress = 0.0
         self.reclaim_dead_leases()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
@@ -47,6 +48,12 @@ from .schedule import Schedule
 from .store import Journal
 
 log = logging.getLogger(__name__)
+
+#: The most unexpected errors a crew keeps for the report (the oldest go first), and the most
+#: unknown render statuses it remembers having logged: a process that runs for weeks keeps
+#: neither list growing.
+UNEXPECTED_KEPT = 100
+UNKNOWN_STATUSES_KEPT = 100
 
 #: What a phase works on: entries, or the deliveries of done entries.
 Item = TypeVar("Item", Entry, Delivery)
@@ -94,7 +101,7 @@ class Crew:
     limit: ConcurrencyLimit
     lease_seconds: float
     schedule: Schedule = field(default_factory=Schedule)
-    unexpected: list[str] = field(default_factory=list)
+    unexpected: deque[str] = field(default_factory=lambda: deque(maxlen=UNEXPECTED_KEPT))
     journal_trouble: str | None = None
     _unknown_statuses: set[str] = field(default_factory=set, repr=False)
     _answers: list[_Answer] = field(default_factory=list, repr=False)
@@ -388,8 +395,10 @@ class Crew:
                 self.gate.key_accepted()
 
     def notice_status(self, status: str) -> None:
-        """Log, once per status, that Craftkit answered a render status it does not document."""
-        if RemoteStatus.of(status) is None and status not in self._unknown_statuses:
+        """Log, once per status, that Craftkit answered a render status it does not document
+        (for the first :data:`UNKNOWN_STATUSES_KEPT` such statuses)."""
+        known = RemoteStatus.of(status) is not None or status in self._unknown_statuses
+        if not known and len(self._unknown_statuses) < UNKNOWN_STATUSES_KEPT:
             self._unknown_statuses.add(status)
             log.warning(
                 "Craftkit reported an unknown render status %r; treating it as unfinished", status

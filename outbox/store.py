@@ -91,6 +91,17 @@ _SYNCHRONOUS: dict[str, str] = {"full": "FULL", "fast": "NORMAL"}
 #: Above every entry's ``seq`` (SQLite's largest integer).
 _BEYOND_ANY_SEQ = 2**63 - 1
 
+#: The write-ahead log is checkpointed and truncated once its file grows past this many bytes.
+#: SQLite checkpoints every 1,000 pages (4 MB) on its own, but while other connections keep
+#: reading, those checkpoints cannot start the log over and the file keeps growing; this bound
+#: also caps the file SQLite leaves behind (``journal_size_limit``).
+WAL_LIMIT = 16 * 1024 * 1024
+#: Commits between two looks at the log's size (a ``stat``; a commit adds a few pages).
+WAL_CHECK_EVERY = 64
+#: How long a truncating checkpoint waits for readers to move on (milliseconds); a reader
+#: still holding an old snapshot after that makes it give up until the next look.
+WAL_READER_WAIT_MS = 200
+
 #: The status fact recording the last full template sync (see ``templates_synced_at``).
 TEMPLATES_SYNCED = "templates_synced"
 #: The error code of a pending entry whose stored data today's limits refuse.
@@ -142,6 +153,10 @@ class Journal:
         #: Monotonic time of the oldest commit not fsynced yet (None: all are on disk).
         self._unsynced_since: float | None = None
         self._batch: _Batch | None = None
+        self._commits = 0
+        #: While a reader pins the write-ahead log: looks to skip before waiting for it again.
+        self._wal_backoff = 1
+        self._wal_looks_to_skip = 0
         self._identity: tuple[int, int] | None = _register_open_file(
             self.path, _SYNCHRONOUS[durability], create
         )
@@ -162,6 +177,7 @@ class Journal:
             self._conn.execute(f"PRAGMA synchronous={self._synchronous}")
             for pragma in platform.journal_pragmas():
                 self._conn.execute(pragma)
+            self._conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             self._migrate()
         except BaseException:
             self._conn.close()
@@ -234,6 +250,9 @@ class Journal:
                 self._unsynced_since = None
             elif self._unsynced_since is None and level != self._durable_level:
                 self._unsynced_since = self.clock.monotonic()
+            self._commits += 1
+            if self._commits % WAL_CHECK_EVERY == 0:
+                self.keep_wal_small()
 
     @contextmanager
     def _savepoint(self, batch: _Batch, *, durable: bool) -> Iterator[sqlite3.Connection]:
@@ -314,6 +333,46 @@ class Journal:
                 finally:
                     os.close(fd)
             self._unsynced_since = None
+            return True
+
+    def keep_wal_small(self) -> bool:
+        """Checkpoint and truncate the write-ahead log if it grew past :data:`WAL_LIMIT`;
+        returns whether it is within the limit now.
+
+        Runs after every :data:`WAL_CHECK_EVERY` commits of this journal. A passive checkpoint
+        first copies what it can without waiting. Then the log is started over and truncated,
+        waiting :data:`WAL_READER_WAIT_MS` at most for readers to move on; a reader that holds
+        its snapshot longer than that keeps the log until a later look, and while it does, the
+        looks that would wait for it again are spaced out (1, 2, 4 ... 64 looks), so a reader
+        that never lets go does not slow the writer down. Nothing is lost either way: this only
+        moves committed pages into the main file.
+        """
+        wal = self.path.with_name(self.path.name + "-wal")
+        with self._lock:
+            try:
+                if wal.stat().st_size <= WAL_LIMIT:
+                    return True
+            except FileNotFoundError:
+                return True
+            try:
+                _, logged, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if copied < logged and self._wal_looks_to_skip > 0:
+                    self._wal_looks_to_skip -= 1
+                    return False
+                self._conn.execute(f"PRAGMA busy_timeout={WAL_READER_WAIT_MS}")
+                try:
+                    busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                finally:
+                    self._conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            except sqlite3.Error as exc:
+                log.debug("could not checkpoint %s: %s", self.path, exc)
+                return False
+            if busy:
+                log.debug("a reader keeps the write-ahead log of %s from shrinking", self.path)
+                self._wal_backoff = min(self._wal_backoff * 2, 64)
+                self._wal_looks_to_skip = self._wal_backoff
+                return False
+            self._wal_backoff, self._wal_looks_to_skip = 1, 0
             return True
 
     @contextmanager

@@ -1,0 +1,270 @@
+"""Soak: ``outbox run --watch`` for minutes against the sandbox with light faults.
+
+A producer in this process enqueues at a fixed rate, part through the library (``enqueue_many``
+in small batches, a long-lived reader and writer of the journal) and part as job files renamed
+into the drop folder. The sandbox runs as its own process and answers 2% of render creates with
+503, loses 2% of answers after creating, answers 2% of polls and downloads with 500 after the
+fact, and cuts 2% of downloads short.
+
+Every ``--interval`` seconds it samples the ``outbox run`` process (resident memory, open file
+descriptors, threads) and the journal (main file and WAL), and the number of entries finished.
+The first sample after ``--warmup`` seconds is the baseline: the report gives the growth of
+each figure per 1,000 and per 10,000 entries finished since then. At the end the producer stops,
+the run drains the queue, and the end state is checked: every entry done, exactly one render
+per key.
+
+    python bench/soak.py [--minutes 10] [--rate 80] [--drop-share 0.2] [--interval 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import sandbox_process, verdict
+
+from outbox import Outbox, State
+
+FAULTS = (
+    "--error-503-before",
+    "0.02",
+    "--drop-after",
+    "0.02",
+    "--error-500-after",
+    "0.02",
+    "--truncate-downloads",
+    "0.02",
+)
+DATA = {
+    "inspector": "Ada Lovelace",
+    "site": "North Pier",
+    "findings": [{"text": "Loose railing", "severity": 2}],
+}
+#: What the issue asks of a soak after warm-up: noise-level memory growth, a bounded WAL.
+RSS_KB_PER_10K = 50
+WAL_BOUND = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Sample:
+    seconds: float
+    enqueued: int
+    finished: int
+    rss_kb: int
+    fds: int
+    threads: int
+    journal: int
+    wal: int
+
+
+def proc_figures(pid: int) -> tuple[int, int, int]:
+    """Resident kB, open file descriptors and threads of a process, from /proc."""
+    rss = threads = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+        elif line.startswith("Threads:"):
+            threads = int(line.split()[1])
+    return rss, len(os.listdir(f"/proc/{pid}/fd")), threads
+
+
+def size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+class Producer:
+    """Enqueues ``rate`` entries a second: ``drop_share`` of them as drop-folder files."""
+
+    def __init__(self, ob: Outbox, folder: Path, rate: float, drop_share: float) -> None:
+        self.ob, self.folder, self.rate, self.drop_share = ob, folder, rate, drop_share
+        self.enqueued = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="producer", daemon=True)
+
+    def _run(self) -> None:
+        tick = 0.25
+        started = time.monotonic()
+        dropped = 0.0
+        while not self.stop.is_set():
+            due = int((time.monotonic() - started) * self.rate)
+            count = due - self.enqueued
+            if count > 0:
+                files = int(dropped + count * self.drop_share) - int(dropped)
+                dropped += count * self.drop_share
+                n = self.enqueued
+                for i in range(n, n + files):
+                    job = {"template": "inspection-report", "key": f"soak-{i}", "data": DATA}
+                    temporary = self.folder / f"job-{i}.json.tmp"
+                    temporary.write_text(json.dumps({**job, "data": {**DATA, "site": f"S{i}"}}))
+                    os.rename(temporary, self.folder / f"job-{i}.json")
+                self.ob.enqueue_many(
+                    {
+                        "template": "inspection-report",
+                        "data": {**DATA, "site": f"S{i}"},
+                        "key": f"soak-{i}",
+                    }
+                    for i in range(n + files, n + count)
+                )
+                self.enqueued += count
+            self.stop.wait(tick)
+
+
+def tidy(folder: Path) -> None:
+    """What an app does with the drop folder: take its results, clear accepted files."""
+    for sub in ("accepted", "results"):
+        try:
+            names = os.listdir(folder / sub)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if not name.startswith("."):
+                os.unlink(folder / sub / name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=80.0, help="entries per second")
+    parser.add_argument("--drop-share", type=float, default=0.2)
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument("--warmup", type=float, default=None, help="seconds (default: 20%%)")
+    parser.add_argument("--render-seconds", default="0.2-1.0")
+    args = parser.parse_args()
+    warmup = args.minutes * 60 * 0.2 if args.warmup is None else args.warmup
+
+    with (
+        tempfile.TemporaryDirectory(prefix="outbox-soak-") as tmp,
+        sandbox_process("--render-seconds", args.render_seconds, "--seed", "5", *FAULTS) as sb,
+    ):
+        root = Path(tmp)
+        db, folder, downloads = root / "journal.db", root / "drop", root / "pdfs"
+        folder.mkdir()
+        env = {
+            **os.environ,
+            "OUTBOX_DB": str(db),
+            "OUTBOX_DOWNLOADS": str(downloads),
+            "CRAFTKIT_API_KEY": sb.api_key,
+            "CRAFTKIT_BASE_URL": sb.base_url,
+        }
+        ob = Outbox(db)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "outbox", "run", "--watch", str(folder)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        producer = Producer(ob, folder, args.rate, args.drop_share)
+        samples: list[Sample] = []
+        started = time.monotonic()
+
+        def sample() -> Sample:
+            counts = ob.counts()
+            finished = counts[State.DONE] + counts[State.FAILED] + counts[State.REJECTED]
+            rss, fds, threads = proc_figures(run.pid)
+            wal = size(db.with_name(db.name + "-wal"))
+            s = Sample(
+                time.monotonic() - started,
+                producer.enqueued,
+                finished,
+                rss,
+                fds,
+                threads,
+                size(db),
+                wal,
+            )
+            samples.append(s)
+            print(
+                f"{s.seconds:7.0f} s  enqueued {s.enqueued:7d}  finished {s.finished:7d}  "
+                f"rss {s.rss_kb / 1024:6.1f} MB  fds {s.fds:3d}  threads {s.threads:3d}  "
+                f"journal {s.journal / 1e6:7.2f} MB  wal {s.wal / 1e6:6.2f} MB",
+                flush=True,
+            )
+            return s
+
+        try:
+            time.sleep(2)  # the run process starts
+            producer.thread.start()
+            end = started + args.minutes * 60
+            while time.monotonic() < end:
+                time.sleep(min(args.interval, max(0.0, end - time.monotonic())))
+                tidy(folder)
+                sample()
+                if run.poll() is not None:
+                    raise SystemExit(f"outbox run exited with {run.returncode}")
+            producer.stop.set()
+            producer.thread.join()
+            drain_until = time.monotonic() + 180
+            while time.monotonic() < drain_until:
+                if sample().finished >= producer.enqueued:
+                    break
+                time.sleep(args.interval / 2)
+        finally:
+            producer.stop.set()
+            run.send_signal(signal.SIGTERM)
+            run.wait(60)
+        tidy(folder)
+        report(samples, warmup, ob, sb.stats(), producer.enqueued, args)
+        ob.close()
+
+
+def report(
+    samples: list[Sample],
+    warmup: float,
+    ob: Outbox,
+    stats: dict[str, object],
+    enqueued: int,
+    args: argparse.Namespace,
+) -> None:
+    base = next((s for s in samples if s.seconds >= warmup), samples[0])
+    last = samples[-1]
+    entries = max(1, last.finished - base.finished)
+    print()
+    print(
+        f"soak: {args.minutes:g} min at {args.rate:g} entries/s "
+        f"({args.drop_share:.0%} through the drop folder), warm-up {warmup:.0f} s"
+    )
+    print(f"baseline at {base.seconds:.0f} s ({base.finished} finished); end: {last.finished}")
+    rss_per_10k = (last.rss_kb - base.rss_kb) * 10_000 / entries
+    print(
+        f"rss      {base.rss_kb / 1024:.1f} -> {last.rss_kb / 1024:.1f} MB: "
+        f"{(last.rss_kb - base.rss_kb) * 1000 / entries:+.1f} KB per 1,000 entries, "
+        f"{rss_per_10k:+.0f} KB per 10,000 (max during the run "
+        f"{max(s.rss_kb for s in samples) / 1024:.1f} MB)"
+    )
+    print(f"fds      {base.fds} -> {last.fds} (max {max(s.fds for s in samples)})")
+    print(f"threads  {base.threads} -> {last.threads} (max {max(s.threads for s in samples)})")
+    print(
+        f"journal  {base.journal / 1e6:.2f} -> {last.journal / 1e6:.2f} MB: "
+        f"{(last.journal - base.journal) / entries * 1000 / 1024:+.1f} KB per 1,000 entries"
+    )
+    max_wal = max(s.wal for s in samples)
+    print(f"wal      max {max_wal / 1e6:.2f} MB (bound {WAL_BOUND / 1e6:.0f} MB)")
+    counts = ob.counts()
+    per_key = stats["renders_per_key"]
+    assert isinstance(per_key, dict)
+    all_done = counts[State.DONE] == enqueued == sum(counts.values())
+    one_each = set(per_key.values()) <= {1} and stats["renders_created"] == enqueued
+    print(f"entries  {enqueued} enqueued; {dict((k.value, v) for k, v in counts.items() if v)}")
+    print(f"renders  {stats['renders_created']} created, at most one per key: {one_each}")
+    print()
+    print(f"rss growth < {RSS_KB_PER_10K} KB / 10,000 entries: {verdict(rss_per_10k < 50)}")
+    print(f"fds steady:    {verdict(last.fds <= base.fds)}")
+    print(f"threads steady: {verdict(last.threads <= base.threads)}")
+    print(f"wal bounded:   {verdict(max_wal < WAL_BOUND)}")
+    print(f"all done, one render per key: {verdict(all_done and one_each)}")
+
+
+if __name__ == "__main__":
+    main()
