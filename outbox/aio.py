@@ -204,6 +204,7 @@ class AsyncOutbox:
     cancel = _twin(Outbox.cancel)
     retry = _twin(Outbox.retry)
     purge = _twin(Outbox.purge)
+    vacuum = _twin(Outbox.vacuum)
     get = _twin(Outbox.get)
     find_by_key = _twin(Outbox.find_by_key)
     list = _twin(Outbox.list)

@@ -21,7 +21,7 @@ import click
 from . import cli_output as output
 from . import errors, jobfiles, logs
 from .clock import Clock
-from .config import ENV_API_KEY, Config, load_config
+from .config import ENV_API_KEY, Config, load_config, parse_age
 from .deliveries import UNFINISHED_DELIVERY_STATES, Delivery, DeliveryState, delivery_requests
 from .exit_codes import ExitCode, exit_code_for
 from .logs import LogFormat
@@ -818,6 +818,23 @@ def doctor(state: _State, as_json: bool) -> None:
 
 
 @cli.command()
+@json_option
+@pass_state
+def vacuum(state: _State, as_json: bool) -> None:
+    """Give the space of purged entries back to the disk (rewrites the journal; writers wait).
+
+    Purged entries' space is reused by new ones anyway; run this after a big purge when the
+    disk needs the space. It needs free space the size of the journal while it runs.
+    """
+    with state.outbox() as ob:
+        before, after = ob.vacuum()
+    if as_json:
+        click.echo(output.dumps({"bytes_before": before, "bytes_after": after}))
+        return
+    click.echo(f"journal {before} -> {after} bytes ({before - after} given back)")
+
+
+@cli.command()
 @click.argument(
     "folder", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
@@ -1012,16 +1029,14 @@ def _open_in_browser(url: str) -> None:
 
 _UNFINISHED_DELIVERIES = tuple(state.value for state in UNFINISHED_DELIVERY_STATES)
 
-_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
 
 def _parse_age(text: str) -> float:
-    value, unit = text[:-1], text[-1:].lower()
-    if unit not in _AGE_UNITS or not value.replace(".", "", 1).isdigit():
+    seconds = parse_age(text)
+    if seconds is None:
         raise errors.InvalidArgument(
             f"--older-than {text!r} is not an age; use a number and s, m, h, d or w (e.g. 30d)"
         )
-    return float(value) * _AGE_UNITS[unit]
+    return seconds
 
 
 def _parse_version(text: str) -> int | None:

@@ -37,7 +37,7 @@ _TUNING_KEYS = (
     "download_timeout",
     "max_pdf_bytes",
 )
-_FILE_KEYS = {"db", "downloads", "base_url", *_TUNING_KEYS}
+_FILE_KEYS = {"db", "downloads", "base_url", "retention", *_TUNING_KEYS}
 _WHOLE_NUMBERS = ("concurrency", "max_concurrency", "max_pdf_bytes")
 
 
@@ -81,6 +81,9 @@ class Settings:
     max_pdf_bytes: int = 512 * 1024 * 1024
     #: Quick retries inside one call when an answer is lost or a 5xx comes back.
     retries: int = 2
+    #: Seconds after which a long-running outbox (``run``, ``start``) purges finished entries
+    #: (as ``purge`` does, every ``schedule.retention_every``); None (the default) keeps them.
+    retention: float | None = None
     #: When to try again, poll, probe and look for work.
     schedule: Schedule = field(default_factory=Schedule)
 
@@ -99,6 +102,10 @@ class Settings:
             raise ValueError("timeouts must be positive numbers of seconds")
         if self.max_pdf_bytes < 1:
             raise ValueError("max_pdf_bytes must be at least 1")
+        if self.retention is not None and not (
+            math.isfinite(self.retention) and self.retention > 0
+        ):
+            raise ValueError("retention must be a positive number of seconds")
 
     @property
     def concurrency_ceiling(self) -> int:
@@ -222,12 +229,33 @@ def load_config(
     )
 
 
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> float | None:
+    """Seconds in an age such as ``30d``, ``12h``, ``90m``, ``3600s`` or ``2w``; None if
+    ``text`` is not one."""
+    value, unit = text[:-1], text[-1:].lower()
+    if unit not in _AGE_UNITS or not value.replace(".", "", 1).isdigit():
+        return None
+    return float(value) * _AGE_UNITS[unit]
+
+
 def _settings(path: Path | None, values: dict[str, Any]) -> Settings:
-    tuning = {name: values[name] for name in _TUNING_KEYS if name in values}
+    tuning: dict[str, Any] = {name: values[name] for name in _TUNING_KEYS if name in values}
     for name, value in tuning.items():
         wanted = int if name in _WHOLE_NUMBERS else (int, float)
         if isinstance(value, bool) or not isinstance(value, wanted):
             raise ConfigError(f"config file {path}: {name} must be a number, not {value!r}")
+    if "retention" in values:
+        text = values["retention"]
+        retention = parse_age(text) if isinstance(text, str) else None
+        if retention is None:
+            raise ConfigError(
+                f'config file {path}: retention must be an age such as "30d" (s, m, h, d or '
+                f"w), not {text!r}"
+            )
+        tuning["retention"] = retention
     try:
         return Settings(**tuning)
     except ValueError as exc:

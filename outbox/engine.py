@@ -27,7 +27,7 @@ from .config import ENV_API_KEY, Settings
 from .courier import Courier
 from .deliveries import Delivery, DeliveryState
 from .dispatcher import Dispatcher
-from .errors import EntryNotFound
+from .errors import EntryNotFound, JournalError
 from .exit_codes import ExitCode
 from .gate import Gate
 from .limit import ConcurrencyLimit
@@ -188,8 +188,14 @@ class Engine:
         settings: Settings,
         clock: Clock,
         transport: httpx.BaseTransport | None = None,
+        purge: Callable[[float], int] | None = None,
     ) -> None:
         self.journal = journal
+        #: Purges finished entries older than so many seconds (``Outbox.purge``, which keeps
+        #: what a drop folder is still owed); without it, the journal's own purge.
+        self.purge: Callable[[float], int] = purge or (
+            lambda seconds: journal.purge(self.clock.now() - seconds)
+        )
         self.settings = settings
         self.schedule = schedule = settings.schedule
         self.clock = clock
@@ -475,14 +481,36 @@ class Engine:
 
     # -- long-running --------------------------------------------------------------------
 
+    def purge_expired(self) -> int:
+        """Purge finished entries older than ``settings.retention`` (none if it is None);
+        returns how many went. Their pages are reused by new entries, so a journal with a
+        retention stops growing; ``outbox vacuum`` gives the space back to the disk."""
+        retention = self.settings.retention
+        if retention is None:
+            return 0
+        try:
+            purged = self.purge(retention)
+        except JournalError as exc:
+            log.warning("could not purge finished entries (%s); trying again later", exc)
+            return 0
+        if purged:
+            log.info("purged %d finished entries older than the retention", purged)
+        return purged
+
     def run(self, stop: threading.Event) -> None:
         """Cycle until ``stop`` is set, waiting out outages and refused keys."""
         self.reclaim_dead_leases()
         saved_at = self.clock.monotonic()
+        purged_at: float | None = None
         while not stop.is_set():
             if self.clock.monotonic() - saved_at > self.schedule.save_render_times_every:
                 self._save_render_times()
                 saved_at = self.clock.monotonic()
+            if purged_at is None or (
+                self.clock.monotonic() - purged_at > self.schedule.retention_every
+            ):
+                self.purge_expired()
+                purged_at = self.clock.monotonic()
             self._nudge.clear()
             handled = self.cycle(deadline=None, stop=stop)
             if stop.is_set():

@@ -457,6 +457,13 @@ class Outbox:
             self.clock.now() - seconds, dry_run=dry_run, owed=owed, watched_ids=aliased
         )
 
+    def vacuum(self) -> tuple[int, int]:
+        """Give the space of purged entries back to the disk; returns the journal's size in
+        bytes before and after. Rewrites the journal: writers wait meanwhile, and it needs
+        free space the size of the journal. Not needed to keep the journal bounded (purged
+        space is reused), only to shrink it."""
+        return self.journal.vacuum()
+
     # -- talking to Craftkit -------------------------------------------------------------
 
     def flush(
@@ -648,6 +655,7 @@ class Outbox:
                     settings=self.settings,
                     clock=self.clock,
                     transport=self._transport,
+                    purge=self.purge,
                 )
             return self._engine
 

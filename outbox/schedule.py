@@ -208,6 +208,9 @@ class Schedule:
     sync_within: float = 1.0
     #: How often ``flush`` reports counts to its progress callback, at most.
     progress_interval: float = 0.25
+    #: How often a long-running engine purges finished entries older than the retention
+    #: (when ``Settings.retention`` is set).
+    retention_every: float = 3600.0
     #: How often a long-running engine saves what it learned about render times.
     save_render_times_every: float = 60.0
     #: Before the background worker starts again after an error escaped it (1 s ... 1 min).

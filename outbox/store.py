@@ -912,6 +912,15 @@ class Journal:
         conn.execute("DELETE FROM temp.purge_watched")
         return len(keep)
 
+    def vacuum(self) -> tuple[int, int]:
+        """Rewrite the journal without the pages purged entries left free, then truncate the
+        write-ahead log the rewrite went through; returns the file's size before and after."""
+        before = self.path.stat().st_size
+        with self._read() as conn:
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return before, self.path.stat().st_size
+
     def transition(
         self,
         entry_id: str,

@@ -4,16 +4,19 @@ descriptors, threads, the write-ahead log, and the temporary files of interrupte
 from __future__ import annotations
 
 import gc
+import json
 import os
 import sqlite3
 import threading
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from support import INSPECTION, FakeClock, simulated
+from support import FAST, INSPECTION, FakeClock, run_cli, simulated, wait_until
 
 from outbox import Outbox, State, store
+from outbox.config import Settings, load_config
 from outbox.models import RenderRequest
 from outbox.sandbox import Sandbox
 from outbox.store import Journal
@@ -152,3 +155,85 @@ def test_a_reader_holding_a_snapshot_pins_the_wal_only_while_it_holds_it(
     assert journal.counts()[State.PENDING] == 620
     reader.close()
     journal.close()
+
+
+def finish(ob: Outbox, first: int, count: int) -> None:
+    enqueue(ob, first, count)
+    assert ob.flush(600).drained
+
+
+def test_a_retention_purges_finished_entries_while_running(
+    tmp_path: Path, clock: FakeClock, timed: Sandbox
+) -> None:
+    week = 7 * 86400.0
+    settings = replace(FAST, retention=week)
+    ob = simulated(tmp_path / "journal.db", timed, clock, settings=settings)
+    finish(ob, 0, 3)
+    clock.advance(week + 1)
+    finish(ob, 3, 2)  # finished just now: kept
+    ob.start()
+    try:
+        wait_until(lambda: sum(ob.counts().values()) == 2, what="the old entries to be purged")
+    finally:
+        ob.stop()
+    assert ob.find_by_key("k0") is None and ob.find_by_key("k4") is not None
+    ob.close()
+
+
+def test_without_a_retention_nothing_is_purged(
+    tmp_path: Path, clock: FakeClock, timed: Sandbox
+) -> None:
+    assert Settings().retention is None
+    ob = simulated(tmp_path / "journal.db", timed, clock)
+    finish(ob, 0, 3)
+    clock.advance(3650 * 86400.0)
+    assert ob._get_engine().purge_expired() == 0
+    assert sum(ob.counts().values()) == 3
+    ob.close()
+
+
+def test_purged_space_is_reused_and_vacuum_gives_it_back(
+    tmp_path: Path, clock: FakeClock, timed: Sandbox
+) -> None:
+    db = tmp_path / "journal.db"
+    ob = simulated(db, timed, clock)
+    sizes = []
+    for round_ in range(5):
+        finish(ob, round_ * 100, 100)
+        clock.advance(10)
+        assert ob.purge(5) == 100
+        ob.journal._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # to see the main file
+        sizes.append(db.stat().st_size)
+    # The pages of purged entries hold the next ones: the file stops growing.
+    assert sizes[-1] < sizes[0] * 1.2, sizes  # five rounds without reuse: five times the size
+    finish(ob, 5000, 300)
+    clock.advance(10)
+    assert ob.purge(5) == 300
+    before, after = ob.vacuum()
+    assert after < before / 2 and after == db.stat().st_size
+    assert wal_size(db) == 0
+    ob.close()
+
+
+def test_the_retention_comes_from_the_config_file_as_an_age(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('retention = "30d"\n')
+    assert load_config(config_file=str(config), environ={}).settings.retention == 30 * 86400
+    for wrong in ('"forever"', "30", '"0d"'):
+        config.write_text(f"retention = {wrong}\n")
+        result = run_cli("--config", str(config), "status")
+        assert result.returncode == 78 and "retention must be" in result.stderr, result.stderr
+
+
+def test_outbox_vacuum_says_how_much_space_it_gave_back(tmp_path: Path) -> None:
+    db = tmp_path / "journal.db"
+    with Outbox(db) as ob:
+        [entry] = ob.enqueue_many([{"template": "t", "data": {"blob": "x" * 200_000}}])
+        ob.cancel(entry.id)
+    with Outbox(db, clock=FakeClock(start=4_000_000_000.0)) as ob:
+        assert ob.purge(60) == 1
+    result = run_cli("--db", str(db), "vacuum", "--json")
+    assert result.returncode == 0, result.stderr
+    sizes = json.loads(result.stdout)
+    assert sizes["bytes_after"] < sizes["bytes_before"] - 150_000
+    assert db.stat().st_size == sizes["bytes_after"]
