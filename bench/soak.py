@@ -250,7 +250,7 @@ def report(
         f"{(last.journal - base.journal) / entries * 1000 / 1024:+.1f} KB per 1,000 entries"
     )
     max_wal = max(s.wal for s in samples)
-    print(f"wal      max {max_wal / 1e6:.2f} MB (bound {WAL_BOUND / 1e6:.0f} MB)")
+    print(f"wal      max {max_wal / 1e6:.2f} MB (bound {WAL_BOUND / 2**20:.0f} MiB)")
     counts = ob.counts()
     per_key = stats["renders_per_key"]
     assert isinstance(per_key, dict)
