@@ -211,3 +211,50 @@ def decode_png(png: bytes) -> tuple[int, int, list[bytes]]:
         pixels += [bytes(line[i : i + channels]) for i in range(0, stride, channels)]
         previous = line
     return width, height, pixels
+
+
+def test_a_rejected_entry_is_amended_with_the_page_and_renders_once(
+    browser: Browser, dashboard_url: str, db_path: Path
+) -> None:
+    """The Amend button, in the page: Check shows the template's field errors, Save sends the
+    corrected data, and the next flush renders it once, under the entry's own key."""
+    with Sandbox(render_seconds=0.05, seed=5) as sandbox:
+        with Outbox(db_path, api_key=sandbox.api_key, base_url=sandbox.base_url) as ob:
+            ob.sync_templates()
+            entry = ob.enqueue(
+                "inspection-report", {"inspector": "Ada"}, key="amend-me", validation="off"
+            )
+            ob.flush(timeout=30)
+            assert ob.get(entry.id).state is State.REJECTED
+
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(dashboard_url)
+        expect(row(page, "amend-me").locator(".badge")).to_have_text("rejected")
+        row(page, "amend-me").click()
+        page.locator("#a-amend").click()
+        editor = page.locator("#amend-data")
+        expect(editor).to_be_visible()
+        assert '"inspector": "Ada"' in editor.input_value()  # the entry's data to start from
+
+        editor.fill('{"inspector": "Ada"}')
+        page.locator("#amend-check").click()
+        expect(page.locator("#amend-errors")).to_contain_text("site: Required")
+        editor.fill('{"inspector": "Ada", "site": "South Quay"}')
+        page.locator("#amend-save").click()
+        expect(page.locator("#d-state")).to_have_text("pending")
+        expect(page.locator("#amend")).to_be_hidden()
+        expect(row(page, "amend-me").locator(".badge")).to_have_text("pending")
+
+        with Outbox(db_path, api_key=sandbox.api_key, base_url=sandbox.base_url) as ob:
+            amended = ob.get(entry.id)
+            assert (amended.key, amended.data) == (
+                "amend-me",
+                {"inspector": "Ada", "site": "South Quay"},
+            )
+            assert ob.flush(timeout=30).exit_code == 0
+            assert ob.get(entry.id).state is State.DONE
+        assert sandbox.stats()["renders_per_key"] == {"amend-me": 1}
+        expect(row(page, "amend-me").locator(".badge")).to_have_text("done", timeout=60_000)
+    assert errors == []

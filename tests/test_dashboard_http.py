@@ -176,6 +176,8 @@ def test_cancel_and_illegal_actions(
     pending = ob.enqueue("invoice", {"n": 1}, key="to-cancel")
     answer = post(browser, f"/api/entries/{pending.id}/cancel", board)
     assert answer.status_code == 200 and ob.get(pending.id).state is State.CANCELLED
+    # A request cancelled before it was sent can still be amended (and goes back to pending).
+    assert browser.get(f"/api/entries/{pending.id}").json()["actions"]["amend"] is True
     again = post(browser, f"/api/entries/{pending.id}/retry", board)
     assert again.status_code == 409
     assert "only failed or rejected entries can be retried" in again.json()["error"]["message"]

@@ -289,11 +289,8 @@ class DashboardApp:
         )
 
     def _can_amend(self, entry: Entry) -> bool:
-        return entry.state in (
-            State.PENDING,
-            State.FAILED,
-            State.REJECTED,
-        )
+        """What :meth:`Outbox.amend` takes: any request Craftkit has not accepted."""
+        return entry.state not in (State.SUBMITTED, State.DOWNLOADING, State.DONE)
 
     def _rows(self, environ: dict[str, Any]) -> Answer:
         wanted = [i for i in _query(environ).get("ids", "").split(",") if i][:200]
