@@ -238,7 +238,7 @@ def test_lost_answers_and_5xx_never_make_a_second_link_or_email(db_path: Path, s
             for key in keys
         )
     sb.set_faults(
-        drop_after=0.3, error_500_after=0.05, error_500_before=0.05, email_send_failed=0.1
+        drop_after=0.3, error_500_after=0.05, error_500_before=0.05, email_send_failed=0.25
     )
     flushes = 0
     with quick(db_path, sb) as ob:
