@@ -34,7 +34,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         text=True,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+        pytest.fail(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
     try:
         yield mountpoint
     finally:

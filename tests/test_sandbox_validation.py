@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jsonschema
 import pytest
 from sandbox_support import client, error_code, field_errors, pdf_text, render, wait_status
 
@@ -86,7 +87,6 @@ def test_data_type_table(data_type: str, value: Any, ok: bool, outcome: Any) -> 
 def test_json_schema_agrees_with_the_validator(
     data_type: str, value: Any, ok: bool, outcome: Any
 ) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     manifest = Manifest.from_json(
         {
             "variables": [
