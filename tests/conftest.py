@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import API_KEY_IN_TESTS, FakeClock
+from support import API_KEY_IN_TESTS, FakeClock, end_outbox_processes
 
 from outbox import Outbox, logs
 from outbox.sandbox import Sandbox
@@ -35,6 +35,13 @@ def no_cli_logging() -> Iterator[None]:
     without it, as a new process would."""
     yield
     logs.reset()
+
+
+@pytest.fixture(autouse=True)
+def no_outbox_process_left() -> Iterator[None]:
+    """Whatever a test asserts, the ``outbox`` processes it started are gone when it ends."""
+    yield
+    end_outbox_processes()
 
 
 @pytest.fixture

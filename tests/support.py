@@ -1,9 +1,11 @@
-"""Helpers shared by the tests: the CLI (in-process or as a real process), the one fake clock,
-the one ``wait_until``, filling a journal, and sandbox checks."""
+"""Helpers shared by the tests: the CLI (in-process, as a real process, or as a long-running
+real process read as it goes), the one fake clock, the one ``wait_until``, filling a journal,
+and sandbox checks."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -12,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from click.testing import CliRunner
 
@@ -68,6 +70,91 @@ def run_cli_process(
         input=input,
         timeout=timeout,
     )
+
+
+class OutboxProcess:
+    """``python -m outbox ARGS`` in a real subprocess, its stdout and stderr collected line by
+    line while it runs.
+
+    Why: the long-running commands (``run``, ``watch``, a ``share`` held up by a slow answer)
+    are tested from outside, as an operator or a supervisor sees them: the test waits for what
+    they say, then ends them with a signal (a clean stop) or with SIGKILL (a crash), and looks
+    at everything they said. ``stdout`` and ``stderr`` grow as lines come, without the
+    newline; they are complete once :meth:`stop` or :meth:`kill` has returned.
+
+    ``ready_text``: the text of the stderr line that says the command is at work, with its
+    SIGINT/SIGTERM handlers in place (e.g. ``"outbox running"``); :meth:`stop` waits for it, as
+    a signal sent before then would end the process uncleanly. Without it, :meth:`stop` sends
+    the signal at once.
+
+    Every process is remembered until it has ended, so that :func:`end_outbox_processes` (run
+    after each test) kills whatever a failing test left running. The reader threads are daemons:
+    a pipe held open by something the process left behind never keeps the test run from ending.
+    """
+
+    _running: list[OutboxProcess] = []
+
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, ready_text: str | None = None
+    ) -> None:
+        self.ready_text = ready_text
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "outbox", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=process_env(env),
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=_collect_lines, args=(stream, into), daemon=True)
+            for stream, into in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))
+        ]
+        OutboxProcess._running.append(self)
+        for reader in self._readers:
+            reader.start()
+
+    def is_ready(self) -> bool:
+        """Whether stderr has said ``ready_text`` (always true without one)."""
+        ready_text = self.ready_text
+        return ready_text is None or any(ready_text in line for line in self.stderr)
+
+    def wait_ready(self) -> None:
+        """Wait until the command says it is at work (see ``ready_text``)."""
+        wait_until(self.is_ready, what=f"{self.ready_text!r} on the command's stderr")
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """A clean stop: once the command is ready, send ``signum``; its exit code."""
+        self.wait_ready()
+        self.proc.send_signal(signum)
+        return self._ended()
+
+    def kill(self) -> int:
+        """A crash: SIGKILL, unless the process has ended already; its exit code."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self._ended()
+
+    def _ended(self) -> int:
+        code = self.proc.wait(timeout=60)
+        for reader in self._readers:
+            reader.join(10)
+        if self in OutboxProcess._running:
+            OutboxProcess._running.remove(self)
+        return code
+
+
+def _collect_lines(stream: IO[str], into: list[str]) -> None:
+    with stream:
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+
+def end_outbox_processes() -> None:
+    """Kill every :class:`OutboxProcess` still running (after each test, whatever it asserted)."""
+    while OutboxProcess._running:
+        OutboxProcess._running[-1].kill()
 
 
 def process_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -12,17 +12,13 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
-from support import INSPECTION, process_env, run_cli_process, sandbox_env, wait_until
+from support import INSPECTION, OutboxProcess, run_cli_process, sandbox_env, wait_until
 
 from outbox import DeliveryState, Outbox, State
 from outbox.sandbox import Sandbox
@@ -30,62 +26,9 @@ from outbox.sandbox import Sandbox
 pytestmark = pytest.mark.e2e
 
 
-class Running:
-    """``python -m outbox ARGS`` in a real subprocess, its output collected as it comes."""
-
-    #: Every process started, so that a failing test leaves none behind.
-    started_here: list[Running] = []
-
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "outbox", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=process_env(env),
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._collect, args=(self.proc.stdout, self.out), daemon=True),
-            threading.Thread(target=self._collect, args=(self.proc.stderr, self.err), daemon=True),
-        ]
-        Running.started_here.append(self)
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _collect(stream: IO[str], into: list[str]) -> None:
-        with stream:
-            for line in stream:
-                into.append(line.rstrip("\n"))
-
-    def started(self) -> None:
-        """Wait until ``outbox run`` is at work (and handles SIGINT/SIGTERM)."""
-        wait_until(
-            lambda: any(line.startswith("outbox running") for line in self.err),
-            what="the command to start",
-        )
-
-    def end(self, signum: int) -> int:
-        if signum != signal.SIGKILL:  # a clean stop needs the signal handlers in place
-            self.started()
-        self.proc.send_signal(signum)
-        code = self.proc.wait(timeout=60)
-        for reader in self._readers:
-            reader.join(10)
-        return code
-
-
-@pytest.fixture(autouse=True)
-def no_process_left() -> Iterator[None]:
-    """Whatever a test asserts, the processes it started are gone when it ends."""
-    yield
-    while Running.started_here:
-        running = Running.started_here.pop()
-        if running.proc.poll() is None:
-            running.proc.kill()
-            running.proc.wait()
+def start(env: dict[str, str], *args: str) -> OutboxProcess:
+    """``outbox ARGS`` in a real process; ``run`` is ready once it says it is running."""
+    return OutboxProcess(*args, env=env, ready_text="outbox running")
 
 
 def shares_of(sb: Sandbox, render_id: str | None) -> list[dict[str, Any]]:
@@ -115,14 +58,14 @@ def test_share_by_hand_killed_between_create_and_record_is_adopted(tmp_path: Pat
         # The answer to the share drips at 40 bytes a second: the share exists at Craftkit
         # seconds before outbox can record it.
         sb.set_faults(keys={"kill-share": {"slow_body": 40}})
-        share = Running(env, "share", entry.id)
+        share = start(env, "share", entry.id)
         wait_until(
             lambda: sb.stats()["shares_per_key"].get("kill-share"), what="the share to exist"
         )
         with Outbox(db) as ob:
             [waiting] = ob.get(entry.id).deliveries
             assert waiting.state is DeliveryState.UNCONFIRMED, "killed before the record"
-        assert share.end(signal.SIGKILL) == -signal.SIGKILL
+        assert share.kill() == -signal.SIGKILL
         sb.set_faults(keys={})
         flush_until_drained(env)
         with Outbox(db) as ob:
@@ -152,13 +95,13 @@ def test_run_killed_between_create_and_record_adopts_and_never_sends_twice(
         # Every answer for this render drips (PDFs excepted), so the share and the email are
         # made seconds before their answers are complete.
         sb.set_faults(keys={"kill-run": {"slow_body": 120, "slow_pdf": 10_000_000}})
-        run = Running(env, "run")
+        run = start(env, "run")
         wait_until(
             lambda: sb.stats()["shares_per_key"].get("kill-run"),
             timeout=120,
             what="a share or an email to exist",
         )
-        assert run.end(signal.SIGKILL) == -signal.SIGKILL
+        assert run.kill() == -signal.SIGKILL
         with Outbox(db) as ob:
             states = {d.state for d in ob.get(entry.id).deliveries}
             assert DeliveryState.DELIVERED not in states, "killed before anything was recorded"
@@ -185,15 +128,15 @@ def test_run_says_what_it_delivered(tmp_path: Path) -> None:
         )
     with Sandbox(render_seconds=0.05, seed=23) as sb:
         sb.set_faults(email_not_configured=True)
-        run = Running(sandbox_env(sb, db), "run")
-        wait_until(lambda: len([line for line in run.out if entry.id in line]) == 2)
-        assert run.end(signal.SIGTERM) == 0
+        run = start(sandbox_env(sb, db), "run")
+        wait_until(lambda: len([line for line in run.stdout if entry.id in line]) == 2)
+        assert run.stop() == 0
     with Outbox(db) as ob:
         link, email = ob.get(entry.id).deliveries
-    assert f"delivered {entry.id} share link: {link.share_url}" in run.out
+    assert f"delivered {entry.id} share link: {link.share_url}" in run.stdout
     assert (
         f"failed {entry.id} email to ada@example.com: failed: email is not configured for this "
-        "Craftkit project" in run.out
+        "Craftkit project" in run.stdout
     )
 
 
@@ -273,11 +216,11 @@ def test_chaos_exactly_one_link_and_one_email_per_job(tmp_path: Path) -> None:
             if interruption % 4 == 3:  # now and then a flush instead, cut short
                 run_cli_process("flush", "--timeout", "1", env=env, timeout=60)
                 continue
-            run = Running(env, "run", "--watch", str(folder))
-            run.started()
+            run = start(env, "run", "--watch", str(folder))
+            run.wait_ready()
             time.sleep(rng.uniform(0.2, 1.5))
-            assert run.proc.poll() is None, run.err
-            run.end(signal.SIGKILL)
+            assert run.proc.poll() is None, run.stderr
+            run.kill()
             killed_after_create += caught_after_create(db, sb)
         with Outbox(db) as ob:
             unfinished = [
@@ -289,7 +232,7 @@ def test_chaos_exactly_one_link_and_one_email_per_job(tmp_path: Path) -> None:
                 "reached Craftkit, before its record"
             )
         final_started = time.monotonic()
-        run = Running(env, "run", "--watch", str(folder))  # takes in what is left, finishes
+        run = start(env, "run", "--watch", str(folder))  # takes in what is left, finishes
         try:
 
             def finished() -> bool:
@@ -312,7 +255,7 @@ def test_chaos_exactly_one_link_and_one_email_per_job(tmp_path: Path) -> None:
                 what="every result file with its links",
             )
         finally:
-            assert run.end(signal.SIGTERM) == 0, run.err[-20:]
+            assert run.stop() == 0, run.stderr[-20:]
         print(f"the last run finished in {time.monotonic() - final_started:.1f} s")
         stats = sb.stats()
         print("sandbox faults:", stats["faults_injected"])

@@ -4,16 +4,10 @@ and the network's transitions, on stderr (what journald or a collector reads).""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
-from support import INSPECTION, process_env, sandbox_env, wait_until
+from support import INSPECTION, OutboxProcess, sandbox_env, wait_until
 
 from outbox import Outbox
 from outbox.sandbox import Sandbox
@@ -21,55 +15,9 @@ from outbox.sandbox import Sandbox
 pytestmark = pytest.mark.e2e
 
 
-class Running:
-    """``python -m outbox ... run`` with its stderr collected line by line as it comes."""
-
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "outbox", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=process_env(env),
-        )
-        self.lines: list[str] = []
-        self.out: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._collect, args=(self.proc.stderr, self.lines)),
-            threading.Thread(target=self._collect, args=(self.proc.stdout, self.out)),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _collect(stream: IO[str], into: list[str]) -> None:
-        with stream:
-            for line in stream:
-                into.append(line.rstrip("\n"))
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=60)
-        for reader in self._readers:
-            reader.join(10)
-        return code
-
-    def kill(self) -> None:
-        """End the process if a failed test left it running."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-        for reader in self._readers:
-            reader.join(10)
-
-
-@pytest.fixture
-def started() -> Iterator[list[Running]]:
-    """Every process a test starts; any still running at the end is killed."""
-    processes: list[Running] = []
-    yield processes
-    for process in processes:
-        process.kill()
+def start_run(env: dict[str, str], *args: str) -> OutboxProcess:
+    """``outbox run ARGS`` in a real process, ready once it says it is running."""
+    return OutboxProcess("run", *args, env=env, ready_text="outbox running")
 
 
 def _enqueue_three(db: Path) -> dict[str, str]:
@@ -87,26 +35,25 @@ def _all_finished(db: Path) -> bool:
 
 
 def test_run_logs_one_text_line_per_finished_entry_and_the_network_transitions(
-    tmp_path: Path, started: list[Running]
+    tmp_path: Path,
 ) -> None:
     db = tmp_path / "j.db"
     ids = _enqueue_three(db)
     with Sandbox(render_seconds=0.1) as sb:
         sb.stop()  # start offline: the log says so, then says when it is back
         env = sandbox_env(sb, db)
-        running = Running(env, "run")
-        started.append(running)
-        wait_until(lambda: any(line.startswith("offline: ") for line in running.lines))
+        running = start_run(env)
+        wait_until(lambda: any(line.startswith("offline: ") for line in running.stderr))
         sb.start()
         wait_until(lambda: _all_finished(db), timeout=60, what="every entry to finish")
         wait_until(
             lambda: (
-                sum(line.startswith(("done", "failed", "rejected")) for line in running.lines) == 3
+                sum(line.startswith(("done", "failed", "rejected")) for line in running.stderr) == 3
             )
         )
-        assert running.stop() == 0, running.lines
+        assert running.stop() == 0, running.stderr
     outcome_lines = [
-        line for line in running.lines if line.startswith(("done ", "failed ", "rejected "))
+        line for line in running.stderr if line.startswith(("done ", "failed ", "rejected "))
     ]
     assert sorted(line.split()[0] for line in outcome_lines) == ["done", "failed", "rejected"]
     for word, entry_id in ids.items():
@@ -117,29 +64,28 @@ def test_run_logs_one_text_line_per_finished_entry_and_the_network_transitions(
     assert f"done      {done.id}  inspection-report  {done.pdf_path}  {done.pdf_bytes} bytes" in (
         outcome_lines
     )
-    online = [line for line in running.lines if line.startswith("online again: ")]
+    online = [line for line in running.stderr if line.startswith("online again: ")]
     assert online == [f"online again: {sb.base_url} answers"]
-    assert running.lines.index(online[0]) > min(
-        i for i, line in enumerate(running.lines) if line.startswith("offline: ")
+    assert running.stderr.index(online[0]) > min(
+        i for i, line in enumerate(running.stderr) if line.startswith("offline: ")
     )
-    assert not any("Traceback" in line or line[:4].isdigit() for line in running.lines)
+    assert not any("Traceback" in line or line[:4].isdigit() for line in running.stderr)
 
 
-def test_run_logs_json_lines_for_collectors(tmp_path: Path, started: list[Running]) -> None:
+def test_run_logs_json_lines_for_collectors(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
     ids = _enqueue_three(db)
     with Sandbox(render_seconds=0.1) as sb:
-        running = Running(sandbox_env(sb, db), "run", "--log-format", "json")
-        started.append(running)
+        running = start_run(sandbox_env(sb, db), "--log-format", "json")
         wait_until(lambda: _all_finished(db), timeout=60, what="every entry to finish")
 
         def outcomes() -> list[dict[str, object]]:
-            records = [json.loads(line) for line in list(running.lines)]
+            records = [json.loads(line) for line in list(running.stderr)]
             return [r for r in records if r.get("event") in ("done", "failed", "rejected")]
 
         wait_until(lambda: len(outcomes()) == 3, what="three outcome records")
-        assert running.stop() == 0, running.lines
-    records = [json.loads(line) for line in running.lines]  # every line is one JSON object
+        assert running.stop() == 0, running.stderr
+    records = [json.loads(line) for line in running.stderr]  # every line is one JSON object
     finished = {r["entry_id"]: r for r in outcomes()}
     assert {entry_id: r["event"] for entry_id, r in finished.items()} == {
         entry_id: word for word, entry_id in ids.items()

@@ -10,13 +10,11 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
-from typing import IO
 
 import pytest
-from support import process_env, wait_until
+from support import OutboxProcess, process_env, wait_until
 from test_watcher import JOB, drop, finish, listing, result
 
 from outbox import Outbox, State
@@ -24,49 +22,9 @@ from outbox import Outbox, State
 pytestmark = pytest.mark.e2e
 
 
-class Watcher:
-    """``python -m outbox watch`` in a real subprocess, its output collected as it comes."""
-
-    def __init__(self, db: Path, folder: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "outbox", "--db", str(db), "-v", "watch", str(folder)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=process_env(),
-        )
-        self.lines: list[str] = []
-        self.errors: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._collect, args=(self.proc.stdout, self.lines)),
-            threading.Thread(target=self._collect, args=(self.proc.stderr, self.errors)),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _collect(stream: IO[str], into: list[str]) -> None:
-        with stream:
-            for line in stream:
-                into.append(line.rstrip("\n"))
-
-    def ready(self) -> bool:
-        """Whether the command has started watching (and handles SIGINT/SIGTERM)."""
-        return any(line.startswith("watching ") for line in self.errors)
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        wait_until(self.ready, what="the watcher to start")
-        self.proc.send_signal(signum)
-        code = self.proc.wait(timeout=30)
-        for reader in self._readers:
-            reader.join(10)
-        return code
-
-    def kill(self) -> None:
-        self.proc.kill()  # SIGKILL
-        self.proc.wait(timeout=30)
-        for reader in self._readers:
-            reader.join(10)
+def start_watcher(db: Path, folder: Path) -> OutboxProcess:
+    """``outbox -v watch FOLDER`` in a real process, ready once it says it is watching."""
+    return OutboxProcess("--db", str(db), "-v", "watch", str(folder), ready_text="watching ")
 
 
 @pytest.fixture
@@ -85,24 +43,24 @@ def test_watch_command_prints_each_file_and_stops_cleanly(
     db_path: Path, folder: Path, signum: int
 ) -> None:
     drop(folder, "present-at-start.json", JOB)
-    watcher = Watcher(db_path, folder)
-    wait_until(lambda: any("present-at-start.json" in line for line in watcher.errors))
+    watcher = start_watcher(db_path, folder)
+    wait_until(lambda: any("present-at-start.json" in line for line in watcher.stderr))
     drop(folder, "later.json", {**JOB, "key": "later-1"})
     drop(folder, "list.json", [JOB])
 
     def files_told() -> list[str]:
-        return [line for line in watcher.errors if line.startswith(("accepted ", "rejected "))]
+        return [line for line in watcher.stderr if line.startswith(("accepted ", "rejected "))]
 
     wait_until(lambda: len(files_told()) == 3, what="three lines")
-    assert watcher.stop(signum) == 0, watcher.errors
+    assert watcher.stop(signum) == 0, watcher.stderr
     accepted = [line for line in files_told() if line.startswith("accepted ")]
     assert len(accepted) == 2 and any("later.json -> entry " in line for line in accepted)
     assert any(
         line.startswith("rejected list.json: the file must hold a JSON object")
         for line in files_told()
     )
-    assert watcher.lines == []  # the log is on stderr, one line per file
-    assert not any("Traceback" in line for line in watcher.errors)
+    assert watcher.stdout == []  # the log is on stderr, one line per file
+    assert not any("Traceback" in line for line in watcher.stderr)
     with Outbox(db_path) as ob:
         assert sorted(e.key for e in ob.list())[-1] == "later-1" and len(ob.list()) == 2
 
@@ -144,9 +102,9 @@ def test_sigkill_between_enqueue_and_move_then_restart_makes_no_second_entry(
     with Outbox(db_path) as ob:
         assert len(ob.list()) == 60  # committed...
     assert _jobs_left(folder) == names  # ...but not one file moved
-    watcher = Watcher(db_path, folder)
+    watcher = start_watcher(db_path, folder)
     wait_until(lambda: not _jobs_left(folder), what="the files to be moved")
-    assert watcher.stop() == 0, watcher.errors
+    assert watcher.stop() == 0, watcher.stderr
     with Outbox(db_path) as ob:
         entries = ob.list()
         assert len(entries) == 60
@@ -178,7 +136,7 @@ def test_sigkills_right_after_commits_never_lose_or_double_a_job(
         for name in names[round_ * 300 : (round_ + 1) * 300]:
             os.rename(staging / name, folder / name)
         before = reader.execute("SELECT count(*) FROM entries").fetchone()[0]
-        watcher = Watcher(db_path, folder)
+        watcher = start_watcher(db_path, folder)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             committed = reader.execute("SELECT count(*) FROM entries").fetchone()[0]
@@ -190,9 +148,9 @@ def test_sigkills_right_after_commits_never_lose_or_double_a_job(
         watcher.kill()
     reader.close()
     assert windows_hit >= 1, "no kill landed between a commit and the moves"
-    watcher = Watcher(db_path, folder)
+    watcher = start_watcher(db_path, folder)
     wait_until(lambda: not _jobs_left(folder), timeout=120, what="every file to be moved")
-    assert watcher.stop() == 0, watcher.errors
+    assert watcher.stop() == 0, watcher.stderr
     with Outbox(db_path) as ob:
         entries = ob.list()
         assert sorted(e.data["n"] for e in entries) == list(range(1500))
@@ -203,14 +161,14 @@ def test_sigkills_right_after_commits_never_lose_or_double_a_job(
 
 def test_two_watchers_on_one_folder_make_each_entry_once(db_path: Path, folder: Path) -> None:
     Outbox(db_path).close()
-    watchers = [Watcher(db_path, folder), Watcher(db_path, folder)]
+    watchers = [start_watcher(db_path, folder), start_watcher(db_path, folder)]
     names = [f"job-{i:04d}.json" for i in range(1000)]
     for i, name in enumerate(names):
         drop(folder, name, {**JOB, "data": {"n": i}})
     wait_until(lambda: not _jobs_left(folder), timeout=120, what="every file to be moved")
     for watcher in watchers:
-        assert watcher.stop() == 0, watcher.errors
-        assert not any("Traceback" in line or "WARNING" in line for line in watcher.errors)
+        assert watcher.stop() == 0, watcher.stderr
+        assert not any("Traceback" in line or "WARNING" in line for line in watcher.stderr)
     with Outbox(db_path) as ob:
         entries = ob.list()
         assert sorted(e.data["n"] for e in entries) == list(range(1000))
@@ -221,7 +179,7 @@ def test_two_watchers_on_one_folder_make_each_entry_once(db_path: Path, folder: 
 def test_results_appear_when_another_process_finishes_the_entries(
     db_path: Path, folder: Path
 ) -> None:
-    watcher = Watcher(db_path, folder)
+    watcher = start_watcher(db_path, folder)
     outcomes = (State.DONE, State.FAILED, State.REJECTED)
     for state in outcomes:
         drop(folder, f"{state.value}.json", {**JOB, "key": f"job-{state.value}"})
@@ -233,10 +191,10 @@ def test_results_appear_when_another_process_finishes_the_entries(
     wait_until(
         lambda: all(result(folder, s.value) for s in outcomes), what="the three result files"
     )
-    assert watcher.stop() == 0, watcher.errors
+    assert watcher.stop() == 0, watcher.stderr
     for state in outcomes:
         assert (result(folder, state.value) or {})["state"] == state.value
-    assert sorted(line for line in watcher.errors if line.startswith("result ")) == [
+    assert sorted(line for line in watcher.stderr if line.startswith("result ")) == [
         "result done.json: done",
         "result failed.json: failed",
         "result rejected.json: rejected",
