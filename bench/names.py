@@ -2,11 +2,12 @@
 
 A new PDF or a job file moved into ``accepted/`` must not take a name the folder already holds
 in another case (``Report.pdf`` for ``report.pdf``). On Linux that needs the folder's names:
-``files.FolderNames`` lists a folder once and then only stats it while this process adds
-names. Measured here, into a folder that already holds 50,000 files against an empty one
+``files.FolderNames`` lists a folder once into a counting filter of fixed size and then only
+stats it while this process adds names (a listing again only when the filter cannot tell). Measured here, into a folder that already holds 50,000 files against an empty one
 (target <= 1.2x): moving a job file (``move_without_overwriting``: check, link, unlink) and
 saving a PDF (``save_pdf``: look for a crashed attempt's ``.part`` file, write, fsync,
-check, link, folder fsync); the one listing; and, for comparison, what that search for
+check, link, folder fsync); the one listing, how many more the saves and moves needed, and
+the memory the index holds; and, for comparison, what that search for
 leftovers cost when it was a ``folder.glob`` per save.
 
     python bench/names.py [--existing 50000] [--files 300]
@@ -19,12 +20,13 @@ import os
 import statistics
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 from common import verdict
 
 from outbox.downloads import save_pdf
-from outbox.files import folder_names, identity, move_without_overwriting
+from outbox.files import FolderNames, folder_names, identity, move_without_overwriting
 
 PDF = b"%PDF-1.4\n" + b"x" * 2000 + b"\n%%EOF\n"
 
@@ -75,6 +77,21 @@ def main() -> None:
         started = time.perf_counter()
         folder_names(big).in_another_case("warm-up.pdf")
         listing = time.perf_counter() - started
+        tracemalloc.start()
+        index = FolderNames(big)  # what one index holds, measured apart
+        index.in_another_case("warm-up.pdf")
+        index_bytes = tracemalloc.get_traced_memory()[0]
+        del index
+        tracemalloc.stop()
+        listings = 0
+        real_listdir = os.listdir
+
+        def counting_listdir(path: str | os.PathLike[str]) -> list[str]:
+            nonlocal listings
+            listings += os.fspath(path) == str(big)
+            return real_listdir(path)
+
+        os.listdir = counting_listdir  # type: ignore[assignment]
         started = time.perf_counter()
         for _ in range(10):
             list(big.glob(".outbox-e1-*.part"))  # how save_pdf once looked for leftovers
@@ -89,7 +106,11 @@ def main() -> None:
     save_ratio = statistics.median(saves["big"]) / statistics.median(saves["empty"])
     move_ratio = statistics.median(moves["big"]) / statistics.median(moves["empty"])
     print(f"{args.files} files per side and round, 3 rounds; {args.existing:,} files already there")
-    print(f"first listing of the big folder: {listing * 1000:.1f} ms (once per process)")
+    print(
+        f"first listing of the big folder: {listing * 1000:.1f} ms (once per process); the "
+        f"index then holds {index_bytes / 2**20:.2f} MiB whatever the folder's size; listings "
+        f"again during the {args.files * 3 * 2:,} moves and saves into it: {listings}"
+    )
     for what, figures, ratio in (
         ("move of a job file", moves, move_ratio),
         ("save_pdf", saves, save_ratio),

@@ -21,6 +21,8 @@ import os
 import secrets
 import stat
 import threading
+import unicodedata
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -263,12 +265,27 @@ WORK_PREFIX = ".outbox-"
 
 
 class FolderNames:
-    """The names in one folder by :func:`~outbox.platform.name_key`, to tell whether a new name
-    is already there in another case (``Report.pdf`` when ``report.pdf`` is wanted): a
-    case-insensitive file system (NTFS, APFS) finds that itself, a case-sensitive one (Linux)
-    would make a second file that clashes once the folder is copied.
+    """Whether a folder already holds a name in another case (``Report.pdf`` when
+    ``report.pdf`` is wanted), by :func:`~outbox.platform.name_key`: a case-insensitive file
+    system (NTFS, APFS) finds that itself, a case-sensitive one (Linux) would make a second file
+    that clashes once the folder is copied.
 
-    The folder is listed again only when its modification time changed since this process last
+    Its memory is fixed, however many files the folder holds: a counting filter of
+    :data:`NAME_CELLS` one-byte counters (1 MiB, made at the first listing). Every name adds one
+    to :data:`NAME_HASHES` counters picked by its key, so the smallest of a key's counters is
+    never below the number of names with that key. A question is answered from it alone in the
+    common cases: no name has the key (a counter is 0), or the only one is the name itself (a
+    counter is 1 and ``lstat`` finds that very spelling, in a folder seen to tell cases apart).
+    Otherwise another spelling is looked for by ``lstat`` among the usual ones (all lower or
+    upper case, capitalised), and only if none is there (another spelling, or other names'
+    counters colliding: about one question in 10,000 with 50,000 names, one in 150 with
+    100,000) is the folder listed again, the filter rebuilt and the answer for that key kept
+    among the last :data:`KNOWN_KEYS` answered. So the answer is always the listing's; only
+    its cost depends on the folder.
+    outbox's own work files (``.outbox-…``: a download's ``.part`` file) are kept by name
+    instead, as there are only as many as downloads under way and crashed attempts' leftovers.
+
+    The folder is listed again too when its modification time changed since this process last
     saw it, so claiming one name after another in a big folder does not list it each time:
     this process makes its own changes inside :meth:`changed_by_us` and then tells
     :meth:`add` or :meth:`remove` what they were. A name another process adds within the same
@@ -280,14 +297,15 @@ class FolderNames:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock = threading.Lock()
-        self._listed = False
         self._seen: int | None = None
-        self._keys: dict[str, set[str]] = {}
+        self._counts: bytearray | None = None  # None: not listed yet
         self._work: set[str] = set()
+        self._known: OrderedDict[str, set[str]] = OrderedDict()
+        self._tells_cases_apart: bool | None = None
 
     def work_files(self, prefix: str) -> list[str]:
         """The names of outbox's own work files here (``.outbox-…``, e.g. a download's
-        ``.part`` file) that begin with ``prefix``, as spelled. Kept beside the listing, so
+        ``.part`` file) that begin with ``prefix``, as spelled. Kept beside the filter, so
         looking for a crashed attempt's leftovers costs the same in a folder of 50,000 PDFs
         as in an empty one."""
         with self._lock:
@@ -297,10 +315,24 @@ class FolderNames:
     def in_another_case(self, name: str) -> bool:
         """Whether the folder holds ``name`` under another spelling of the same key, and not
         ``name`` itself (a name that exists is for the caller's own checks)."""
+        key = platform.name_key(name)
         with self._lock:
-            self._refresh()
-            spellings = self._keys.get(platform.name_key(name), set())
-            return bool(spellings) and name not in spellings
+            counts = self._refresh()
+            if key.startswith(WORK_PREFIX):
+                return any(platform.name_key(work) == key for work in self._work - {name})
+            if key in self._known:
+                self._known.move_to_end(key)
+                return bool(self._known[key] - {name})
+            held = min(counts[cell] for cell in _cells(key))
+            if held == 0 or (held == 1 and self._is_only_spelling(name)):
+                return False
+            if self._holds_a_usual_spelling(name, key):
+                return True
+            spellings = self._list(wanted=key)
+            self._known[key] = spellings
+            if len(self._known) > KNOWN_KEYS:
+                self._known.popitem(last=False)
+            return bool(spellings - {name})
 
     @contextlib.contextmanager
     def changed_by_us(self) -> Iterator[None]:
@@ -314,53 +346,140 @@ class FolderNames:
         finally:
             after = _modified(self.folder)
             with self._lock:
-                if self._listed and before is not None and before == self._seen:
+                if self._counts is not None and before is not None and before == self._seen:
                     self._seen = after
 
     def add(self, name: str) -> None:
         """Note that this process just gave a file the name ``name`` in the folder."""
         with self._lock:
-            if self._listed:
-                self._keys.setdefault(platform.name_key(name), set()).add(name)
-                if name.startswith(WORK_PREFIX):
-                    self._work.add(name)
+            if self._counts is None:
+                return
+            if name.startswith(WORK_PREFIX):
+                self._work.add(name)
+                return
+            key = platform.name_key(name)
+            _count(self._counts, key, +1)
+            if key in self._known:
+                self._known[key].add(name)
 
     def remove(self, name: str) -> None:
         """Note that this process just removed the name ``name`` from the folder."""
         with self._lock:
-            if not self._listed:
+            if self._counts is None:
                 return
-            self._work.discard(name)
-            spellings = self._keys.get(platform.name_key(name), set())
-            spellings.discard(name)
-            if not spellings:
-                self._keys.pop(platform.name_key(name), None)
+            if name.startswith(WORK_PREFIX):
+                self._work.discard(name)
+                return
+            key = platform.name_key(name)
+            _count(self._counts, key, -1)
+            if key in self._known:
+                self._known[key].discard(name)
 
-    def _refresh(self) -> None:
+    def _is_only_spelling(self, name: str) -> bool:
+        """Whether ``name`` itself is in the folder, as spelled (then it is the one name with
+        its key when that key's count is 1)."""
+        return identity(self.folder / name) is not None and self._tells_cases_apart_by(name)
+
+    def _holds_a_usual_spelling(self, name: str, key: str) -> bool:
+        """Whether the folder holds another usual spelling of ``key`` than ``name`` (all lower
+        or upper case, capitalised, composed or not), found by ``lstat``: ``Report.pdf`` for
+        ``report.pdf`` is told without a listing."""
+        usual = {key, name.lower(), name.upper(), name.capitalize(), name.title()}
+        usual |= {unicodedata.normalize("NFC", spelling) for spelling in usual}
+        return any(
+            platform.name_key(spelling) == key
+            and identity(self.folder / spelling) is not None
+            and self._tells_cases_apart_by(spelling)
+            for spelling in usual - {name}
+        )
+
+    def _tells_cases_apart_by(self, existing: str) -> bool:
+        """Whether ``lstat`` here finds a spelling as spelled and no other (Linux) rather than
+        any spelling of it (NTFS, APFS, FAT): asked of the name ``existing``, found here, in
+        its other case (a different file or none there: it tells them apart). Only such a
+        folder answers by ``lstat``; elsewhere the listing decides."""
+        if self._tells_cases_apart is None:
+            other = existing.swapcase()
+            if other == existing:
+                return False
+            self._tells_cases_apart = identity(self.folder / other) != identity(
+                self.folder / existing
+            )
+        return self._tells_cases_apart
+
+    def _refresh(self) -> bytearray:
         modified = _modified(self.folder)
-        if self._listed and modified is not None and modified == self._seen:
-            return
-        self._keys = {}
-        self._work = set()
+        if self._counts is None or modified is None or modified != self._seen:
+            self._list(wanted=None)
+            self._seen = modified
+        assert self._counts is not None
+        return self._counts
+
+    def _list(self, wanted: str | None) -> set[str]:
+        """List the folder: rebuild the filter, the work files and the spellings of the keys
+        known; return those of ``wanted``."""
+        counts = bytearray(NAME_CELLS)
+        work: set[str] = set()
+        found: dict[str, set[str]] = {key: set() for key in self._known}
+        if wanted is not None:
+            found[wanted] = set()
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             for name in os.listdir(self.folder):
-                self._keys.setdefault(platform.name_key(name), set()).add(name)
                 if name.startswith(WORK_PREFIX):
-                    self._work.add(name)
-        self._listed = True
-        self._seen = modified
+                    work.add(name)
+                    continue
+                key = platform.name_key(name)
+                _count(counts, key, +1)
+                if key in found:
+                    found[key].add(name)
+        self._counts, self._work = counts, work
+        for key in self._known:
+            self._known[key] = found[key]
+        return found[wanted] if wanted is not None else set()
 
 
-_folder_names: dict[str, FolderNames] = {}
+#: Counters of :class:`FolderNames`' filter (one byte each: 1 MiB per folder), and how many
+#: of them each name counts in. With 50,000 names about one question in 10,000 needs a listing.
+NAME_CELLS = 1 << 20
+NAME_HASHES = 8
+#: Keys whose spellings :class:`FolderNames` keeps once a listing told them (an LRU).
+KNOWN_KEYS = 256
+#: Folders whose :class:`FolderNames` this process keeps (the least recently used goes).
+KNOWN_FOLDERS = 8
+
+
+def _cells(key: str) -> list[int]:
+    """The counters of ``key`` (double hashing of Python's 64-bit string hash)."""
+    digest = hash(key) & 0xFFFFFFFFFFFFFFFF
+    first, step = digest & (NAME_CELLS - 1), (digest >> 32) | 1
+    return [(first + n * step) & (NAME_CELLS - 1) for n in range(NAME_HASHES)]
+
+
+def _count(counts: bytearray, key: str, change: int) -> None:
+    """Add ``change`` to the counters of ``key``; a full counter (255) stays full, and a
+    counter never goes below 0."""
+    for cell in _cells(key):
+        value = counts[cell]
+        if value == 255 or (value == 0 and change < 0):
+            continue
+        counts[cell] = value + change
+
+
+_folder_names: OrderedDict[str, FolderNames] = OrderedDict()
 _folder_names_lock = threading.Lock()
 
 
 def folder_names(folder: Path) -> FolderNames:
-    """The :class:`FolderNames` of ``folder``, shared by every thread of this process."""
+    """The :class:`FolderNames` of ``folder``, shared by every thread of this process (for
+    the last :data:`KNOWN_FOLDERS` folders used; one used again after that is listed again)."""
     key = os.path.abspath(folder)
     with _folder_names_lock:
-        if key not in _folder_names:
+        if key in _folder_names:
+            _folder_names.move_to_end(key)
+        else:
             _folder_names[key] = FolderNames(folder)
+            if len(_folder_names) > KNOWN_FOLDERS:
+                _folder_names.popitem(last=False)
         return _folder_names[key]
 
 

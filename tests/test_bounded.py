@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import random
 import sqlite3
 import threading
 import tracemalloc
@@ -15,9 +16,11 @@ from pathlib import Path
 import pytest
 from support import FAST, INSPECTION, FakeClock, run_cli, simulated, wait_until
 
-from outbox import Outbox, State, store
+from outbox import Outbox, State, files, store
 from outbox.config import Settings, load_config
+from outbox.downloads import save_pdf
 from outbox.models import RenderRequest
+from outbox.platform import name_key
 from outbox.sandbox import Sandbox
 from outbox.store import Journal
 
@@ -60,12 +63,6 @@ def test_memory_fds_and_threads_stay_flat_as_entries_are_processed(
     ours = [
         tracemalloc.Filter(True, "*/outbox/*"),
         tracemalloc.Filter(False, "*/outbox/sandbox/*"),
-        # Left out knowingly: files.FolderNames keeps every name of the downloads and results
-        # folders (about 370 bytes per PDF saved), to refuse a name that clashes in another
-        # case, under keys made by platform.name_key; bounding it needs another way to find
-        # such clashes (see the README).
-        tracemalloc.Filter(False, "*/outbox/files.py"),
-        tracemalloc.Filter(False, "*/outbox/platform.py"),
     ]
     tracemalloc.start(1)
     try:
@@ -237,3 +234,108 @@ def test_outbox_vacuum_says_how_much_space_it_gave_back(tmp_path: Path) -> None:
     sizes = json.loads(result.stdout)
     assert sizes["bytes_after"] < sizes["bytes_before"] - 150_000
     assert db.stat().st_size == sizes["bytes_after"]
+
+
+# -- the folder-name index (files.FolderNames) ----------------------------------------------
+
+
+def index_memory(folder: Path, names: int) -> int:
+    """Bytes that files.py still holds once it answered a question about ``folder``, which
+    holds ``names`` files."""
+    folder.mkdir()
+    for n in range(names):
+        os.close(os.open(folder / f"Report-{n}.pdf", os.O_CREAT | os.O_WRONLY, 0o644))
+    gc.collect()
+    tracemalloc.start(1)
+    try:
+        before = tracemalloc.take_snapshot()
+        index = files.FolderNames(folder)
+        assert index.in_another_case("REPORT-1.PDF")
+        assert not index.in_another_case("new.pdf")
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    held = after.compare_to(before, "filename")
+    return sum(stat.size_diff for stat in held if stat.traceback[0].filename == files.__file__)
+
+
+def test_the_folder_name_index_holds_as_much_for_20000_names_as_for_100(tmp_path: Path) -> None:
+    small = index_memory(tmp_path / "small", 100)
+    big = index_memory(tmp_path / "big", 20_000)
+    assert small >= files.NAME_CELLS  # the filter itself is counted
+    # A name kept costs about 370 bytes (7 MB for these): the index keeps none.
+    assert big - small < 16 * 1024, (small, big)
+
+
+def test_the_folder_name_index_answers_as_the_listing_does_even_when_its_counters_collide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 64 counters every name collides with others: each answer must still be the one
+    the folder's listing gives, through this process's adds and removes and others' changes."""
+    monkeypatch.setattr(files, "NAME_CELLS", 64)
+    index = files.FolderNames(tmp_path)
+    rng = random.Random(18)
+    spellings = ["report.pdf", "Report.pdf", "REPORT.PDF", "rEpOrT.pdf", "é.pdf", "e\u0301.pdf"]
+    spellings += [f"{stem}-{n}.pdf" for stem in ("a", "A") for n in range(30)]
+    tick = 10**9
+
+    def truth(name: str) -> bool:
+        key = name_key(name)
+        return any(name_key(held) == key and held != name for held in os.listdir(tmp_path))
+
+    for step in range(1500):
+        name = rng.choice(spellings)
+        action = rng.random()
+        if action < 0.3 and not (tmp_path / name).exists():
+            with index.changed_by_us():
+                (tmp_path / name).write_bytes(b"")
+            index.add(name)
+        elif action < 0.5 and (tmp_path / name).exists():
+            with index.changed_by_us():
+                (tmp_path / name).unlink()
+            index.remove(name)
+        elif action < 0.55:  # another process, in another tick of the folder's clock
+            other = rng.choice(spellings)
+            if (tmp_path / other).exists():
+                (tmp_path / other).unlink()
+            else:
+                (tmp_path / other).write_bytes(b"")
+            tick += 10**9
+            os.utime(tmp_path, ns=(tick, tick))
+        question = rng.choice(spellings)
+        assert index.in_another_case(question) == truth(question), (step, question)
+
+
+def test_a_download_leaves_no_work_file_in_the_index(tmp_path: Path) -> None:
+    """The ``.part`` file of each save is noted while it exists and forgotten with it."""
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    (pdfs / ".outbox-e7-dead.part").write_bytes(b"%PDF-")  # a crashed attempt's
+    index = files.folder_names(pdfs)
+    assert index.work_files(".outbox-") == [".outbox-e7-dead.part"]
+    pdf = b"%PDF-1.4\n" + b"x" * 100 + b"\n%%EOF\n"
+    for n in range(1, 40):
+        save_pdf([pdf], folder=pdfs, name=f"r{n}.pdf", entry_id=f"e{n}", expected_size=None)
+    assert index.work_files(".outbox-") == []
+    assert sorted(os.listdir(pdfs)) == sorted(f"r{n}.pdf" for n in range(1, 40))
+
+
+def test_the_index_keeps_the_answers_of_a_bounded_number_of_keys(tmp_path: Path) -> None:
+    for n in range(files.KNOWN_KEYS + 40):
+        (tmp_path / f"rEpOrT-{n}.pdf").write_bytes(b"")
+    index = files.FolderNames(tmp_path)
+    for n in range(files.KNOWN_KEYS + 40):
+        assert index.in_another_case(f"Report-{n}.pdf")  # a listing each: no usual spelling
+    assert len(index._known) == files.KNOWN_KEYS
+    assert not index.in_another_case("rEpOrT-3.pdf")
+
+
+def test_the_index_is_kept_for_a_bounded_number_of_folders(tmp_path: Path) -> None:
+    folders = [tmp_path / f"f{n}" for n in range(files.KNOWN_FOLDERS + 3)]
+    first = files.folder_names(folders[0])
+    assert files.folder_names(folders[0]) is first
+    for folder in folders:
+        files.folder_names(folder)
+    assert len(files._folder_names) == files.KNOWN_FOLDERS
+    assert files.folder_names(folders[0]) is not first  # made again, to be listed again
