@@ -490,9 +490,12 @@ def flush(state: _State, timeout: float, quiet: bool, as_json: bool) -> None:
     """
     state.log_outcomes(quiet=quiet)
     _require_api_key(state.config)
-    with state.outbox() as ob, on_stop_request(lambda: ob.stop(timeout=0)):
+    # The flush's own stop event, set by the handler: a SIGTERM that comes while the command
+    # starts up is still set when the flush begins (nothing clears it), so it ends at once.
+    stop = threading.Event()
+    with state.outbox() as ob, on_stop_request(stop.set):
         live = sys.stderr.isatty() and not as_json and not quiet
-        report = ob.flush(timeout, progress=_show_progress if live else None)
+        report = ob.flush(timeout, progress=_show_progress if live else None, stop=stop)
         now = ob.clock.now()
     if live:
         click.echo("\r\033[K", err=True, nl=False)

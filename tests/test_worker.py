@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import httpx
 import pytest
-from support import FAST, INSPECTION, connected, run_cli, wait_until
+from support import FAST, INSPECTION, OutboxProcess, connected, run_cli, sandbox_env, wait_until
 
-from outbox import ConfigError, Event, JournalBusy, Outbox, State
+from outbox import ConfigError, Event, ExitCode, JournalBusy, Outbox, State
 from outbox.sandbox import Sandbox
 from outbox.schedule import Backoff
 
@@ -168,3 +171,72 @@ def test_a_stop_before_run_begins_is_not_lost(tmp_path: Path, sb: Sandbox) -> No
         ob.on_change(stop_when_done)
         ob.run()
         assert ob.get(entry.id).state is State.DONE
+
+
+def test_a_stop_before_flush_begins_ends_it_with_the_work_left_for_next_time(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    """The stop event a flush is given, set before the flush begins its loop (a SIGTERM while
+    ``outbox flush`` starts up): the flush submits nothing, leaves nothing leased, keeps the
+    event set, and reports the work as remaining (exit code 75)."""
+    with connected(tmp_path / "j.db", sb) as ob:
+        entry = ob.enqueue("inspection-report", INSPECTION)
+        stop = threading.Event()
+        stop.set()
+        report = ob.flush(timeout=600, stop=stop)
+        assert report.exit_code == ExitCode.TRY_LATER, report.problems
+        assert not report.timed_out and not report.unexpected
+        assert stop.is_set(), "the flush must not clear the stop it was given"
+        assert ob.get(entry.id).state is State.PENDING
+        assert not ob.journal.lease_owners()
+    assert sb.stats()["renders_created"] == 0
+
+
+def test_a_sigterm_while_the_flush_command_starts_up_is_not_lost(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    """The SIGTERM arrives the moment ``outbox flush`` calls :meth:`Outbox.flush`: its handler
+    is in place, the flush's loop has not begun. The flush ends at once with 75 and submits
+    nothing (a forgotten stop would drain the journal and exit 0)."""
+    db = tmp_path / "j.db"
+    with Outbox(db) as ob:
+        entry = ob.enqueue("inspection-report", INSPECTION)
+    default_handler = signal.getsignal(signal.SIGTERM)
+    sent: list[bool] = []
+
+    def stop_as_flush_is_called(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code is Outbox.flush.__code__ and not sent:
+            # Never to a process without the command's handler: that would end the test run.
+            assert signal.getsignal(signal.SIGTERM) is not default_handler
+            sent.append(True)
+            signal.raise_signal(signal.SIGTERM)
+
+    sys.setprofile(stop_as_flush_is_called)
+    try:
+        result = run_cli("flush", "--timeout", "600", env=sandbox_env(sb, db))
+    finally:
+        sys.setprofile(None)
+    assert sent, "the command never called Outbox.flush"
+    assert result.returncode == ExitCode.TRY_LATER, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    with Outbox(db) as ob:
+        assert ob.get(entry.id).state is State.PENDING
+        assert not ob.journal.lease_owners()
+    assert sb.stats()["renders_created"] == 0
+
+
+@pytest.mark.e2e
+def test_sigterm_to_a_real_flush_at_work_ends_it_with_the_work_left(tmp_path: Path) -> None:
+    """The same handler in a real process: a render that takes an hour holds ``outbox flush``
+    in its loop until the SIGTERM, which ends it with 75 and nothing leased."""
+    db = tmp_path / "j.db"
+    with Outbox(db) as ob:
+        entry = ob.enqueue("inspection-report", INSPECTION)
+    with Sandbox(render_seconds=3600, seed=8) as slow:
+        flushing = OutboxProcess("flush", "--timeout", "7200", env=sandbox_env(slow, db))
+        wait_until(lambda: slow.stats()["renders_created"] == 1, what="the render to be made")
+        assert flushing.stop(signal.SIGTERM) == ExitCode.TRY_LATER, flushing.stderr
+    assert not any("Traceback" in line for line in flushing.stderr)
+    with Outbox(db) as ob:
+        assert ob.get(entry.id).state is State.SUBMITTED  # followed again next time
+        assert not ob.journal.lease_owners()
