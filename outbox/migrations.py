@@ -283,6 +283,72 @@ def _migrate_8(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_9(db: sqlite_utils.Database) -> None:
+    # An enqueue writes only what its features need: the entry, its keys, its place among the
+    # work in progress, and its event. What enqueue wrote besides is moved off its path.
+    #
+    # Event ids are never handed out twice: readers of the change feed remember the last id
+    # they saw. AUTOINCREMENT kept that promise by writing its counter (sqlite_sequence) on
+    # every event; now ``event_ids`` records the highest id a purge ever deleted, and an
+    # event takes the next id above both it and the newest event left (see store.py). Its
+    # starting value is AUTOINCREMENT's counter, which remembers ids purged before now.
+    db.execute("CREATE TABLE event_ids (purged_through INTEGER NOT NULL)")
+    db.execute(
+        "INSERT INTO event_ids (purged_through) SELECT coalesce("
+        "(SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
+    )
+    db.execute(
+        "CREATE TABLE events_new (id INTEGER PRIMARY KEY, entry_id TEXT NOT NULL,"
+        " at TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL, attempt INTEGER NOT NULL,"
+        " http_status INTEGER, error_code TEXT, detail TEXT, delivery_id TEXT,"
+        " delivery_state TEXT)"
+    )
+    db.execute(
+        "INSERT INTO events_new SELECT id, entry_id, at, from_state, to_state, attempt,"
+        " http_status, error_code, detail, delivery_id, delivery_state FROM events"
+    )
+    db.execute("DROP TABLE events")
+    db.execute("ALTER TABLE events_new RENAME TO events")
+    db.execute("CREATE INDEX idx_events_entry_id_id ON events (entry_id, id)")
+    # Counts: unfinished entries are counted from idx_entries_due (index-only, sized by the
+    # work in progress); only finished states keep a maintained row, changed when an entry
+    # moves into or out of them or is deleted, so an enqueue changes no count row.
+    for trigger in ("insert", "delete", "move"):
+        db.execute(f"DROP TRIGGER entries_count_{trigger}")
+    db.execute(f"DELETE FROM entry_counts WHERE state NOT IN {_FINISHED}")
+    db.execute(
+        "CREATE TRIGGER entries_count_insert AFTER INSERT ON entries"
+        f" WHEN NEW.state IN {_FINISHED} BEGIN"
+        " UPDATE entry_counts SET entries = entries + 1 WHERE state = NEW.state; END"
+    )
+    db.execute(
+        "CREATE TRIGGER entries_count_delete AFTER DELETE ON entries"
+        f" WHEN OLD.state IN {_FINISHED} BEGIN"
+        " UPDATE entry_counts SET entries = entries - 1 WHERE state = OLD.state; END"
+    )
+    db.execute(
+        "CREATE TRIGGER entries_count_move AFTER UPDATE OF state ON entries"
+        f" WHEN NEW.state IS NOT OLD.state AND (OLD.state IN {_FINISHED}"
+        f" OR NEW.state IN {_FINISHED}) BEGIN"
+        " UPDATE entry_counts SET entries = entries - 1 WHERE state = OLD.state;"
+        " UPDATE entry_counts SET entries = entries + 1 WHERE state = NEW.state; END"
+    )
+    # Paging newest first by state or by template (the dashboard): these indexes hold finished
+    # entries only; the unfinished ones are found through idx_entries_due.
+    db.execute("DROP INDEX idx_entries_state_seq")
+    db.execute("DROP INDEX idx_entries_template_seq")
+    db.execute(
+        f"CREATE INDEX idx_entries_state_seq ON entries (state, seq) WHERE state IN {_FINISHED}"
+    )
+    db.execute(
+        f"CREATE INDEX idx_entries_template_seq ON entries (template, seq) WHERE state IN {_FINISHED}"
+    )
+
+
+#: The finished states, as the partial indexes and the count triggers of migration 9 name them.
+_FINISHED = "('done', 'failed', 'rejected', 'cancelled')"
+
+
 #: Index ``i`` upgrades a journal from version ``i`` to ``i + 1``. Append only; never edit.
 MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
     _migrate_1,
@@ -293,6 +359,7 @@ MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
     _migrate_6,
     _migrate_7,
     _migrate_8,
+    _migrate_9,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

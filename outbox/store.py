@@ -67,6 +67,7 @@ from .migrations import (
     upgrade,
 )
 from .models import (
+    UNFINISHED_STATES,
     Changes,
     Entry,
     EntryPage,
@@ -118,6 +119,24 @@ _UNFINISHED_DELIVERIES = tuple(sorted(state.value for state in UNFINISHED_DELIVE
 #: that states its condition, and these indexes hold the work in progress, not the journal.
 UNFINISHED_ENTRY = "state IN ('pending', 'submitted', 'downloading')"
 UNFINISHED_DELIVERY = "state IN ('pending', 'unconfirmed')"
+#: The condition of the partial indexes of finished entries (``idx_entries_state_seq`` and
+#: ``idx_entries_template_seq``, for paging newest first), word for word. An enqueue writes
+#: neither: a new entry is pending, and found among the unfinished through ``idx_entries_due``.
+FINISHED_ENTRY = "state IN ('done', 'failed', 'rejected', 'cancelled')"
+
+
+#: Entries per state: the finished from their maintained rows, the unfinished from one index
+#: search each in the partial index of the work in progress.
+_COUNTS = " UNION ALL ".join(
+    [
+        "SELECT state, entries FROM entry_counts",
+        *(
+            f"SELECT '{state.value}', count(*) FROM entries"
+            f" WHERE {UNFINISHED_ENTRY} AND state = '{state.value}'"
+            for state in sorted(UNFINISHED_STATES)
+        ),
+    ]
+)
 
 
 class Journal:
@@ -570,7 +589,7 @@ class Journal:
         last one's ``seq``, walking the table (or the state's index) backwards, so every
         batch costs the same.
         """
-        where = "" if state is None else " AND state = ?"
+        where = "" if state is None else f" AND state = ? AND {_state_class(State(state))}"
         params: builtins.list[Any] = [] if state is None else [State(state).value]
         left = limit
         below = _BEYOND_ANY_SEQ  # the first batch starts at the newest
@@ -603,12 +622,19 @@ class Journal:
         Keyset pagination: ``after`` is the previous page's ``next`` cursor, so a page costs an
         index walk of about ``limit`` rows wherever it lies in a journal of any size. With two
         conditions, the one that matches few entries (if any does) picks the index to walk.
+        Finished entries are walked in the indexes by state and by template, unfinished ones
+        are found in the index of the work in progress: so a page by template alone is two
+        walks (finished, unfinished), merged newest first.
         """
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidArgument(f"limit must be from 1 to {MAX_PAGE}, not {limit}")
         conditions: builtins.list[tuple[str, str, Any]] = []
+        classes: builtins.list[str | None] = [None]  # the halves to walk (see the docstring)
         if state is not None:
             conditions.append(("state", "state = ?", State(state).value))
+            classes = [_state_class(State(state))]
+        elif template is not None:
+            classes = [FINISHED_ENTRY, UNFINISHED_ENTRY]
         if template is not None:
             conditions.append(("template", "template = ?", template))
         by_key = bool(key_prefix)
@@ -628,19 +654,30 @@ class Journal:
         with self._read() as conn:
             walk = None  # the column whose index to walk; None lets SQLite choose
             if len({column for column, _, _ in conditions} - {"seq"}) > 1:
-                walk = self._narrow_condition(conn, conditions) or ("key" if by_key else None)
+                walk = self._narrow_condition(conn, conditions, classes) or (
+                    "key" if by_key else None
+                )
             # A '+' keeps SQLite from using that column's index, leaving only ``walk``'s.
             terms = [
                 sql if walk is None or column in (walk, "seq") else "+" + sql
                 for column, sql, _ in conditions
             ]
-            sql = "SELECT * FROM entries"
-            if terms:
-                sql += " WHERE " + " AND ".join(terms)
-            sql += " ORDER BY base_key" if by_key else " ORDER BY seq DESC"
-            rows = conn.execute(
-                sql + " LIMIT ?", [value for _, _, value in conditions] + [limit + 1]
-            ).fetchall()
+            order = " ORDER BY base_key" if by_key else " ORDER BY seq DESC"
+            values = [value for _, _, value in conditions]
+            halves = []
+            for half in classes:
+                where = terms if half is None else [*terms, half if walk != "key" else "+" + half]
+                sql = "SELECT * FROM entries"
+                if where:
+                    sql += " WHERE " + " AND ".join(where)
+                halves.append(f"{sql}{order} LIMIT ?")
+            if len(halves) == 1:
+                sql, params = halves[0], [*values, limit + 1]
+            else:
+                sql = " UNION ALL ".join(f"SELECT * FROM ({half})" for half in halves)
+                sql += f"{order} LIMIT ?"
+                params = [*values, limit + 1] * len(halves) + [limit + 1]
+            rows = conn.execute(sql, params).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
         cursor = None
@@ -650,38 +687,50 @@ class Journal:
 
     @staticmethod
     def _narrow_condition(
-        conn: sqlite3.Connection, conditions: Sequence[tuple[str, str, Any]]
+        conn: sqlite3.Connection,
+        conditions: Sequence[tuple[str, str, Any]],
+        classes: Sequence[str | None],
     ) -> str | None:
-        """The state or template condition that matches few entries, if one provably does."""
+        """The state or template condition that matches few entries, if one provably does
+        (counted in each half the page walks, through the index that half would walk)."""
         for column, sql, value in conditions:
             if column in ("state", "template"):
-                found = conn.execute(
-                    f"SELECT count(*) FROM (SELECT 1 FROM entries WHERE {sql} LIMIT ?)",
-                    (value, NARROW + 1),
-                ).fetchone()[0]
+                found = sum(
+                    conn.execute(
+                        f"SELECT count(*) FROM (SELECT 1 FROM entries WHERE {sql}"
+                        f"{'' if half is None else ' AND ' + half} LIMIT ?)",
+                        (value, NARROW + 1),
+                    ).fetchone()[0]
+                    for half in classes
+                )
                 if found <= NARROW:
                     return column
         return None
 
     def templates_in_use(self) -> builtins.list[str]:
-        """The templates that entries use, sorted; one index step per template."""
+        """The templates that entries use, sorted: one index step per template among the
+        finished entries, and those of the work in progress."""
+        finished = f"entries INDEXED BY idx_entries_template_seq WHERE {FINISHED_ENTRY}"
         with self._read() as conn:
             rows = conn.execute(
-                "WITH RECURSIVE used(slug) AS (SELECT min(template) FROM entries"
-                " UNION ALL SELECT (SELECT min(template) FROM entries WHERE template > slug)"
+                f"WITH RECURSIVE used(slug) AS (SELECT min(template) FROM {finished}"
+                f" UNION ALL SELECT (SELECT min(template) FROM {finished} AND template > slug)"
                 " FROM used WHERE slug IS NOT NULL) SELECT slug FROM used WHERE slug IS NOT NULL"
+                f" UNION SELECT template FROM entries WHERE {UNFINISHED_ENTRY}"
             ).fetchall()
-        return [row[0] for row in rows]
+        return sorted(row[0] for row in rows)
 
     def counts(self) -> dict[State, int]:
         """How many entries are in each state (every state present, zeros included).
 
-        Read from the ``entry_counts`` table, which triggers keep in the transaction of every
-        insert, move and delete: as cheap at a million entries as at ten.
+        Finished states are read from the ``entry_counts`` table, which triggers keep in the
+        transaction of every move into or out of them and every delete; unfinished ones are
+        counted in ``idx_entries_due``, which holds the work in progress only. So counting
+        costs the same at a million entries as at ten, and an enqueue writes no count.
         """
         counts = {state: 0 for state in State}
         with self._read() as conn:
-            for row in conn.execute("SELECT state, entries FROM entry_counts"):
+            for row in conn.execute(_COUNTS):
                 counts[State(row[0])] = row[1]
         return counts
 
@@ -805,12 +854,14 @@ class Journal:
         now = self.clock.now()
         with self._read() as conn:
             row = conn.execute(
-                "SELECT * FROM entries WHERE state = ? AND due_at > ? LIMIT 1",
+                f"SELECT * FROM entries WHERE {UNFINISHED_ENTRY} AND state = ? AND due_at > ?"
+                " LIMIT 1",
                 (State(state).value, now + horizon),
             ).fetchone()
             if row is None:
                 row = conn.execute(
-                    "SELECT * FROM entries WHERE state = ? ORDER BY due_at LIMIT 1",
+                    f"SELECT * FROM entries WHERE {UNFINISHED_ENTRY} AND state = ?"
+                    " ORDER BY due_at LIMIT 1",
                     (State(state).value,),
                 ).fetchone()
         return None if row is None else _entry(row)
@@ -875,6 +926,12 @@ class Journal:
                 )
                 conn.execute("DELETE FROM temp.purge_keep")
                 return count
+            # Readers of the change feed remember the last event id they saw: the ids
+            # deleted here are never handed out again (see _NEW_EVENT).
+            conn.execute(
+                "UPDATE event_ids SET purged_through = max(purged_through,"
+                " coalesce((SELECT max(id) FROM events), 0))"
+            )
             conn.execute(f"DELETE FROM events WHERE entry_id IN ({purgeable})", params)
             conn.execute(f"DELETE FROM deliveries WHERE entry_id IN ({purgeable})", params)
             cursor = conn.execute(f"DELETE FROM entries WHERE id IN ({purgeable})", params)
@@ -1008,7 +1065,8 @@ class Journal:
         with self._write(durable=False) as conn:
             return conn.execute(
                 "UPDATE entries SET due_at = max(?, due_at - ?)"
-                " WHERE state = ? AND due_at > ? AND due_at <= ? AND polls = 0"
+                f" WHERE {UNFINISHED_ENTRY} AND state = ? AND due_at > ? AND due_at <= ?"
+                " AND polls = 0"
                 " AND lease_owner IS NULL",
                 (now, by, State.SUBMITTED.value, now, now + waiting_at_most),
             ).rowcount
@@ -1447,6 +1505,11 @@ class Journal:
         return [_template(row) for row in rows]
 
 
+def _state_class(state: State) -> str:
+    """The partial-index condition that holds the entries of ``state``, word for word."""
+    return UNFINISHED_ENTRY if state in UNFINISHED_STATES else FINISHED_ENTRY
+
+
 def _json_or_null(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -1466,6 +1529,16 @@ def _template(row: sqlite3.Row) -> CachedTemplate:
     )
 
 
+#: One event row. Its id is above the newest event's and above the highest id a purge ever
+#: deleted: two index lookups, where AUTOINCREMENT wrote its counter's page on every event.
+_NEW_EVENT = (
+    "INSERT INTO events (id, entry_id, at, from_state, to_state, attempt, http_status,"
+    " error_code, detail, delivery_id, delivery_state) VALUES (max(coalesce((SELECT max(id)"
+    " FROM events), 0), (SELECT purged_through FROM event_ids)) + 1,"
+    " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def _append_event(
     conn: sqlite3.Connection,
     entry_id: str,
@@ -1480,10 +1553,13 @@ def _append_event(
     delivery_id: str | None = None,
     delivery_state: DeliveryState | None = None,
 ) -> Event:
-    """Write one event row; the event is built from what was written, not read back."""
+    """Write one event row; the event is built from what was written, not read back.
+
+    Its id is the next above the newest event and above every id a purge deleted
+    (``event_ids``), so no id is ever handed out twice (see :data:`_NEW_EVENT`).
+    """
     cursor = conn.execute(
-        "INSERT INTO events (entry_id, at, from_state, to_state, attempt, http_status,"
-        " error_code, detail, delivery_id, delivery_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        _NEW_EVENT,
         (
             entry_id,
             stamp,

@@ -1,5 +1,6 @@
 """The journal's layout for scale: time-ordered ids, indexes that match the queries, counts
-kept by triggers, and no full scan on any path that runs per flush or per command.
+kept by triggers, an enqueue that writes only what its features need, and no full scan on any
+path that runs per flush or per command.
 
 Plans are checked with ``EXPLAIN QUERY PLAN`` on every statement the journal really runs (its
 connection's trace), so a new query on those paths is checked too.
@@ -23,9 +24,9 @@ from outbox import Event, Outbox, State
 from outbox.deliveries import UNFINISHED_DELIVERY_STATES
 from outbox.ids import IdMaker
 from outbox.migrations import APPLICATION_ID, MIGRATIONS
-from outbox.models import UNFINISHED_STATES
+from outbox.models import TERMINAL_STATES, UNFINISHED_STATES
 from outbox.sandbox import Sandbox
-from outbox.store import UNFINISHED_DELIVERY, UNFINISHED_ENTRY, Journal
+from outbox.store import FINISHED_ENTRY, UNFINISHED_DELIVERY, UNFINISHED_ENTRY, Journal
 
 #: The sandbox's template.
 T = "inspection-report"
@@ -347,6 +348,8 @@ def test_no_full_scan_in_the_everyday_commands(
 
 def test_the_partial_index_conditions_name_exactly_the_unfinished_states() -> None:
     assert set(re.findall(r"'(\w+)'", UNFINISHED_ENTRY)) == {s.value for s in UNFINISHED_STATES}
+    assert set(re.findall(r"'(\w+)'", FINISHED_ENTRY)) == {s.value for s in TERMINAL_STATES}
+    assert set(State) == TERMINAL_STATES | UNFINISHED_STATES
     assert set(re.findall(r"'(\w+)'", UNFINISHED_DELIVERY)) == {
         s.value for s in UNFINISHED_DELIVERY_STATES
     }
@@ -365,6 +368,45 @@ def test_the_partial_indexes_hold_the_work_in_progress_only(busy_journal: Path) 
     assert (due, leased, total) == (9, 2, 50)
 
 
+def test_the_paging_indexes_and_the_count_rows_hold_finished_entries_only(
+    busy_journal: Path,
+) -> None:
+    """What an enqueue no longer writes: a pending entry has no place in the indexes by state
+    and by template (it is found through idx_entries_due) and changes no count row."""
+    finished = {s.value for s in TERMINAL_STATES}
+    with sqlite3.connect(busy_journal) as conn:
+        for index in ("idx_entries_state_seq", "idx_entries_template_seq"):
+            held = conn.execute(
+                f"SELECT count(*) FROM entries INDEXED BY {index} WHERE {FINISHED_ENTRY}"
+            ).fetchone()[0]
+            assert held == 41, index  # 40 done + 1 cancelled, of 50
+        rows = {state for (state,) in conn.execute("SELECT state FROM entry_counts")}
+        trigger = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'entries_count_insert'"
+        ).fetchone()[0]
+    assert rows == finished
+    assert FINISHED_ENTRY.replace("state", "NEW.state") in trigger
+
+
+def test_an_enqueue_writes_its_row_its_keys_its_due_entry_and_its_event_only(
+    db_path: Path,
+) -> None:
+    """Pages one enqueue writes to the write-ahead log: the entry's row, idx_entries_id,
+    idx_entries_base_key, idx_entries_due, the event's row and idx_events_entry_id_id (plus
+    the odd page split), where it used to write eleven."""
+    with Outbox(db_path, validation="off") as ob:
+        ob.enqueue_many({"template": T, "data": {"n": n}} for n in range(50))
+        conn = ob.journal._conn
+        wal = db_path.with_name(db_path.name + "-wal")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for n in range(20):
+            ob.enqueue(T, {"n": n}, key=f"k-{n}")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = (wal.stat().st_size - 32) / (page_size + 24) / 20
+    assert 6 <= pages < 7.5
+
+
 def test_every_index_serves_a_query(busy_journal: Path) -> None:
     """The indexes a journal has, and why: one that nothing uses only costs every insert."""
     with sqlite3.connect(busy_journal) as conn:
@@ -379,8 +421,8 @@ def test_every_index_serves_a_query(busy_journal: Path) -> None:
         "idx_entries_base_key",  # keys: enqueue's conflict check, find_by_key, key search
         "idx_entries_due",  # claims and the next due time: unfinished entries only
         "idx_entries_leased",  # lease_owners and release_all: leased entries only
-        "idx_entries_state_seq",  # list and page by state, newest first
-        "idx_entries_template_seq",  # page by template, templates_in_use
+        "idx_entries_state_seq",  # list and page by state, newest first: finished entries
+        "idx_entries_template_seq",  # page by template, templates_in_use: finished entries
         "idx_events_entry_id_id",  # history, purge
         "idx_deliveries_id",  # a delivery by id
         "idx_deliveries_entry_id",  # an entry's deliveries

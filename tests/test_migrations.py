@@ -226,3 +226,86 @@ def test_event_ids_are_never_reused_after_a_purge(tmp_path: Path) -> None:
         assert ob.journal.last_event_id() < newest
         later = ob.enqueue("invoice", {"n": 3})
         assert ob.history(later.id)[0].id > newest
+
+
+def _journal_of_schema_8(path: Path) -> None:
+    """A journal as outbox wrote it before migration 9: event ids by AUTOINCREMENT, counts of
+    every state kept by triggers, and a purge that deleted the newest events."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    for migrate in MIGRATIONS[:8]:
+        migrate(sqlite_utils.Database(conn))
+    states = ["pending", "submitted", "downloading", "done", "done", "failed", "rejected"]
+    for n, state in enumerate([*states, "cancelled", "done"]):
+        conn.execute(
+            "INSERT INTO entries (id, template, data, base_key, key, state, due_at, created_at,"
+            " updated_at) VALUES (?, ?, '{}', ?, ?, ?, ?, '2026-01-01T00:00:00.000Z',"
+            " '2026-01-01T00:00:00.000Z')",
+            (f"{n:016x}", "invoice" if n % 2 else "letter", f"k{n}", f"k{n}", state, n),
+        )
+        conn.execute(
+            "INSERT INTO events (entry_id, at, to_state, attempt, detail) VALUES (?,"
+            " '2026-01-01T00:00:00.000Z', ?, 0, 'enqueued')",
+            (f"{n:016x}", state),
+        )
+    # The last two entries were purged, with their events (ids 8 and 9).
+    conn.execute("DELETE FROM events WHERE id > 7")
+    conn.execute("DELETE FROM entries WHERE seq > 7")
+    conn.execute("PRAGMA user_version=8")
+    conn.commit()
+    conn.close()
+
+
+def test_a_schema_8_journal_is_converted_keeping_entries_events_counts_and_used_ids(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v8.db"
+    _journal_of_schema_8(path)
+    with sqlite3.connect(path) as conn:
+        events_before = conn.execute("SELECT * FROM events ORDER BY id").fetchall()
+        assert conn.execute("SELECT seq FROM sqlite_sequence").fetchall() == [(9,)]
+    conn.close()
+    with Outbox(path) as ob:
+        assert ob.journal.schema_version == SCHEMA_VERSION
+        assert ob.counts() == {
+            State.PENDING: 1,
+            State.SUBMITTED: 1,
+            State.DOWNLOADING: 1,
+            State.DONE: 2,
+            State.FAILED: 1,
+            State.REJECTED: 1,
+            State.CANCELLED: 0,
+        }
+        assert [e.key for e in ob.page(state="done").entries] == ["k4", "k3"]
+        assert [e.key for e in ob.page(template="invoice").entries] == ["k5", "k3", "k1"]
+        assert ob.journal.templates_in_use() == ["invoice", "letter"]
+        assert ob.journal.last_event_id() == 7
+        entry = ob.enqueue("invoice", {"n": 1}, key="after-the-upgrade")
+        assert [event.id for event in ob.history(entry.id)] == [10]  # 8 and 9 stay used
+        assert ob.counts()[State.PENDING] == 2
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT * FROM events WHERE id <= 7 ORDER BY id").fetchall() == (
+            events_before
+        )
+        events_sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'")
+        assert "AUTOINCREMENT" not in events_sql.fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM sqlite_sequence").fetchone()[0] == 0
+    conn.close()
+
+
+def test_event_ids_purged_from_a_new_journal_are_never_handed_out_again(tmp_path: Path) -> None:
+    """Without AUTOINCREMENT, SQLite would give the next event the newest remaining id + 1:
+    the ids of the purged newest events again, which a change-feed reader has seen."""
+    path = tmp_path / "j.db"
+    with Outbox(path, validation="off") as ob:
+        kept = ob.enqueue("invoice", {"n": 1}, key="kept")
+        gone = [ob.enqueue("invoice", {"n": n}, key=f"gone-{n}") for n in range(3)]
+        for entry in gone:
+            ob.cancel(entry.id)
+        newest = ob.journal.last_event_id()
+        assert ob.journal.purge(ob.clock.now() + 1) == 3  # the newest events go with them
+        assert ob.journal.last_event_id() == ob.history(kept.id)[-1].id < newest
+    with Outbox(path, validation="off") as ob:  # reopened: the promise is in the file
+        later = ob.enqueue("invoice", {"n": 9}, key="later")
+        assert ob.history(later.id)[0].id == newest + 1
+        assert [e.id for e in ob.journal.events_after(newest - 1)] == [newest + 1]
