@@ -366,7 +366,7 @@ def enqueue(
         click.echo(f"{'note' if check.passed else 'warning'}: {check.message()}", err=True)
     if existing is not None:
         click.echo(f"note: key {key!r} was already enqueued as entry {entry.id}", err=True)
-    click.echo(output.dumps(entry.to_public()) if as_json else entry.id)
+    click.echo(output.entry_json(entry) if as_json else entry.id)
 
 
 @cli.command()
@@ -419,7 +419,7 @@ def list_(
     with state.outbox() as ob:
         entries = ob.stream(state=state_filter, limit=TERMINAL_LIST if bounded else limit)
         if as_json:
-            for piece in output.json_array(entry.to_public() for entry in entries):
+            for piece in output.json_array(output.entry_object(entry) for entry in entries):
                 click.echo(piece, nl=False)
             click.echo()
             return
@@ -458,7 +458,9 @@ def cancel(state: _State, entry_id: str, as_json: bool) -> None:
     """Cancel a pending entry."""
     with state.outbox() as ob:
         entry = ob.cancel(entry_id)
-    click.echo(output.dumps(entry.to_public()) if as_json else f"{entry.id} cancelled")
+        if as_json:
+            entry = ob.get(entry.id)  # read again, with its deliveries
+    click.echo(output.entry_json(entry) if as_json else f"{entry.id} cancelled")
 
 
 @cli.command()
@@ -558,8 +560,10 @@ def retry(state: _State, entry_id: str, as_json: bool) -> None:
     """Put a failed or rejected entry back to pending (a new key for failed ones)."""
     with state.outbox() as ob:
         entry = ob.retry(entry_id)
+        if as_json:
+            entry = ob.get(entry.id)  # read again, with its deliveries
     if as_json:
-        click.echo(output.dumps(entry.to_public()))
+        click.echo(output.entry_json(entry))
         return
     click.echo(f"{entry.id} pending again with key {entry.key}")
 
@@ -623,10 +627,12 @@ def amend(
             if validate == "off"
             else ob.check(entry.template, entry.data, version=entry.version)
         )
+        if as_json:
+            entry = ob.get(entry.id)  # read again, with its deliveries
     if check is not None and check.message():
         click.echo(f"{'note' if check.passed else 'warning'}: {check.message()}", err=True)
     if as_json:
-        click.echo(output.dumps(entry.to_public()))
+        click.echo(output.entry_json(entry))
         return
     new_key = "" if entry.key == before.key else f" (new key; was {before.key})"
     click.echo(f"{entry.id} amended; pending with key {entry.key}{new_key}")
@@ -748,7 +754,7 @@ def path_(state: _State, entry_id: str, as_json: bool) -> None:
         pdf = ob.pdf(entry_id)
         entry = ob.get(entry_id)
     if as_json:
-        click.echo(output.dumps({**entry.to_public(), "pdf_path": str(pdf)}))
+        click.echo(output.dumps({**output.entry_object(entry), "pdf_path": str(pdf)}))
     else:
         click.echo(str(pdf))
 

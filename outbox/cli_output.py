@@ -183,8 +183,20 @@ def entry_lines(entry: Entry, events: Sequence[Event]) -> list[str]:
     return lines + table(rows)
 
 
-def entry_json(entry: Entry, events: Sequence[Event]) -> str:
-    return dumps({**entry.to_dict(), "events": [e.to_dict() for e in events]})
+def entry_object(entry: Entry, events: Sequence[Event] | None = None) -> dict[str, Any]:
+    """An entry as every ``--json`` command prints it (``show``, ``list``, ``enqueue``,
+    ``cancel``, ``retry``, ``amend``, ``path``): all its fields, its deliveries (share links
+    and emails) among them, so a script reads one shape whichever command printed the entry.
+    ``show`` also gives the entry's event journal, as ``events``."""
+    fields = entry.to_dict()
+    if events is not None:
+        fields["events"] = [event.to_dict() for event in events]
+    return fields
+
+
+def entry_json(entry: Entry, events: Sequence[Event] | None = None) -> str:
+    """:func:`entry_object` as one JSON document."""
+    return dumps(entry_object(entry, events))
 
 
 def clip(text: str | None, width: int) -> str:

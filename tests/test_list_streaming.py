@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -72,12 +73,16 @@ def test_the_first_entry_comes_after_one_batch_is_read(db_path: Path, many: list
 
 
 def test_streaming_a_journal_holds_a_batch_not_the_journal(db_path: Path) -> None:
-    """The peak memory of going through every entry is a fraction of what holding them all
-    takes (measured in the same test, so the bound does not depend on the machine)."""
+    """The peak memory of going through every entry, deliveries included, is a fraction of
+    what holding them all takes (measured in the same test, so the bound does not depend on
+    the machine)."""
     bulky = {"notes": "x" * 2000}
+    email = {"to": "ada@example.com", "message": "m" * 2000}
     with Outbox(db_path) as ob:
         for _ in range(20):
-            ob.enqueue_many({"template": "t", "data": bulky} for _ in range(MAX_PAGE))
+            ob.enqueue_many(
+                {"template": "t", "data": bulky, "email": email} for _ in range(MAX_PAGE)
+            )
 
         def peak(read: Callable[[], int]) -> int:
             tracemalloc.start()
@@ -96,10 +101,37 @@ def test_list_json_is_the_documented_array_written_piece_by_piece(
     db_path: Path, many: list[str]
 ) -> None:
     with Outbox(db_path) as ob:
-        expected = output.dumps([e.to_public() for e in ob.list()]) + "\n"
+        expected = output.dumps([output.entry_object(e) for e in ob.list()]) + "\n"
     printed = run_cli("--db", str(db_path), "list", "--json")
     assert printed.returncode == 0 and printed.stdout == expected
     assert [e["id"] for e in json.loads(printed.stdout)] == many
+
+
+def test_deliveries_are_read_a_batch_of_entries_at_a_time(db_path: Path) -> None:
+    """``outbox list`` (``--json`` prints each entry's deliveries) reads the deliveries of a
+    batch of entries in one indexed query: never one query per entry, never all at once."""
+    with Outbox(db_path) as ob:
+        made = ob.enqueue_many(
+            {"template": "t", "data": {}, "share": True, "email": f"n{i}@example.com"}
+            for i in range(MANY)
+        )
+        statements: list[str] = []
+        ob.journal._conn.set_trace_callback(statements.append)
+        streamed = list(ob.stream())
+        ob.journal._conn.set_trace_callback(None)
+        plan = ob.journal._conn.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM deliveries WHERE entry_id IN (?, ?)", ("a", "b")
+        ).fetchall()
+    assert [e.deliveries for e in streamed] == [e.deliveries for e in made[::-1]]
+    assert all(len(e.deliveries) == 2 for e in streamed)
+    reads = [sql for sql in statements if "FROM deliveries WHERE entry_id IN" in sql]
+    assert len(reads) == len([sql for sql in statements if "FROM entries" in sql]) == 3
+    assert [len(re.findall(r"'[0-9a-f]{16}'", sql)) for sql in reads] == [
+        MAX_PAGE,
+        MAX_PAGE,
+        MANY - 2 * MAX_PAGE,
+    ]
+    assert any("USING INDEX" in str(tuple(row)) for row in plan), plan
 
 
 @pytest.mark.parametrize("count", [0, 1, 2])
