@@ -6,9 +6,10 @@ Persisted times are wall-clock UTC seconds (``now()``); durations inside one pro
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 
 class Clock:
@@ -32,9 +33,22 @@ class Clock:
 
 
 def iso(ts: float) -> str:
-    """UTC ISO-8601 with milliseconds and a ``Z``, the format Craftkit uses."""
-    moment = datetime.fromtimestamp(ts, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """UTC ISO-8601 with milliseconds and a ``Z``, the format Craftkit uses.
+
+    The same text as ``datetime.fromtimestamp(ts, UTC)`` formatted (microseconds rounded half
+    to even, then cut to milliseconds), made without a datetime: every enqueue stamps one.
+    """
+    fraction, whole = math.modf(ts)
+    micro = round(fraction * 1e6)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    elif micro < 0:
+        whole, micro = whole - 1, micro + 1_000_000
+    t = time.gmtime(whole)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
+        f"{t.tm_sec:02d}.{micro // 1000:03d}Z"
+    )
 
 
 def parse_iso(text: str) -> float:

@@ -21,10 +21,11 @@ from collections.abc import Callable
 #: What a journal asks for a new id: the Unix time the entry or delivery is made at -> its id.
 NewId = Callable[[float], str]
 
-#: Ids made in one second by one process start below this, leaving the rest for their steps.
-_START = 1 << 31
-#: Each further id in the same second is ahead of the last by 1 to this many.
-_STEP = 1 << 16
+#: Ids made in one second by one process start below 2 ** this, leaving the rest for their steps.
+_START_BITS = 31
+#: Each further id in the same second is ahead of the last by 1 to 2 ** this.
+_STEP_BITS = 16
+_STEP = 1 << _STEP_BITS
 _LOW = 32
 _MASK = (1 << 64) - 1
 
@@ -45,8 +46,10 @@ class IdMaker:
         """
         seconds = int(now) & 0xFFFFFFFF
         with self._lock:
-            fresh = (seconds << _LOW) | self._rng.randrange(_START)
-            after = self._last + 1 + self._rng.randrange(_STEP)
+            # One draw for both random parts (a system random number costs a system call).
+            bits = self._rng.getrandbits(_START_BITS + _STEP_BITS)
+            fresh = (seconds << _LOW) | (bits >> _STEP_BITS)
+            after = self._last + 1 + (bits & (_STEP - 1))
             value = max(fresh, after) & _MASK
             self._last = value
         return f"{value:016x}"

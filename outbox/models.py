@@ -403,14 +403,16 @@ def _data_json(data: object) -> str:
     if not isinstance(data, dict):
         kind = "a JSON array" if isinstance(data, list) else f"{type(data).__name__}"
         raise InvalidArgument(f"data must be a JSON object ({{...}}), not {kind}")
-    _check_depth(data)
     try:
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError:
+    except (ValueError, TypeError, RecursionError) as exc:
+        _check_depth(data)  # data nested too deep (or in a circle) is told so first
+        if isinstance(exc, TypeError):
+            raise InvalidArgument(f"data must be JSON-serialisable: {exc}") from None
         problem = _first_problem(data) or "data holds a value JSON cannot carry"
         raise InvalidArgument(problem) from None
-    except TypeError as exc:
-        raise InvalidArgument(f"data must be JSON-serialisable: {exc}") from None
+    if text.count("{") + text.count("[") > MAX_DATA_DEPTH:  # else it cannot be nested deeper
+        _check_depth(data)
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:

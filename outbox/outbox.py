@@ -891,7 +891,11 @@ class _CacheView:
 
     def template(self, slug: str) -> CachedTemplate | None:
         if slug not in self._templates:
-            self._templates[slug] = self._journal.cached_template(slug)
+            # One read for both: a template missing from the cache needs the sync time next.
+            cached, synced_at = self._journal.template_and_sync(slug)
+            self._templates[slug] = cached
+            if self._synced_at is None:
+                self._synced_at = (synced_at,)
         return self._templates[slug]
 
     def synced_at(self) -> str | None:

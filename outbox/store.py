@@ -499,9 +499,7 @@ class Journal:
         while True:
             entry_id = self._new_id(now)
             inserted = conn.execute(
-                "INSERT INTO entries (id, template, data, base_key, key, filename, version,"
-                " state, due_at, source, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                _NEW_ENTRY,
                 (
                     entry_id,
                     request.template,
@@ -1498,6 +1496,18 @@ class Journal:
             row = conn.execute("SELECT * FROM templates WHERE slug = ?", (slug,)).fetchone()
         return None if row is None else _template(row)
 
+    def template_and_sync(self, slug: str) -> tuple[CachedTemplate | None, str | None]:
+        """The cached template with this slug (if any) and :meth:`templates_synced_at`, in one
+        read: what checking a request before it is queued asks."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT (SELECT updated_at FROM status WHERE name = ?) AS templates_synced,"
+                " templates.* FROM (SELECT 1) LEFT JOIN templates ON templates.slug = ?",
+                (TEMPLATES_SYNCED, slug),
+            ).fetchone()
+        synced = None if row["templates_synced"] is None else str(row["templates_synced"])
+        return (None if row["slug"] is None else _template(row)), synced
+
     def cached_templates(self) -> builtins.list[CachedTemplate]:
         """Every cached template, by slug."""
         with self._read() as conn:
@@ -1529,6 +1539,12 @@ def _template(row: sqlite3.Row) -> CachedTemplate:
     )
 
 
+#: A new pending entry; nothing is written if its key (or, rarely, its id) is taken.
+_NEW_ENTRY = (
+    "INSERT INTO entries (id, template, data, base_key, key, filename, version, state, due_at,"
+    " source, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)"
+    " ON CONFLICT DO NOTHING"
+)
 #: One event row. Its id is above the newest event's and above the highest id a purge ever
 #: deleted: two index lookups, where AUTOINCREMENT wrote its counter's page on every event.
 _NEW_EVENT = (

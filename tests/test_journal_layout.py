@@ -13,6 +13,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import sqlite_utils
 from support import INSPECTION, FakeClock, run_cli, simulated
 
 from outbox import Event, Outbox, State
+from outbox.clock import iso
 from outbox.deliveries import UNFINISHED_DELIVERY_STATES
 from outbox.ids import IdMaker
 from outbox.migrations import APPLICATION_ID, MIGRATIONS
@@ -174,6 +176,20 @@ def test_enqueue_returns_exactly_what_the_journal_holds(db_path: Path) -> None:
             assert made == ob.get(made.id)
         assert seen[0] == ob.history(entry.id)[0]
         assert seen[1:] == ob.history(entries[0].id)
+
+
+def test_the_enqueue_stamp_is_the_text_datetime_makes() -> None:
+    """clock.iso formats without a datetime (it runs on every enqueue); same text, rounding
+    included: microseconds half to even, carried into the next second."""
+
+    def by_datetime(ts: float) -> str:
+        moment = datetime.fromtimestamp(ts, tz=UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+    rng = random.Random(15)
+    edges = [0.0, 1.0, 59.9999995, 1796012685.9999996, 1796012685.0005, -1.5, 2**32 + 0.25]
+    for ts in [*edges, *(rng.uniform(0, 4e9) for _ in range(20_000))]:
+        assert iso(ts) == by_datetime(ts), ts
 
 
 # -- counts ----------------------------------------------------------------------------

@@ -63,6 +63,17 @@ def test_data_nested_far_beyond_the_recursion_limit_is_refused_not_crashed() -> 
         RenderRequest("inspection-report", data)
 
 
+def test_data_that_holds_itself_is_refused_as_too_deep_and_braces_in_text_are_not() -> None:
+    data: dict[str, Any] = {"n": 1}
+    data["self"] = data
+    with pytest.raises(InvalidArgument, match="nested more than"):
+        RenderRequest("inspection-report", data)
+    braces = {"note": "{[" * (MAX_DATA_DEPTH + 1)}
+    assert RenderRequest("inspection-report", braces).data_json == json.dumps(
+        braces, separators=(",", ":")
+    )
+
+
 def test_data_larger_than_the_documented_size_is_refused() -> None:
     text = "é" * (MAX_DATA_BYTES // 2)  # two bytes each: over the limit in bytes, not characters
     assert len(text) < MAX_DATA_BYTES
