@@ -216,9 +216,7 @@ class Engine:
         )
         self.gate = Gate(self.client, journal, clock=clock, schedule=schedule)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.executor = ThreadPoolExecutor(
-            settings.concurrency_ceiling, thread_name_prefix="outbox"
-        )
+        self.executor = started_pool(settings.concurrency_ceiling)
         self.limit = ConcurrencyLimit(settings.concurrency, settings.concurrency_ceiling)
         self.crew = Crew(
             journal=journal,
@@ -533,3 +531,16 @@ class Engine:
 
 def _nothing() -> None:
     pass
+
+
+def started_pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of ``workers`` threads, all started now: a long run's thread count is the same
+    from its first minute to its last, rather than growing whenever the adaptive concurrency
+    reaches a level it had not reached before (a thread pool starts threads only when a task
+    finds none idle)."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="outbox")
+    everyone = threading.Barrier(workers + 1)
+    for _ in range(workers):
+        pool.submit(everyone.wait)  # each waits, so the next task finds no idle thread
+    everyone.wait()
+    return pool

@@ -339,3 +339,23 @@ def test_the_index_is_kept_for_a_bounded_number_of_folders(tmp_path: Path) -> No
         files.folder_names(folder)
     assert len(files._folder_names) == files.KNOWN_FOLDERS
     assert files.folder_names(folders[0]) is not first  # made again, to be listed again
+
+
+def pool_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("outbox_")]
+
+
+def test_the_worker_pool_starts_all_its_threads_at_once_and_never_more(
+    tmp_path: Path, clock: FakeClock, timed: Sandbox
+) -> None:
+    """A thread pool starts a thread whenever a task finds none idle, so a long run's thread
+    count used to grow each time the adaptive concurrency reached a new height. The pool's
+    threads are all there from the start: the count is flat, not merely bounded."""
+    settings = replace(FAST, concurrency=2, max_concurrency=5)
+    ob = simulated(tmp_path / "journal.db", timed, clock, settings=settings)
+    ob._get_engine()
+    assert len(pool_threads()) == 5  # before any work
+    finish(ob, 0, 300)
+    assert len(pool_threads()) == 5
+    ob.close()
+    assert pool_threads() == []
