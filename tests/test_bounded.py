@@ -8,6 +8,8 @@ import json
 import os
 import random
 import sqlite3
+import subprocess
+import sys
 import threading
 import tracemalloc
 from dataclasses import replace
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 from support import FAST, INSPECTION, FakeClock, run_cli, simulated, wait_until
 
-from outbox import Outbox, State, files, store
+from outbox import Outbox, State, files, platform, store
 from outbox.config import Settings, load_config
 from outbox.downloads import save_pdf
 from outbox.models import RenderRequest
@@ -359,3 +361,43 @@ def test_the_worker_pool_starts_all_its_threads_at_once_and_never_more(
     assert len(pool_threads()) == 5
     ob.close()
     assert pool_threads() == []
+
+
+ARENAS_SCRIPT = """
+import ctypes, sys, threading
+from outbox import platform
+if sys.argv[1] == "limited":
+    assert platform.limit_malloc_arenas()
+together = threading.Barrier(6)
+def work():
+    together.wait()
+    blocks = [bytearray(4000) for _ in range(500)]  # beyond pymalloc: glibc's malloc
+    together.wait()
+threads = [threading.Thread(target=work) for _ in range(6)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" section per arena, on stderr
+"""
+
+
+def malloc_arenas(mode: str) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    result = subprocess.run(
+        [sys.executable, "-c", ARENAS_SCRIPT, mode], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stderr.count("Arena ")
+
+
+def test_a_long_running_process_keeps_two_malloc_arenas_however_many_threads_allocate() -> None:
+    """glibc gives each new thread an arena that keeps the pages its freed blocks leave
+    behind: ``outbox run``'s resident memory grew with that, its Python memory flat."""
+    assert malloc_arenas("default") >= 4  # six threads allocating at once: their own arenas
+    assert malloc_arenas("limited") == platform.MALLOC_ARENAS
+
+
+def test_malloc_arena_max_set_in_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    assert not platform.limit_malloc_arenas()
