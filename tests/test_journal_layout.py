@@ -404,6 +404,35 @@ def test_the_paging_indexes_and_the_count_rows_hold_finished_entries_only(
     assert FINISHED_ENTRY.replace("state", "NEW.state") in trigger
 
 
+@pytest.mark.parametrize(
+    "step",
+    [
+        pytest.param(lambda ob: ob.page(state="pending", limit=3), id="page-by-state"),
+        pytest.param(lambda ob: ob.page(template=T, limit=3), id="page-by-template"),
+        pytest.param(lambda ob: ob.list(state="pending", limit=3), id="list-by-state"),
+    ],
+)
+def test_pages_of_unfinished_entries_sort_their_seqs_in_the_due_index_then_read_the_page(
+    busy_journal: Path, step: Callable[[Outbox], Any]
+) -> None:
+    """Unfinished entries are not in the paging indexes: their newest are picked from the
+    due index alone (covering: it holds state, due_at and seq), and only the page's rows are
+    read, so a large backlog is not read whole for every page."""
+    with Outbox(busy_journal) as ob, traced(ob.journal) as statements:
+        step(ob)
+    unfinished = [sql for sql in statements if UNFINISHED_ENTRY in sql]
+    assert unfinished
+    with sqlite3.connect(busy_journal) as conn:
+        for sql in unfinished:
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+            assert any("USING INTEGER PRIMARY KEY (rowid=?)" in line for line in plan), plan
+            assert any("COVERING INDEX idx_entries_due" in line for line in plan) or (
+                "template" in sql
+            ), plan
+    conn.close()
+    assert full_scans(busy_journal, statements) == []
+
+
 def test_an_enqueue_writes_its_row_its_keys_its_due_entry_and_its_event_only(
     db_path: Path,
 ) -> None:
