@@ -10,7 +10,8 @@ Every ``--interval`` seconds it samples the ``outbox run`` process (resident mem
 descriptors, threads) and the journal (main file and WAL), and the number of entries finished.
 The first sample after ``--warmup`` seconds is the baseline: the report gives the growth of
 each figure per 10,000 entries finished since then, and the rate the run held. At the end the
-producer stops, the run drains the queue, and the end state is checked: every entry done,
+producer stops, the run drains the queue (for as long as entries keep finishing: a machine that
+could not keep up leaves a backlog), and the end state is checked: every entry done,
 exactly one render per key.
 
 It exits 1 if the end state is wrong, if the run's threads or the file descriptors it keeps
@@ -61,6 +62,8 @@ DATA = {
 #: What the issue asks of a soak after warm-up: noise-level memory growth, a bounded WAL.
 RSS_KB_PER_10K = 50
 WAL_BOUND = 64 * 1024 * 1024
+#: Seconds without an entry finishing after which the drain at the end gives up.
+STALLED = 120
 #: Sockets the run may hold: its HTTP connection pool's size (twice the concurrency ceiling),
 #: plus the watcher's and the journal's own.
 SOCKET_BOUND = Settings().concurrency_ceiling * 2 + 4
@@ -233,10 +236,14 @@ def main() -> None:
                     raise SystemExit(f"outbox run exited with {run.returncode}")
             producer.stop.set()
             producer.thread.join()
-            drain_until = time.monotonic() + 180
-            while time.monotonic() < drain_until:
-                if sample().finished >= producer.enqueued:
+            # The backlog a busy machine left drains as long as entries keep finishing.
+            progress_at, finished = time.monotonic(), -1
+            while time.monotonic() - progress_at < STALLED:
+                now = sample()
+                if now.finished >= producer.enqueued:
                     break
+                if now.finished > finished:
+                    progress_at, finished = time.monotonic(), now.finished
                 time.sleep(args.interval / 2)
         finally:
             producer.stop.set()

@@ -296,7 +296,7 @@ class FolderNames:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._seen: int | None = None
         self._counts: bytearray | None = None  # None: not listed yet
         self._work: set[str] = set()
@@ -339,13 +339,19 @@ class FolderNames:
         """Around one change this process makes to the folder (then :meth:`add` or
         :meth:`remove` it). If the folder was as this process last saw it just before, the
         names known stay good after the change; if another process changed it since, the
-        folder is listed again at the next question."""
-        before = _modified(self.folder)
-        try:
-            yield
-        finally:
-            after = _modified(self.folder)
-            with self._lock:
+        folder is listed again at the next question.
+
+        This process's changes to one folder are made one at a time, and no question is
+        answered during one: otherwise two threads' changes (several downloads at once) would
+        each find the folder changed by the other, and every question would list the folder
+        again (a save into a folder of 20,000 PDFs then cost a listing of it).
+        """
+        with self._lock:
+            before = _modified(self.folder)
+            try:
+                yield
+            finally:
+                after = _modified(self.folder)
                 if self._counts is not None and before is not None and before == self._seen:
                     self._seen = after
 

@@ -401,3 +401,38 @@ def test_a_long_running_process_keeps_two_malloc_arenas_however_many_threads_all
 def test_malloc_arena_max_set_in_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
     assert not platform.limit_malloc_arenas()
+
+
+def test_downloads_saved_at_once_by_several_threads_do_not_list_the_folder_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each thread's change used to make the others find the folder changed "by someone else",
+    so nearly every save listed the whole downloads folder: the run's rate fell as it grew."""
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    for n in range(300):
+        (pdfs / f"old-{n}.pdf").write_bytes(b"")
+    listings: list[str] = []
+    real_listdir = os.listdir
+
+    def counting_listdir(path: str | os.PathLike[str]) -> list[str]:
+        listings.append(os.fspath(path))
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", counting_listdir)
+    pdf = b"%PDF-1.4\n" + b"x" * 100 + b"\n%%EOF\n"
+    together = threading.Barrier(8)
+
+    def save(worker: int) -> None:
+        together.wait()
+        for n in range(25):
+            name = f"w{worker}-{n}.pdf"
+            save_pdf([pdf], folder=pdfs, name=name, entry_id=f"e{worker}-{n}", expected_size=None)
+
+    workers = [threading.Thread(target=save, args=(w,)) for w in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(real_listdir(pdfs)) == 300 + 8 * 25
+    assert listings.count(str(pdfs)) == 1, len(listings)
