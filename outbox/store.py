@@ -105,6 +105,8 @@ WAL_READER_WAIT_MS = 200
 
 #: The status fact recording the last full template sync (see ``templates_synced_at``).
 TEMPLATES_SYNCED = "templates_synced"
+#: Slugs whose cached template :meth:`Journal.template_and_sync` keeps between two changes.
+TEMPLATES_KEPT = 256
 #: The error code of a pending entry whose stored data today's limits refuse.
 UNUSABLE_DATA = "unusable_data"
 
@@ -176,6 +178,10 @@ class Journal:
         #: While a reader pins the write-ahead log: looks to skip before waiting for it again.
         self._wal_backoff = 1
         self._wal_looks_to_skip = 0
+        #: What :meth:`template_and_sync` read, by slug, valid while this connection's
+        #: ``data_version`` is :attr:`_templates_read_at` (see there).
+        self._templates_read: dict[str, tuple[CachedTemplate | None, str | None]] = {}
+        self._templates_read_at: int | None = None
         self._identity: tuple[int, int] | None = _register_open_file(
             self.path, _SYNCHRONOUS[durability], create
         )
@@ -231,15 +237,22 @@ class Journal:
     # -- transactions --------------------------------------------------------------------
 
     @contextmanager
-    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def _write(
+        self, *, durable: bool = True, keeps_templates: bool = False
+    ) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction; SQLite errors become journal errors.
 
         ``durable``: fsynced when it commits (``synchronous=FULL``); otherwise a routine write,
         durable with the next durable one (see the module's docstring). Inside this thread's
         :meth:`batch` it is a savepoint of the batch's transaction instead, undone alone if it
-        fails.
+        fails. ``keeps_templates``: the write touches neither the template cache nor the
+        status facts, so what :meth:`template_and_sync` read stays true; any other write of
+        this connection forgets it (SQLite's ``data_version`` tells of other connections' writes
+        only).
         """
         with self._lock:
+            if not keeps_templates:
+                self._templates_read.clear()
             batch = self._batch
             if batch is not None:
                 with self._savepoint(batch, durable=durable) as conn:
@@ -434,7 +447,7 @@ class Journal:
         stamp = iso(now)
         result: builtins.list[Entry] = []
         events: builtins.list[Event] = []
-        with self._write() as conn:
+        with self._write(keeps_templates=True) as conn:
             for request in requests:
                 entry = self._insert_entry(conn, request, now, stamp)
                 if entry is None:
@@ -1501,16 +1514,32 @@ class Journal:
         return None if row is None else _template(row)
 
     def template_and_sync(self, slug: str) -> tuple[CachedTemplate | None, str | None]:
-        """The cached template with this slug (if any) and :meth:`templates_synced_at`, in one
-        read: what checking a request before it is queued asks."""
+        """The cached template with this slug (if any) and :meth:`templates_synced_at`: what
+        checking a request before it is queued asks, on every enqueue.
+
+        Read once and then kept, until the journal changes: ``PRAGMA data_version`` (a look
+        at a counter in shared memory, no table read) moves whenever another connection (of
+        this process or another) commits, and this connection's own writes forget what was
+        kept (see :meth:`_write`). So a template changed anywhere is seen by the next check,
+        and a stream of enqueues reads it once. At most :data:`TEMPLATES_KEPT` slugs are kept.
+        """
         with self._read() as conn:
+            changes = conn.execute("PRAGMA data_version").fetchone()[0]
+            if changes != self._templates_read_at or len(self._templates_read) >= TEMPLATES_KEPT:
+                self._templates_read.clear()
+                self._templates_read_at = changes
+            known = self._templates_read.get(slug)
+            if known is not None:
+                return known
             row = conn.execute(
                 "SELECT (SELECT updated_at FROM status WHERE name = ?) AS templates_synced,"
                 " templates.* FROM (SELECT 1) LEFT JOIN templates ON templates.slug = ?",
                 (TEMPLATES_SYNCED, slug),
             ).fetchone()
-        synced = None if row["templates_synced"] is None else str(row["templates_synced"])
-        return (None if row["slug"] is None else _template(row)), synced
+            synced = None if row["templates_synced"] is None else str(row["templates_synced"])
+            known = (None if row["slug"] is None else _template(row)), synced
+            self._templates_read[slug] = known
+            return known
 
     def cached_templates(self) -> builtins.list[CachedTemplate]:
         """Every cached template, by slug."""

@@ -3,7 +3,10 @@ when Craftkit disagrees because a template was republished."""
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +147,57 @@ def test_the_cache_follows_deletions_and_remembers_version_changes(tmp_path: Pat
         assert journal.cached_templates() == []
     finally:
         journal.close()
+
+
+def _save_template_elsewhere(db: Path, manifest: dict[str, Any] | None, at: str) -> None:
+    """Cache ``inspection-report`` with ``manifest`` (None: forget it, after a full sync that
+    did not list it) from another process, as ``outbox templates sync`` run beside an app
+    does."""
+    script = (
+        "import json, sys\n"
+        "from outbox.store import Journal\n"
+        "from outbox.templates import CachedTemplate\n"
+        "db, manifest, at = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]\n"
+        "journal = Journal(db)\n"
+        "if manifest is None:\n"
+        "    journal.save_templates([], replace_all=True)\n"
+        "else:\n"
+        "    body = {'slug': 'inspection-report', 'currentVersionNumber': manifest['version'],\n"
+        "            'published': True, 'manifest': manifest['manifest'],\n"
+        "            'jsonSchema': {'type': 'object'}}\n"
+        "    journal.save_templates([CachedTemplate.from_api(body, at)])\n"
+        "journal.close()\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(db), json.dumps(manifest), at], check=True, timeout=60
+    )
+
+
+def test_a_template_changed_by_another_process_or_by_this_one_checks_the_next_enqueue(
+    tmp_path: Path,
+) -> None:
+    """The template a check needs is kept between enqueues, never past a change: another
+    process's sync, or this journal's own, decides the very next enqueue."""
+    db = tmp_path / "j.db"
+    crew = {**INSPECTION, "crew": 3}
+    v1 = {"variables": INSPECTION_V2["variables"][:2], "loops": []}
+    with Outbox(db) as ob:
+        assert ob.enqueue("inspection-report", INSPECTION).state is State.PENDING  # not cached
+        _save_template_elsewhere(db, {"version": 1, "manifest": v1}, "T1")
+        assert ob.check("inspection-report", INSPECTION).outcome is CheckOutcome.VALID
+        with pytest.raises(DataInvalid, match="inspector"):
+            ob.enqueue("inspection-report", {"site": "North"})
+        for _ in range(3):  # kept: the same answer while nothing changes
+            assert ob.enqueue("inspection-report", INSPECTION).state is State.PENDING
+        _save_template_elsewhere(db, {"version": 2, "manifest": INSPECTION_V2}, "T2")
+        with pytest.raises(DataInvalid, match="crew"):
+            ob.enqueue("inspection-report", INSPECTION)
+        assert ob.enqueue("inspection-report", crew).state is State.PENDING
+        # This journal's own write: SQLite's data_version does not move for it.
+        ob.journal.forget_template("inspection-report")
+        assert ob.check("inspection-report", crew).outcome is CheckOutcome.UNCACHED
+        _save_template_elsewhere(db, None, "T3")  # a full sync that lists no such template
+        assert ob.check("inspection-report", crew).outcome is CheckOutcome.UNKNOWN_TEMPLATE
 
 
 def test_a_journal_of_schema_2_gains_the_template_cache(tmp_path: Path) -> None:
