@@ -22,6 +22,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 from common import verdict
 
@@ -84,18 +85,18 @@ def main() -> None:
         del index
         tracemalloc.stop()
         listings = 0
-        real_listdir = os.listdir
-
-        def counting_listdir(path: str | os.PathLike[str]) -> list[str]:
-            nonlocal listings
-            listings += os.fspath(path) == str(big)
-            return real_listdir(path)
-
-        os.listdir = counting_listdir  # type: ignore[assignment]
         started = time.perf_counter()
         for _ in range(10):
             list(big.glob(".outbox-e1-*.part"))  # how save_pdf once looked for leftovers
         stale_glob = (time.perf_counter() - started) / 10
+        real_scandir = os.scandir
+
+        def counting_scandir(path: Any) -> Any:
+            nonlocal listings
+            listings += isinstance(path, (str, os.PathLike)) and os.fspath(path) == str(big)
+            return real_scandir(path)
+
+        os.scandir = counting_scandir
         for round_ in range(3):  # alternate, so a busy moment of the machine hits both sides
             for side in ("empty", "big"):
                 folder = big if side == "big" else root / f"empty-{round_}"

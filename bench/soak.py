@@ -21,7 +21,11 @@ its workers allow, or if the WAL passed its bound. Resident memory is printed wi
 (< 50 KB per 10,000 entries after warm-up) but not enforced: a one-minute run (CI's) is too
 short for it to be more than noise.
 
+``--prefill N`` puts N empty PDF-named files into the downloads folder first, so a soak of a
+few minutes runs against a folder as full as the one hours of saving would leave.
+
     python bench/soak.py [--minutes 10] [--rate 80] [--drop-share 0.2] [--interval 10]
+                         [--prefill 0]
 """
 
 from __future__ import annotations
@@ -160,6 +164,13 @@ def tidy(folder: Path) -> None:
                 os.unlink(folder / sub / name)
 
 
+def prefill(downloads: Path, count: int) -> None:
+    """Put ``count`` empty files named as saved PDFs are into ``downloads`` (made here)."""
+    downloads.mkdir()
+    for n in range(count):
+        os.close(os.open(downloads / f"earlier-{n:07d}.pdf", os.O_CREAT | os.O_WRONLY, 0o644))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -168,6 +179,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--warmup", type=float, default=None, help="seconds (default: 20%%)")
     parser.add_argument("--render-seconds", default="0.2-1.0")
+    parser.add_argument(
+        "--prefill", type=int, default=0, help="PDF-named files in the downloads folder at start"
+    )
     args = parser.parse_args()
     warmup = args.minutes * 60 * 0.2 if args.warmup is None else args.warmup
 
@@ -178,6 +192,7 @@ def main() -> None:
         root = Path(tmp)
         db, folder, downloads = root / "journal.db", root / "drop", root / "pdfs"
         folder.mkdir()
+        prefill(downloads, args.prefill)
         env = {
             **os.environ,
             "OUTBOX_DB": str(db),
@@ -283,7 +298,8 @@ def report(
     print()
     print(
         f"soak: {args.minutes:g} min at {args.rate:g} entries/s "
-        f"({args.drop_share:.0%} through the drop folder), warm-up {warmup:.0f} s"
+        f"({args.drop_share:.0%} through the drop folder), warm-up {warmup:.0f} s, "
+        f"{args.prefill} PDFs in the downloads folder at start"
     )
     print(
         f"baseline at {base.seconds:.0f} s ({base.finished} finished); end at "

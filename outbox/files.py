@@ -271,17 +271,19 @@ class FolderNames:
     that clashes once the folder is copied.
 
     Its memory is fixed, however many files the folder holds: a counting filter of
-    :data:`NAME_CELLS` one-byte counters (1 MiB, made at the first listing). Every name adds one
-    to :data:`NAME_HASHES` counters picked by its key, so the smallest of a key's counters is
-    never below the number of names with that key. A question is answered from it alone in the
+    :data:`NAME_CELLS` two-bit counters (1 MiB, made at the first listing and rebuilt in place
+    by later ones). Every name adds one to :data:`NAME_HASHES` counters picked by its key (a
+    counter that reached 3 stays there), so the smallest of a key's counters is never below
+    the number of names with that key, or 3. A question is answered from it alone in the
     common cases: no name has the key (a counter is 0), or the only one is the name itself (a
     counter is 1 and ``lstat`` finds that very spelling, in a folder seen to tell cases apart).
     Otherwise another spelling is looked for by ``lstat`` among the usual ones (all lower or
     upper case, capitalised), and only if none is there (another spelling, or other names'
-    counters colliding: about one question in 10,000 with 50,000 names, one in 150 with
-    100,000) is the folder listed again, the filter rebuilt and the answer for that key kept
-    among the last :data:`KNOWN_KEYS` answered. So the answer is always the listing's; only
-    its cost depends on the folder.
+    counters colliding: about one question in a million with 100,000 names, one in 10,000 with
+    200,000, one in 50 with 500,000) is the folder listed again, the filter rebuilt and the
+    answer for that key kept among the last :data:`KNOWN_KEYS` answered. So the answer is
+    always the listing's; only its cost depends on the folder. A listing reads the folder one
+    name at a time: its memory does not grow with the folder either.
     outbox's own work files (``.outbox-…``: a download's ``.part`` file) are kept by name
     instead, as there are only as many as downloads under way and crashed attempts' leftovers.
 
@@ -302,6 +304,8 @@ class FolderNames:
         self._work: set[str] = set()
         self._known: OrderedDict[str, set[str]] = OrderedDict()
         self._tells_cases_apart: bool | None = None
+        #: How many times the folder was listed (for tests and benchmarks).
+        self.listings = 0
 
     def work_files(self, prefix: str) -> list[str]:
         """The names of outbox's own work files here (``.outbox-…``, e.g. a download's
@@ -323,7 +327,7 @@ class FolderNames:
             if key in self._known:
                 self._known.move_to_end(key)
                 return bool(self._known[key] - {name})
-            held = min(counts[cell] for cell in _cells(key))
+            held = _held(counts, key)
             if held == 0 or (held == 1 and self._is_only_spelling(name)):
                 return False
             if self._holds_a_usual_spelling(name, key):
@@ -417,58 +421,97 @@ class FolderNames:
         modified = _modified(self.folder)
         if self._counts is None or modified is None or modified != self._seen:
             self._list(wanted=None)
-            self._seen = modified
         assert self._counts is not None
         return self._counts
 
     def _list(self, wanted: str | None) -> set[str]:
-        """List the folder: rebuild the filter, the work files and the spellings of the keys
-        known; return those of ``wanted``."""
-        counts = bytearray(NAME_CELLS)
-        work: set[str] = set()
+        """List the folder: rebuild the filter (in place), the work files and the spellings of
+        the keys known; return those of ``wanted``.
+
+        The folder is read one name at a time (``scandir``), not as a list of all its names:
+        a listing of 100,000 names would otherwise allocate megabytes at once, and a process
+        that lives for weeks keeps the pages such short-lived peaks leave scattered.
+        """
+        self.listings += 1
+        if self._counts is None or len(self._counts) != _filter_bytes():
+            self._counts = bytearray(_filter_bytes())
+        else:
+            _clear(self._counts)
+        counts = self._counts
+        self._work.clear()
         found: dict[str, set[str]] = {key: set() for key in self._known}
         if wanted is not None:
             found[wanted] = set()
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            for name in os.listdir(self.folder):
+        modified = _modified(self.folder)
+        self._seen = None  # until the listing is whole: a failure leaves the filter partial
+        with (
+            contextlib.suppress(FileNotFoundError, NotADirectoryError),
+            os.scandir(self.folder) as entries,
+        ):
+            for entry in entries:
+                name = entry.name
                 if name.startswith(WORK_PREFIX):
-                    work.add(name)
+                    self._work.add(name)
                     continue
                 key = platform.name_key(name)
                 _count(counts, key, +1)
                 if key in found:
                     found[key].add(name)
-        self._counts, self._work = counts, work
+        self._seen = modified
         for key in self._known:
             self._known[key] = found[key]
         return found[wanted] if wanted is not None else set()
 
 
-#: Counters of :class:`FolderNames`' filter (one byte each: 1 MiB per folder), and how many
-#: of them each name counts in. With 50,000 names about one question in 10,000 needs a listing.
-NAME_CELLS = 1 << 20
+#: Counters of :class:`FolderNames`' filter (two bits each, four to a byte: 1 MiB per folder),
+#: and how many of them each name counts in. With 100,000 names about one question in a
+#: million needs a listing, with 200,000 one in 10,000.
+NAME_CELLS = 1 << 22
 NAME_HASHES = 8
+#: The value a counter stays at once it reached it (adds and removes leave it there).
+_FULL = 3
 #: Keys whose spellings :class:`FolderNames` keeps once a listing told them (an LRU).
 KNOWN_KEYS = 256
 #: Folders whose :class:`FolderNames` this process keeps (the least recently used goes).
 KNOWN_FOLDERS = 8
+#: Zeros copied over the filter, a block at a time, when a listing rebuilds it.
+_ZEROS = bytes(4096)
+
+
+def _filter_bytes() -> int:
+    """The size of a filter of :data:`NAME_CELLS` counters."""
+    return (NAME_CELLS + 3) // 4
+
+
+def _clear(counts: bytearray) -> None:
+    """Set every counter to 0 without allocating a second filter."""
+    for start in range(0, len(counts), len(_ZEROS)):
+        block = min(len(_ZEROS), len(counts) - start)
+        counts[start : start + block] = _ZEROS[:block] if block < len(_ZEROS) else _ZEROS
 
 
 def _cells(key: str) -> list[int]:
     """The counters of ``key`` (double hashing of Python's 64-bit string hash)."""
     digest = hash(key) & 0xFFFFFFFFFFFFFFFF
-    first, step = digest & (NAME_CELLS - 1), (digest >> 32) | 1
-    return [(first + n * step) & (NAME_CELLS - 1) for n in range(NAME_HASHES)]
+    first, step = digest % NAME_CELLS, (digest >> 32) | 1
+    return [(first + n * step) % NAME_CELLS for n in range(NAME_HASHES)]
+
+
+def _held(counts: bytearray, key: str) -> int:
+    """The smallest of ``key``'s counters: at least the number of names with that key, or
+    :data:`_FULL`."""
+    return min((counts[cell >> 2] >> ((cell & 3) << 1)) & _FULL for cell in _cells(key))
 
 
 def _count(counts: bytearray, key: str, change: int) -> None:
-    """Add ``change`` to the counters of ``key``; a full counter (255) stays full, and a
-    counter never goes below 0."""
+    """Add ``change`` to the counters of ``key``; a full counter stays full, and a counter
+    never goes below 0."""
     for cell in _cells(key):
-        value = counts[cell]
-        if value == 255 or (value == 0 and change < 0):
+        byte, shift = cell >> 2, (cell & 3) << 1
+        value = (counts[byte] >> shift) & _FULL
+        if value == _FULL or (value == 0 and change < 0):
             continue
-        counts[cell] = value + change
+        counts[byte] = (counts[byte] & ~(_FULL << shift)) | ((value + change) << shift)
 
 
 _folder_names: OrderedDict[str, FolderNames] = OrderedDict()
