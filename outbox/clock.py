@@ -37,18 +37,29 @@ def iso(ts: float) -> str:
 
     The same text as ``datetime.fromtimestamp(ts, UTC)`` formatted (microseconds rounded half
     to even, then cut to milliseconds), made without a datetime: every enqueue stamps one.
+    The date and time to the second are kept for the last second stamped (the next stamps
+    are mostly in the same second).
     """
+    global _last_second
     fraction, whole = math.modf(ts)
     micro = round(fraction * 1e6)
     if micro >= 1_000_000:
         whole, micro = whole + 1, micro - 1_000_000
     elif micro < 0:
         whole, micro = whole - 1, micro + 1_000_000
-    t = time.gmtime(whole)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
-        f"{t.tm_sec:02d}.{micro // 1000:03d}Z"
-    )
+    second, text = _last_second
+    if second != whole:
+        t = time.gmtime(whole)
+        text = (
+            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
+            f"{t.tm_sec:02d}."
+        )
+        _last_second = (whole, text)  # one tuple: threads see the old pair or the new one
+    return f"{text}{micro // 1000:03d}Z"
+
+
+#: The last whole second :func:`iso` stamped, and its text up to the fraction.
+_last_second: tuple[float, str] = (math.nan, "")
 
 
 def parse_iso(text: str) -> float:

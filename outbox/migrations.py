@@ -345,6 +345,14 @@ def _migrate_9(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_10(db: sqlite_utils.Database) -> None:
+    # Entries are only ever inserted pending (the one INSERT, in store.py, says 'pending'), and
+    # the counts keep rows for finished states only: the insert trigger of migration 9 never
+    # fired, yet its condition was evaluated on every enqueue (about 3 us of each). Moves and
+    # deletes keep their triggers.
+    db.execute("DROP TRIGGER entries_count_insert")
+
+
 #: The finished states, as the partial indexes and the count triggers of migration 9 name them.
 _FINISHED = "('done', 'failed', 'rejected', 'cancelled')"
 
@@ -360,6 +368,7 @@ MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
     _migrate_7,
     _migrate_8,
     _migrate_9,
+    _migrate_10,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -398,13 +398,18 @@ def _check_template(template: object) -> None:
         )
 
 
+#: Compact JSON refusing NaN and Infinity; made once (``json.dumps`` with options makes an
+#: encoder per call, on every enqueue).
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _data_json(data: object) -> str:
     """``data`` as compact JSON, after checking it is an object within the limits."""
     if not isinstance(data, dict):
         kind = "a JSON array" if isinstance(data, list) else f"{type(data).__name__}"
         raise InvalidArgument(f"data must be a JSON object ({{...}}), not {kind}")
     try:
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _COMPACT_JSON.encode(data)
     except (ValueError, TypeError, RecursionError) as exc:
         _check_depth(data)  # data nested too deep (or in a circle) is told so first
         if isinstance(exc, TypeError):

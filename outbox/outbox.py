@@ -293,6 +293,8 @@ class Outbox:
         template, not once per entry of a batch or of a drop folder."""
         if check.outcome is not CheckOutcome.UNCACHED:
             return True
+        if check.template in self._noted_uncached:  # said already (the usual case: no lock)
+            return False
         with self._engine_lock:
             if check.template in self._noted_uncached:
                 return False

@@ -179,8 +179,9 @@ def test_enqueue_returns_exactly_what_the_journal_holds(db_path: Path) -> None:
 
 
 def test_the_enqueue_stamp_is_the_text_datetime_makes() -> None:
-    """clock.iso formats without a datetime (it runs on every enqueue); same text, rounding
-    included: microseconds half to even, carried into the next second."""
+    """clock.iso formats without a datetime (it runs on every enqueue) and keeps the last
+    second's text; same text, rounding included: microseconds half to even, carried into the
+    next second."""
 
     def by_datetime(ts: float) -> str:
         moment = datetime.fromtimestamp(ts, tz=UTC)
@@ -188,7 +189,8 @@ def test_the_enqueue_stamp_is_the_text_datetime_makes() -> None:
 
     rng = random.Random(15)
     edges = [0.0, 1.0, 59.9999995, 1796012685.9999996, 1796012685.0005, -1.5, 2**32 + 0.25]
-    for ts in [*edges, *(rng.uniform(0, 4e9) for _ in range(20_000))]:
+    running = [1796012683.9999995 + n / 997 for n in range(3_000)]  # seconds kept, then not
+    for ts in [*edges, *running, *(rng.uniform(0, 4e9) for _ in range(20_000)), *edges]:
         assert iso(ts) == by_datetime(ts), ts
 
 
@@ -207,19 +209,24 @@ def test_counts_follow_every_insert_move_and_delete(
     tmp_path: Path, timed: Sandbox, clock: FakeClock
 ) -> None:
     db = tmp_path / "j.db"
-    with simulated(db, timed, clock) as ob:
+    with simulated(db, timed, clock) as ob, traced(ob.journal) as statements:
         ids = [
             e.id for e in ob.enqueue_many({"template": T, "data": INSPECTION} for _ in range(30))
         ]
-        assert ob.counts() == _counted(db) and ob.counts()[State.PENDING] == 30
+        ids.append(ob.enqueue(T, INSPECTION, share=True).id)
+        assert ob.counts() == _counted(db) and ob.counts()[State.PENDING] == 31
         ob.cancel(ids[0])
         ob.flush(timeout=600)
-        assert ob.counts() == _counted(db) and ob.counts()[State.DONE] == 29
+        assert ob.counts() == _counted(db) and ob.counts()[State.DONE] == 30
         ob.amend(ids[0], data={**INSPECTION, "site": "South"})
         assert ob.counts() == _counted(db)
         clock.advance(86_400)
-        assert ob.purge(3600) == 29
+        assert ob.purge(3600) == 30
         assert ob.counts() == _counted(db) == {**{s: 0 for s in State}, State.PENDING: 1}
+    # No count row follows an insert: every entry is inserted pending, by the one INSERT.
+    inserts = [sql for sql in statements if re.match(r"\s*INSERT INTO entries\b", sql)]
+    assert len(inserts) == 31
+    assert all(" VALUES (" in sql and "'pending'" in sql for sql in inserts)
 
 
 # -- query plans -----------------------------------------------------------------------
@@ -397,11 +404,15 @@ def test_the_paging_indexes_and_the_count_rows_hold_finished_entries_only(
             ).fetchone()[0]
             assert held == 41, index  # 40 done + 1 cancelled, of 50
         rows = {state for (state,) in conn.execute("SELECT state FROM entry_counts")}
-        trigger = conn.execute(
-            "SELECT sql FROM sqlite_master WHERE name = 'entries_count_insert'"
-        ).fetchone()[0]
+        triggers = {
+            name: sql
+            for name, sql in conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+            )
+        }
     assert rows == finished
-    assert FINISHED_ENTRY.replace("state", "NEW.state") in trigger
+    assert set(triggers) == {"entries_count_move", "entries_count_delete"}  # none on insert
+    assert FINISHED_ENTRY.replace("state", "OLD.state") in triggers["entries_count_delete"]
 
 
 @pytest.mark.parametrize(

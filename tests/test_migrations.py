@@ -290,6 +290,11 @@ def test_a_schema_8_journal_is_converted_keeping_entries_events_counts_and_used_
         events_sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'")
         assert "AUTOINCREMENT" not in events_sql.fetchone()[0]
         assert conn.execute("SELECT count(*) FROM sqlite_sequence").fetchone()[0] == 0
+        triggers = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        assert sorted(name for (name,) in triggers) == [
+            "entries_count_delete",
+            "entries_count_move",
+        ]  # schema 10: an insert (always pending) changes no count
     conn.close()
 
 
