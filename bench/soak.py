@@ -9,7 +9,8 @@ fact, and cuts 2% of downloads short.
 Every ``--interval`` seconds it samples the ``outbox run`` process (resident memory, open file
 descriptors, threads) and the journal (main file and WAL), and the number of entries finished.
 The first sample after ``--warmup`` seconds is the baseline: the report gives the growth of
-each figure per 10,000 entries finished since then, and the rate the run held. At the end the
+each figure per 10,000 entries finished since then (for resident memory also the trend, the
+least-squares slope over every sample since), and the rate the run held. At the end the
 producer stops, the run drains the queue (for as long as entries keep finishing: a machine that
 could not keep up leaves a backlog), and the end state is checked: every entry done,
 exactly one render per key.
@@ -272,6 +273,21 @@ def main() -> None:
         raise SystemExit(1)
 
 
+def trend_per_10k(points: list[tuple[int, int]]) -> float:
+    """The least-squares slope of ``(entries finished, KB)`` points, per 10,000 entries (0
+    when the entries did not change). Resident memory moves in steps of about 1 MB (the
+    allocators take memory from the system and give it back in large blocks), so the end minus
+    the baseline says as much about where the last step fell as about growth; the slope weighs
+    every sample."""
+    count = len(points)
+    mean_x = sum(x for x, _ in points) / count
+    mean_y = sum(y for _, y in points) / count
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    if spread == 0:
+        return 0.0
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread * 10_000
+
+
 def report(
     samples: list[Sample],
     warmup: float,
@@ -307,10 +323,12 @@ def report(
         f"{held:.1f} entries/s while the producer ran (asked: {args.rate:g})"
     )
     rss_per_10k = per_10k(last.rss_kb - base.rss_kb)
+    rss_trend = trend_per_10k([(s.finished, s.rss_kb) for s in after])
     print(
         f"rss      {base.rss_kb / 1024:.1f} -> {last.rss_kb / 1024:.1f} MB: "
         f"{rss_per_10k:+.0f} KB per 10,000 entries (max {max(s.rss_kb for s in after) / 1024:.1f} "
-        f"MB after the baseline, {max(s.rss_kb for s in samples) / 1024:.1f} MB in all)"
+        f"MB after the baseline, {max(s.rss_kb for s in samples) / 1024:.1f} MB in all); "
+        f"trend over the {len(after)} samples since the baseline {rss_trend:+.0f} KB per 10,000"
     )
     files = [s.fds - s.sockets - s.at_work for s in after]
     print(
@@ -355,7 +373,8 @@ def report(
     print()
     print(
         f"rss growth < {RSS_KB_PER_10K} KB / 10,000 entries (printed, not enforced): "
-        f"{verdict(rss_per_10k < RSS_KB_PER_10K)}"
+        f"end - baseline {verdict(rss_per_10k < RSS_KB_PER_10K)}, "
+        f"trend {verdict(rss_trend < RSS_KB_PER_10K)}"
     )
     for what, passed in checks.items():
         print(f"{what}: {verdict(passed)}")
