@@ -13,7 +13,7 @@ import os
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypedDict, cast
+from typing import Any, TypedDict, TypeVar, cast
 
 from . import ids, rules
 from .deliveries import Delivery, DeliveryRequest, same_deliveries
@@ -211,6 +211,22 @@ class Entry:
         if self.data_problem is not None:
             fields.update(data=None, data_problem=self.data_problem)
         return fields
+
+
+_Frozen = TypeVar("_Frozen")
+
+
+def assembled(cls: type[_Frozen], /, **fields: Any) -> _Frozen:
+    """An instance of the frozen dataclass ``cls`` holding ``fields``, set in one step.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (27 calls
+    for an :class:`Entry`, a third of the Python an enqueue runs besides its SQL). For the
+    objects every write returns, built from what was just written. The caller gives every
+    field (a test checks both callers against :func:`dataclasses.fields`).
+    """
+    made = object.__new__(cls)
+    vars(made).update(fields)
+    return made
 
 
 @dataclass(frozen=True)

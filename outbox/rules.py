@@ -61,7 +61,7 @@ _RETRY_SUFFIX = re.compile(RETRY_SUFFIX_PATTERN)
 
 def is_header_safe(key: str) -> bool:
     """Whether ``key`` can travel as an HTTP header value: printable ASCII only."""
-    return all(" " <= char <= "~" for char in key)
+    return key.isascii() and key.isprintable()  # for ASCII: from " " to "~"
 
 
 def has_retry_suffix(key: str) -> bool:

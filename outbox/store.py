@@ -74,6 +74,7 @@ from .models import (
     Event,
     RenderRequest,
     State,
+    assembled,
     can_move,
     key_conflict,
     load_data,
@@ -528,7 +529,8 @@ class Journal:
                 ),
             ).rowcount
             if inserted:
-                return Entry(
+                return assembled(
+                    Entry,
                     id=entry_id,
                     template=request.template,
                     data=request.data,
@@ -550,6 +552,12 @@ class Journal:
                     created_at=stamp,
                     updated_at=stamp,
                     due_at=now,
+                    generation=1,
+                    polls=0,
+                    submitted_at=None,
+                    download_url=None,
+                    deliveries=(),
+                    data_problem=None,
                 )
             taken = conn.execute(
                 "SELECT 1 FROM entries WHERE base_key = ?", (request.key,)
@@ -1634,7 +1642,8 @@ def _append_event(
         ),
     )
     assert cursor.lastrowid is not None
-    return Event(
+    return assembled(
+        Event,
         id=cursor.lastrowid,
         entry_id=entry_id,
         at=stamp,

@@ -8,6 +8,7 @@ connection's trace), so a new query on those paths is checked too.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import sqlite3
@@ -176,6 +177,9 @@ def test_enqueue_returns_exactly_what_the_journal_holds(db_path: Path) -> None:
             assert made == ob.get(made.id)
         assert seen[0] == ob.history(entry.id)[0]
         assert seen[1:] == ob.history(entries[0].id)
+    # Built in one step (models.assembled), not by __init__: every field is the object's own.
+    for built in [entry, *entries, *seen]:
+        assert set(vars(built)) == {f.name for f in dataclasses.fields(built)}, built
 
 
 def test_the_enqueue_stamp_is_the_text_datetime_makes() -> None:
