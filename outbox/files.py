@@ -487,7 +487,7 @@ def _clear(counts: bytearray) -> None:
     """Set every counter to 0 without allocating a second filter."""
     for start in range(0, len(counts), len(_ZEROS)):
         block = min(len(_ZEROS), len(counts) - start)
-        counts[start : start + block] = _ZEROS[:block] if block < len(_ZEROS) else _ZEROS
+        counts[start : start + block] = _ZEROS[:block]  # the whole block: no copy
 
 
 def _cells(key: str) -> list[int]:

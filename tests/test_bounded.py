@@ -294,6 +294,7 @@ def test_a_listing_reads_the_folder_a_name_at_a_time_into_the_same_filter(tmp_pa
     index = files.FolderNames(tmp_path)
     assert index.in_another_case("REPORT-3.pdf")
     counts = index._counts
+    assert counts is not None
     tick = 10**9
     tracemalloc.start(1)
     try:
@@ -311,6 +312,12 @@ def test_a_listing_reads_the_folder_a_name_at_a_time_into_the_same_filter(tmp_pa
     assert index.listings == 4
     assert index._counts is counts
     assert not index.in_another_case("Report-20000.pdf")
+    for n in range(20_000):  # another process empties the folder
+        os.unlink(tmp_path / f"Report-{n}.pdf")
+    os.utime(tmp_path, ns=(tick + 10**9, tick + 10**9))
+    assert not index.in_another_case("REPORT-5.pdf")
+    assert index._counts is counts
+    assert len(counts) - counts.count(0) == 0  # the old names' counts are gone
 
 
 def test_the_folder_name_index_answers_as_the_listing_does_even_when_its_counters_collide(
