@@ -22,7 +22,7 @@ import pytest
 import sqlite_utils
 from support import INSPECTION, FakeClock, run_cli, simulated
 
-from outbox import Event, Outbox, State
+from outbox import Entry, Event, Outbox, State
 from outbox.clock import iso
 from outbox.deliveries import UNFINISHED_DELIVERY_STATES
 from outbox.ids import IdMaker
@@ -178,7 +178,8 @@ def test_enqueue_returns_exactly_what_the_journal_holds(db_path: Path) -> None:
         assert seen[0] == ob.history(entry.id)[0]
         assert seen[1:] == ob.history(entries[0].id)
     # Built in one step (models.assembled), not by __init__: every field is the object's own.
-    for built in [entry, *entries, *seen]:
+    built_all: list[Entry | Event] = [entry, *entries, *seen]
+    for built in built_all:
         assert set(vars(built)) == {f.name for f in dataclasses.fields(built)}, built
 
 
