@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+import pytest
 from click.testing import CliRunner
 
 from outbox import Outbox, Schedule, Settings
@@ -155,6 +156,25 @@ def end_outbox_processes() -> None:
     """Kill every :class:`OutboxProcess` still running (after each test, whatever it asserted)."""
     while OutboxProcess._running:
         OutboxProcess._running[-1].kill()
+
+
+def count_folder_listings(patch: pytest.MonkeyPatch) -> list[str]:
+    """Record every folder listed from now on, by ``os.listdir`` or ``os.scandir`` (whoever
+    lists it), in the list returned: what a test of "listed once" counts."""
+    listings: list[str] = []
+    real_listdir, real_scandir = os.listdir, os.scandir
+
+    def counting_listdir(path: str | os.PathLike[str]) -> list[str]:
+        listings.append(os.fspath(path))
+        return real_listdir(path)
+
+    def counting_scandir(path: str | os.PathLike[str]) -> Any:
+        listings.append(os.fspath(path))
+        return real_scandir(path)
+
+    patch.setattr(os, "listdir", counting_listdir)
+    patch.setattr(os, "scandir", counting_scandir)
+    return listings
 
 
 def process_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -14,10 +14,17 @@ import threading
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
-from support import FAST, INSPECTION, FakeClock, run_cli, simulated, wait_until
+from support import (
+    FAST,
+    INSPECTION,
+    FakeClock,
+    count_folder_listings,
+    run_cli,
+    simulated,
+    wait_until,
+)
 
 from outbox import Outbox, State, files, platform, store
 from outbox.config import Settings, load_config
@@ -462,19 +469,7 @@ def test_downloads_saved_at_once_by_several_threads_do_not_list_the_folder_again
     pdfs.mkdir()
     for n in range(300):
         (pdfs / f"old-{n}.pdf").write_bytes(b"")
-    listings: list[str] = []
-    real_listdir, real_scandir = os.listdir, os.scandir
-
-    def counting_listdir(path: str | os.PathLike[str]) -> list[str]:
-        listings.append(os.fspath(path))
-        return real_listdir(path)
-
-    def counting_scandir(path: str | os.PathLike[str]) -> Any:
-        listings.append(os.fspath(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "listdir", counting_listdir)
-    monkeypatch.setattr(os, "scandir", counting_scandir)
+    listings = count_folder_listings(monkeypatch)
     pdf = b"%PDF-1.4\n" + b"x" * 100 + b"\n%%EOF\n"
     together = threading.Barrier(8)
 
@@ -489,5 +484,5 @@ def test_downloads_saved_at_once_by_several_threads_do_not_list_the_folder_again
         worker.start()
     for worker in workers:
         worker.join()
-    assert len(real_listdir(pdfs)) == 300 + 8 * 25
     assert listings.count(str(pdfs)) == 1, len(listings)
+    assert len(os.listdir(pdfs)) == 300 + 8 * 25

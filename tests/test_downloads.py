@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support import count_folder_listings
 
 from outbox.downloads import safe_filename, save_pdf
 from outbox.errors import DownloadError
@@ -82,20 +82,8 @@ def test_leftovers_are_found_without_listing_the_folder_for_each_save(tmp_path: 
     for n in range(3):
         (tmp_path / f"old-{n}.pdf").write_bytes(PDF)
     (tmp_path / ".outbox-e5-dead.part").write_bytes(b"half")
-    listings: list[object] = []
-    real_listdir, real_scandir = os.listdir, os.scandir
-
-    def counting_listdir(path: Any) -> list[str]:
-        listings.append(path)
-        return real_listdir(path)
-
-    def counting_scandir(path: Any) -> Any:
-        listings.append(path)
-        return real_scandir(path)
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(os, "listdir", counting_listdir)
-        patch.setattr(os, "scandir", counting_scandir)
+        listings = count_folder_listings(patch)
         for n in range(5, 25):
             save_pdf([PDF], folder=tmp_path, name=f"n{n}.pdf", entry_id=f"e{n}", expected_size=None)
     assert len(listings) == 1, "the folder is listed once, then kept up to date"

@@ -24,11 +24,11 @@ import threading
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import count_folder_listings
 
 from outbox import platform
 from outbox.files import FolderNames, folder_names
@@ -763,19 +763,7 @@ def test_a_big_folder_is_listed_once_while_this_process_adds_names(
 ) -> None:
     for n in range(200):
         (tmp_path / f"old-{n}.pdf").write_bytes(b"")
-    listings: list[str] = []
-    real_listdir, real_scandir = os.listdir, os.scandir
-
-    def counting_listdir(path: str | os.PathLike[str]) -> list[str]:
-        listings.append(os.fspath(path))
-        return real_listdir(path)
-
-    def counting_scandir(path: str | os.PathLike[str]) -> Any:
-        listings.append(os.fspath(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "listdir", counting_listdir)
-    monkeypatch.setattr(os, "scandir", counting_scandir)
+    listings = count_folder_listings(monkeypatch)
     names = folder_names(tmp_path)
     for n in range(50):
         assert not names.in_another_case(f"new-{n}.pdf")
