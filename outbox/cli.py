@@ -27,7 +27,7 @@ from .exit_codes import ExitCode, exit_code_for
 from .logs import LogFormat
 from .models import Event, RenderRequest, State
 from .outbox import Outbox
-from .platform import limit_malloc_arenas, on_stop_request
+from .platform import keep_malloc_lean, on_stop_request
 from .validation import VALIDATION_MODES, ValidationMode
 
 #: What the long-running commands say about themselves, in the same log as their outcomes.
@@ -523,7 +523,7 @@ def run(state: _State, watch_dir: Path | None) -> None:
 
     Logs one line per outcome on stderr (done, rejected, failed, offline, online again).
     """
-    limit_malloc_arenas()  # before any thread starts: this process runs for weeks
+    keep_malloc_lean()  # before any thread starts: this process runs for weeks
     state.log_outcomes()
     _require_api_key(state.config)
     # With --watch it takes in new requests, so it may create the journal; without, it only
@@ -859,7 +859,7 @@ def watch(state: _State, folder: Path) -> None:
     DIR/results/NAME.result.json appears once the render is done, failed or rejected.
     Each file's fate is logged on stderr, one line each.
     """
-    limit_malloc_arenas()  # before any thread starts: this process runs for weeks
+    keep_malloc_lean()  # before any thread starts: this process runs for weeks
     state.log_outcomes()
     from .watcher import DropFolder
 

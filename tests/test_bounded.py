@@ -423,8 +423,8 @@ def test_the_worker_pool_starts_all_its_threads_at_once_and_never_more(
 ARENAS_SCRIPT = """
 import ctypes, sys, threading
 from outbox import platform
-if sys.argv[1] == "limited":
-    assert platform.limit_malloc_arenas()
+if sys.argv[1] == "lean":
+    assert "MALLOC_ARENA_MAX" in platform.keep_malloc_lean()
 together = threading.Barrier(6)
 def work():
     together.wait()
@@ -438,26 +438,69 @@ for thread in threads:
 ctypes.CDLL(None).malloc_stats()  # one "Arena N:" section per arena, on stderr
 """
 
+THRESHOLDS_SCRIPT = """
+import ctypes, sys
+from outbox import platform
+class Mallinfo(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Mallinfo
+if sys.argv[1] == "lean":
+    platform.keep_malloc_lean()
+big = bytearray(1 << 20)  # mapped on its own, as the folder-name filter is
+del big  # glibc raises its thresholds to this size unless they were fixed
+mapped = libc.mallinfo2().hblks
+block = bytearray(300_000)
+print(libc.mallinfo2().hblks > mapped)  # 300 KB mapped on its own (given back when freed)?
+del block
+blocks = [bytearray(65536) for _ in range(24)]  # 1.5 MB from the heap, then freed
+del blocks
+print(libc.mallinfo2().keepcost)  # what the heap keeps at its top
+"""
 
-def malloc_arenas(mode: str) -> int:
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+
+def run_malloc_script(script: str, mode: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
     result = subprocess.run(
-        [sys.executable, "-c", ARENAS_SCRIPT, mode], env=env, capture_output=True, text=True
+        [sys.executable, "-c", script, mode], env=clean | env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    return result.stderr.count("Arena ")
+    return result
+
+
+def malloc_arenas(mode: str) -> int:
+    return run_malloc_script(ARENAS_SCRIPT, mode).stderr.count("Arena ")
 
 
 def test_a_long_running_process_keeps_two_malloc_arenas_however_many_threads_allocate() -> None:
     """glibc gives each new thread an arena that keeps the pages its freed blocks leave
     behind: ``outbox run``'s resident memory grew with that, its Python memory flat."""
     assert malloc_arenas("default") >= 4  # six threads allocating at once: their own arenas
-    assert malloc_arenas("limited") == platform.MALLOC_ARENAS
+    assert malloc_arenas("lean") == platform.MALLOC_ARENAS
 
 
-def test_malloc_arena_max_set_in_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
-    assert not platform.limit_malloc_arenas()
+def test_a_long_running_process_keeps_malloc_thresholds_fixed() -> None:
+    """After a large block was freed, glibc took blocks up to its size from the heap and left up
+    to twice it unreturned at the heap's top: ``outbox run``'s heap climbed in steps of about
+    1 MB for minutes, and its resident memory swung by as much between samples."""
+    mapped, top = run_malloc_script(THRESHOLDS_SCRIPT, "default").stdout.split()
+    assert mapped == "False" and int(top) > 1024 * 1024
+    mapped, top = run_malloc_script(THRESHOLDS_SCRIPT, "lean").stdout.split()
+    assert mapped == "True" and int(top) <= 2 * platform.MALLOC_THRESHOLD
+
+
+SETTINGS_SCRIPT = "from outbox import platform; print(*platform.keep_malloc_lean())"
+
+
+def test_malloc_settings_given_in_the_environment_win() -> None:
+    everything = ["MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"]
+    assert run_malloc_script(SETTINGS_SCRIPT, "").stdout.split() == everything
+    made = run_malloc_script(SETTINGS_SCRIPT, "", MALLOC_ARENA_MAX="8").stdout.split()
+    assert made == everything[1:]
+    tunables = "glibc.malloc.mmap_threshold=65536:glibc.malloc.trim_threshold=65536"
+    made = run_malloc_script(SETTINGS_SCRIPT, "", GLIBC_TUNABLES=tunables).stdout.split()
+    assert made == everything[:1]
 
 
 def test_downloads_saved_at_once_by_several_threads_do_not_list_the_folder_again(
