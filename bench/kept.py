@@ -135,7 +135,8 @@ def main() -> None:
         ob.on_change(lambda event: None)
         stop = threading.Event()
         watcher = DropFolder(ob, drop)
-        threading.Thread(target=watcher.run, args=(stop,), daemon=True).start()
+        watching = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+        watching.start()
         ob.start()
         enqueued = 0
 
@@ -212,6 +213,7 @@ def main() -> None:
                 for line in stat.traceback.format()[-2 * args.frames :]:
                     print("   ", line)
         stop.set()
+        watching.join()  # it clears its status in the journal as it ends
         ob.stop()
         ob.close()
         sb.close()
