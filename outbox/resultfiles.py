@@ -5,8 +5,10 @@ email) changes, so the file ends up holding the link and whether the email went 
 
 A result file is written for every name a job was dropped under: the file that made the entry
 (its ``source``) and, through alias marks, every later file with the same key. The marks are
-empty hidden files in ``results/`` (``.alias-ENTRYID-NAME.json.alias``), so they survive restarts
-and are shared by every watcher of the folder without a table of their own.
+empty files in ``results/.aliases/`` (``.alias-ENTRYID-NAME.json.alias``), so they survive
+restarts and are shared by every watcher of the folder without a table of their own. They have
+that folder to themselves because they are read whenever results are written: among the result
+files, that read listed every result ever written, twice a second.
 
 Which entries finished is read from the journal's change feed, from where the previous reader
 (in any process) got to: the id of the last event handled is kept as a journal status fact.
@@ -32,8 +34,9 @@ from .outbox import Outbox
 
 RESULTS = "results"
 _RESULT_SUFFIX = ".result.json"
-#: Marks in ``results/`` that a job file maps to an entry made from another file (same key):
-#: ``.alias-ENTRYID-NAME.json.alias``, hidden and not ending in ``.json``.
+#: Marks in ``results/.aliases/`` that a job file maps to an entry made from another file (same
+#: key): ``.alias-ENTRYID-NAME.json.alias``. Older versions kept them in ``results/`` itself.
+ALIASES = ".aliases"
 _ALIAS_PREFIX = ".alias-"
 _ALIAS_SUFFIX = ".alias"
 #: Status facts ``drop_folder:PATH`` hold how far each folder's results are written.
@@ -66,6 +69,8 @@ class ResultFiles:
         self.on_written = on_written
         #: The id of the last journal event handled; None until read from the status fact.
         self._after: int | None = None
+        self._marks_moved = False
+        self._marked = False
 
     @property
     def status_name(self) -> str:
@@ -79,6 +84,9 @@ class ResultFiles:
         Event ids only grow (the journal never hands one out twice, even after a purge deleted
         the newest events), so the id of the last event handled is all the reader must keep.
         """
+        if not self._marks_moved:
+            move_old_marks(self.folder)
+            self._marks_moved = True
         after = self._read_up_to()
         written: list[ResultWritten] = []
         aliases: dict[str, list[str]] | None = None
@@ -157,9 +165,10 @@ class ResultFiles:
 
     def mark_alias(self, entry_id: str, name: str) -> None:
         """Remember that ``name`` is answered by ``entry_id`` (made from another file)."""
-        results = own_subfolder(self.folder, RESULTS)
+        marks = own_subfolder(own_subfolder(self.folder, RESULTS), ALIASES)
+        self._marked = True
         fd = os.open(
-            results / f"{_ALIAS_PREFIX}{entry_id}-{name}{_ALIAS_SUFFIX}",
+            marks / f"{_ALIAS_PREFIX}{entry_id}-{name}{_ALIAS_SUFFIX}",
             os.O_WRONLY | os.O_CREAT | platform.BINARY,
             0o666,
         )
@@ -168,6 +177,9 @@ class ResultFiles:
     def sync(self) -> None:
         """Make the result files and marks written so far durable."""
         fsync_dir(self.folder / RESULTS)
+        if self._marked:
+            fsync_dir(self.folder / RESULTS / ALIASES)
+            self._marked = False
 
     def _read_up_to(self) -> int:
         if self._after is None:
@@ -225,7 +237,7 @@ def aliases_in(folder: Path) -> dict[str, list[str]]:
     """The alias marks of the drop folder ``folder``: entry id -> job file names."""
     found: dict[str, list[str]] = {}
     try:
-        names = os.listdir(folder / RESULTS)
+        names = os.listdir(folder / RESULTS / ALIASES)
     except (FileNotFoundError, NotADirectoryError):
         return found
     for marker in sorted(names):
@@ -234,6 +246,33 @@ def aliases_in(folder: Path) -> dict[str, list[str]]:
             entry_id, _, name = middle.partition("-")
             found.setdefault(entry_id, []).append(name)
     return found
+
+
+def move_old_marks(folder: Path) -> int:
+    """Move the alias marks an older version left in ``folder/results/`` into
+    ``results/.aliases/``, where they are read from now; how many. Each is renamed on its own,
+    so a crash halfway leaves every mark in one place or the other, and the next call moves the
+    rest (a mark is an empty file: one in both places is one mark)."""
+    results = folder / RESULTS
+    try:
+        old = [
+            name
+            for name in os.listdir(results)
+            if name.startswith(_ALIAS_PREFIX) and name.endswith(_ALIAS_SUFFIX)
+        ]
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    if not old:
+        return 0
+    marks = own_subfolder(results, ALIASES)
+    names = folder_names(results)
+    for name in old:
+        with names.changed_by_us():
+            platform.replace(results / name, marks / name)
+        names.remove(name)
+    fsync_dir(marks)
+    fsync_dir(results)
+    return len(old)
 
 
 def results_owed(outbox: Outbox) -> tuple[Callable[[str, str | None, int], bool], list[str]]:
@@ -252,6 +291,7 @@ def results_owed(outbox: Outbox) -> tuple[Callable[[str, str | None, int], bool]
             handled[name[len(_FACT_PREFIX) :]] = after if isinstance(after, int) else 0
     aliased: dict[str, list[str]] = {}
     for folder in handled:
+        move_old_marks(Path(folder))
         for entry_id in aliases_in(Path(folder)):
             aliased.setdefault(entry_id, []).append(folder)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from sandbox_support import INVOICE
-from support import FakeClock, connected, run_cli, wait_until
+from support import FakeClock, connected, count_folder_listings, run_cli, wait_until
 
 from outbox import InvalidArgument, JournalBusy, Outbox, State
 from outbox.models import Entry
@@ -561,6 +561,47 @@ def test_every_file_name_of_a_job_gets_its_result(ob: Outbox, folder: Path) -> N
         "second.result.json",
         "third.result.json",
     ]
+
+
+def test_writing_results_does_not_list_the_results_folder(
+    ob: Outbox, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The alias marks were read from ``results/`` itself, so every pass that wrote a result
+    listed every result file ever written: in a long run, a listing of thousands of names
+    twice a second, its cost and its memory growing with the folder."""
+    watcher = DropFolder(ob, folder)
+    for n in range(300):
+        drop(folder, f"job-{n}.json", {**JOB, "key": f"k-{n}"})
+    accepted = watcher.scan().accepted
+    drop(folder, "again.json", {**JOB, "key": "k-0"})  # an alias of job-0's entry
+    assert watcher.scan().accepted[0].entry.id == accepted[0].entry.id
+    for one in accepted[:150]:
+        finish(ob, one.entry.id, State.DONE)
+    assert len(watcher.write_results()) == 151  # job-0's result under both names
+    listings = count_folder_listings(monkeypatch)
+    for one in accepted[150:]:
+        finish(ob, one.entry.id, State.DONE)
+        assert [w.file for w in watcher.write_results()] == [one.file]
+    assert str(folder / "results") not in listings
+    assert listings.count(str(folder / "results" / ".aliases")) == 150  # the marks alone
+
+
+def test_alias_marks_an_older_version_left_among_the_results_still_count(
+    ob: Outbox, folder: Path
+) -> None:
+    watcher = DropFolder(ob, folder)
+    drop(folder, "first.json", JOB)
+    entry_id = watcher.scan().accepted[0].entry.id
+    old_mark = folder / "results" / f".alias-{entry_id}-second.json.alias"
+    old_mark.parent.mkdir(exist_ok=True)
+    old_mark.touch()  # as older versions marked "second.json" dropped with the same key
+    finish(ob, entry_id, State.DONE)
+    assert sorted(w.file for w in DropFolder(ob, folder).write_results()) == [
+        "first.json",
+        "second.json",
+    ]
+    assert not old_mark.exists()
+    assert (folder / "results" / ".aliases" / old_mark.name).exists()
 
 
 def test_the_running_watcher_writes_results_as_entries_finish(ob: Outbox, folder: Path) -> None:
