@@ -546,14 +546,8 @@ class CraftkitClient:
     def _retrying(self, call: Callable[[], _Answer], deadline: float | None) -> _Answer:
         """Retry a call a few times, quickly, when the answer was lost or a 5xx came back."""
 
-        margin = self.schedule.quick_retry_margin
         backoff = self.schedule.quick_retry
-
-        class OutOfTime(tenacity.stop.stop_base):
-            def __call__(inner, retry_state: tenacity.RetryCallState) -> bool:  # noqa: N805
-                remaining = self._budget.remaining(deadline)
-                return remaining is not None and remaining < margin
-
+        out_of_time = _OutOfTime(self._budget, deadline, self.schedule.quick_retry_margin)
         retryer = tenacity.Retrying(
             # A request that used up its own deadline is not repeated at once: the server is
             # that slow now, and the entry's backoff decides when to ask again.
@@ -563,7 +557,7 @@ class CraftkitClient:
                     and getattr(exc, "code", None) != OUT_OF_TIME
                 )
             ),
-            stop=tenacity.stop_after_attempt(self.retries + 1) | OutOfTime(),
+            stop=tenacity.stop_after_attempt(self.retries + 1) | out_of_time,
             wait=lambda retry_state: backoff.delay(retry_state.attempt_number),
             sleep=self._sleep,
             reraise=True,
@@ -972,6 +966,24 @@ def printable(text: str, limit: int = 500) -> str:
 
 
 # -- deadlines for every request -----------------------------------------------------------
+
+
+class _OutOfTime(tenacity.stop.stop_base):
+    """Stop retrying once less than ``margin`` seconds of the call's deadline are left.
+
+    One class for every call: a class made inside the method, as this once was, cost a new
+    class per request (about 240 a second in a busy run), each kept until the cyclic garbage
+    collector found it, and recorded in the ABC caches of the classes it was checked against.
+    """
+
+    def __init__(self, budget: _Budget, deadline: float | None, margin: float) -> None:
+        self.budget = budget
+        self.deadline = deadline
+        self.margin = margin
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        remaining = self.budget.remaining(self.deadline)
+        return remaining is not None and remaining < self.margin
 
 
 class _Budget:
