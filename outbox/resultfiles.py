@@ -248,9 +248,9 @@ def aliases_in(folder: Path) -> dict[str, list[str]]:
     return found
 
 
-def move_old_marks(folder: Path) -> int:
+def move_old_marks(folder: Path) -> None:
     """Move the alias marks an older version left in ``folder/results/`` into
-    ``results/.aliases/``, where they are read from now; how many. Each is renamed on its own,
+    ``results/.aliases/``, where they are read from now. Each is renamed on its own,
     so a crash halfway leaves every mark in one place or the other, and the next call moves the
     rest (a mark is an empty file: one in both places is one mark)."""
     results = folder / RESULTS
@@ -261,9 +261,9 @@ def move_old_marks(folder: Path) -> int:
             if name.startswith(_ALIAS_PREFIX) and name.endswith(_ALIAS_SUFFIX)
         ]
     except (FileNotFoundError, NotADirectoryError):
-        return 0
+        return
     if not old:
-        return 0
+        return
     marks = own_subfolder(results, ALIASES)
     names = folder_names(results)
     for name in old:
@@ -272,7 +272,6 @@ def move_old_marks(folder: Path) -> int:
         names.remove(name)
     fsync_dir(marks)
     fsync_dir(results)
-    return len(old)
 
 
 def results_owed(outbox: Outbox) -> tuple[Callable[[str, str | None, int], bool], list[str]]:

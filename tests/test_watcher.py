@@ -604,6 +604,27 @@ def test_alias_marks_an_older_version_left_among_the_results_still_count(
     assert (folder / "results" / ".aliases" / old_mark.name).exists()
 
 
+def test_a_purge_honours_alias_marks_an_older_version_left_among_the_results(
+    tmp_path: Path, folder: Path
+) -> None:
+    """A purge may come before any watcher of the new version has read the folder: the marks
+    still in ``results/`` must keep an entry whose result a later job file is still owed."""
+    clock = FakeClock()
+    with Outbox(tmp_path / "j.db", clock=clock) as ob:
+        watcher = DropFolder(ob, folder)
+        drop(folder, "first.json", JOB)
+        (first,) = watcher.scan().accepted
+        finish(ob, first.entry.id, State.DONE)
+        watcher.write_results()  # the folder's results are written up to here
+        entry = ob.enqueue(JOB["template"], JOB["data"], key="from-the-app")
+        finish(ob, entry.id, State.DONE)
+        (folder / "results" / f".alias-{entry.id}-second.json.alias").touch()  # old place
+        clock.advance(1)
+        assert ob.purge(0) == 1  # first.json's entry, whose result is written
+        assert ob.get(entry.id).state is State.DONE  # second.json's result is still owed
+        assert (folder / "results" / ".aliases" / f".alias-{entry.id}-second.json.alias").exists()
+
+
 def test_the_running_watcher_writes_results_as_entries_finish(ob: Outbox, folder: Path) -> None:
     other = Outbox(ob.journal.path)  # a second connection, like another component
     with running(ob, folder) as watcher:
