@@ -18,6 +18,7 @@ import math
 import re
 import threading
 import time
+import traceback
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -165,6 +166,19 @@ class CraftkitClient:
             event_hooks={"request": [self._log_request], "response": [self._log_response]},
         )
         _bound_pools(self._http, self._budget)
+        # One retrying controller for every call, on every thread: tenacity keeps the state of
+        # a call per thread, and one made per call would leave a reference cycle (the
+        # controller and its per-thread state) for the cyclic garbage collector each time.
+        self._retryer = tenacity.Retrying(
+            # A request that used up its own deadline is not repeated at once: the server is
+            # that slow now, and the entry's backoff decides when to ask again.
+            retry=tenacity.retry_if_exception(_worth_repeating_at_once),
+            stop=tenacity.stop_after_attempt(retries + 1)
+            | _OutOfTime(self._budget, self.schedule.quick_retry_margin),
+            wait=self._quick_retry_delay,
+            sleep=sleep,
+            reraise=True,
+        )
 
     def interrupt(self, grace: float = 2.0) -> None:
         """End every request in flight after ``grace`` seconds (a stop was asked for).
@@ -405,7 +419,7 @@ class CraftkitClient:
                 self._raise_for(answer)
                 raise self._foreign(answer, "a PDF")  # a 2xx other than 200
             finally:
-                response.close()
+                _release(response)
 
     @contextmanager
     def _open_public(self, url: str, ends: float) -> Iterator[tuple[int | None, Iterator[bytes]]]:
@@ -434,7 +448,7 @@ class CraftkitClient:
                 )
             yield self._pdf_stream(response, broken)
         finally:
-            response.close()
+            _release(response)
 
     def _pdf_stream(
         self, response: httpx.Response, translate: Callable[..., RemoteError]
@@ -512,7 +526,7 @@ class CraftkitClient:
                 cap = MAX_JSON_BYTES if response.status_code < 300 else MAX_ERROR_BYTES
                 answer = self._answer(response, cap, what=what)
             finally:
-                response.close()
+                _release(response)
         if answer.status >= 300:
             self._raise_for(answer)
         if answer.body is None:
@@ -545,24 +559,19 @@ class CraftkitClient:
 
     def _retrying(self, call: Callable[[], _Answer], deadline: float | None) -> _Answer:
         """Retry a call a few times, quickly, when the answer was lost or a 5xx came back."""
+        with self._budget.until(deadline):
+            try:
+                return self._retryer(call)
+            except Exception as exc:
+                # The finished frames of the attempts still hold what they used: tenacity's
+                # record of the outcome (which holds the exception), the request's httpx
+                # objects. Kept, they would make a reference cycle of every failed call, freed
+                # only when the cyclic garbage collector next ran.
+                traceback.clear_frames(exc.__traceback__)
+                raise
 
-        backoff = self.schedule.quick_retry
-        out_of_time = _OutOfTime(self._budget, deadline, self.schedule.quick_retry_margin)
-        retryer = tenacity.Retrying(
-            # A request that used up its own deadline is not repeated at once: the server is
-            # that slow now, and the entry's backoff decides when to ask again.
-            retry=tenacity.retry_if_exception(
-                lambda exc: (
-                    isinstance(exc, OutcomeUnknown | ServerError)
-                    and getattr(exc, "code", None) != OUT_OF_TIME
-                )
-            ),
-            stop=tenacity.stop_after_attempt(self.retries + 1) | out_of_time,
-            wait=lambda retry_state: backoff.delay(retry_state.attempt_number),
-            sleep=self._sleep,
-            reraise=True,
-        )
-        return retryer(call)
+    def _quick_retry_delay(self, retry_state: tenacity.RetryCallState) -> float:
+        return self.schedule.quick_retry.delay(retry_state.attempt_number)
 
     def _transport_error(self, exc: Exception, *, what: str) -> RemoteError:
         if self._budget.spent():  # cut at the deadline: slow, not unreachable
@@ -785,6 +794,21 @@ def _keep_pairs(match: re.Match[str]) -> str:
     return match.group(1) + (escape if len(escape) == 12 else "\\ufffd")
 
 
+#: What stands in for the stream of a response once it is closed (see :func:`_release`).
+_SPENT = httpx.ByteStream(b"")
+
+
+def _release(response: httpx.Response) -> None:
+    """Close a response and cut its stream's link back to it.
+
+    httpx binds a response and its stream in a reference cycle, which holds the request, the
+    headers and the connection pool's records of the exchange until the cyclic garbage
+    collector runs: at about 240 answers a second, thousands of them at a time.
+    """
+    response.close()
+    response.stream = _SPENT
+
+
 def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
     """At most ``cap`` bytes of the body; None (and the rest left unread) if it is larger."""
     declared = _content_length(response)
@@ -969,21 +993,23 @@ def printable(text: str, limit: int = 500) -> str:
 
 
 class _OutOfTime(tenacity.stop.stop_base):
-    """Stop retrying once less than ``margin`` seconds of the call's deadline are left.
+    """Stop retrying once less than ``margin`` seconds are left of the deadline of the call
+    running on this thread (see :meth:`_Budget.until`)."""
 
-    One class for every call: a class made inside the method, as this once was, cost a new
-    class per request (about 240 a second in a busy run), each kept until the cyclic garbage
-    collector found it, and recorded in the ABC caches of the classes it was checked against.
-    """
-
-    def __init__(self, budget: _Budget, deadline: float | None, margin: float) -> None:
+    def __init__(self, budget: _Budget, margin: float) -> None:
         self.budget = budget
-        self.deadline = deadline
         self.margin = margin
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        remaining = self.budget.remaining(self.deadline)
+        remaining = self.budget.remaining()
         return remaining is not None and remaining < self.margin
+
+
+def _worth_repeating_at_once(exc: BaseException) -> bool:
+    """A lost answer or a 5xx, but not a request that ran out of its own time."""
+    return (
+        isinstance(exc, OutcomeUnknown | ServerError) and getattr(exc, "code", None) != OUT_OF_TIME
+    )
 
 
 class _Budget:
