@@ -148,7 +148,6 @@ class CraftkitClient:
         self.max_pdf_bytes = max_pdf_bytes
         self.retries = retries
         self.schedule = schedule or Schedule()
-        self._sleep = sleep
         self._monotonic = monotonic
         self._auth = {"Authorization": f"Bearer {api_key}"}
         # Ways the key could appear in an HTTP library's message, to cut them out.
