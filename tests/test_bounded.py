@@ -485,7 +485,10 @@ def test_a_long_running_process_keeps_malloc_thresholds_fixed() -> None:
     to twice it unreturned at the heap's top: ``outbox run``'s heap climbed in steps of about
     1 MB for minutes, and its resident memory swung by as much between samples."""
     mapped, top = run_malloc_script(THRESHOLDS_SCRIPT, "default").stdout.split()
-    assert mapped == "False" and int(top) > 1024 * 1024
+    # How much of the 1.5 MB comes back to the top depends on the holes the interpreter's
+    # start left in the heap (0.94 to over 1 MB, by where it runs from): more than the fixed
+    # thresholds let it keep, in any case.
+    assert mapped == "False" and int(top) > 2 * platform.MALLOC_THRESHOLD
     mapped, top = run_malloc_script(THRESHOLDS_SCRIPT, "lean").stdout.split()
     assert mapped == "True" and int(top) <= 2 * platform.MALLOC_THRESHOLD
 
