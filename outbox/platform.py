@@ -381,9 +381,11 @@ _M_MMAP_THRESHOLD = -3
 _M_TRIM_THRESHOLD = -1
 #: The arenas a long-running outbox process keeps (see :func:`keep_malloc_lean`).
 MALLOC_ARENAS = 2
-#: From this size a block is mapped on its own, and freeing it unmaps it; also the free space a
-#: heap may keep at its top. glibc's own starting value for both, but fixed (see below).
-MALLOC_THRESHOLD = 128 * 1024
+#: From this size a block the heap has no room for is mapped on its own, and freeing it
+#: unmaps it (see below).
+MALLOC_MMAP_THRESHOLD = 32 * 1024
+#: The free space a heap may keep at its top: glibc's own starting value, but fixed (see below).
+MALLOC_TRIM_THRESHOLD = 128 * 1024
 
 
 def keep_malloc_lean() -> list[str]:
@@ -395,12 +397,16 @@ def keep_malloc_lean() -> list[str]:
       freed blocks leave behind: ``outbox run`` (twenty threads, most of them allocating per
       request) grew about 1 KB of resident memory per entry processed that way, with Python's
       own memory flat. Its threads take turns on the GIL anyway, so two arenas cost no speed.
-    - Fixed thresholds (:data:`MALLOC_THRESHOLD`), as ``MALLOC_MMAP_THRESHOLD_`` and
-      ``MALLOC_TRIM_THRESHOLD_`` would. glibc raises both each time a mapped block is freed
-      (the folder-name filter, a large listing, a PDF's buffer), after which blocks of up to
-      that size come from the heap and up to twice it stays unreturned at the heap's top: a
-      10-minute soak climbed in steps of about 1 MB to a heap of 19-20 MB, and its resident
-      memory swung by 1-2 MB between samples. Fixed, the heap holds at about 13 MB.
+    - Fixed thresholds (:data:`MALLOC_MMAP_THRESHOLD`, :data:`MALLOC_TRIM_THRESHOLD`), as
+      ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` would. glibc raises both each
+      time a mapped block is freed (the folder-name filter, a large listing, a PDF's buffer),
+      after which blocks of up to that size come from the heap and up to twice it stays
+      unreturned at the heap's top: a 10-minute soak climbed in steps of about 1 MB to a heap
+      of 19-20 MB, and its resident memory swung by 1-2 MB between samples. The heap no longer
+      grows for a block of 32 KiB or more (a socket's 64 KiB read buffer, a page of rows): it
+      comes from the heap's free space if that has room, else it is mapped on its own. Grown
+      for such blocks and freed, the heap kept holes only blocks as large could use: 3-4 MB
+      free at 128 KiB, 0.3-0.6 MB at 32 KiB, and the soak's resident memory 1.5-2 MB lower.
 
     A setting given in the environment (those variables, or ``GLIBC_TUNABLES``) wins; elsewhere
     (musl, macOS, Windows) nothing is done.
@@ -418,8 +424,8 @@ def keep_malloc_lean() -> list[str]:
     made = []
     for name, tunable, param, value in (
         ("MALLOC_ARENA_MAX", "arena_max", _M_ARENA_MAX, MALLOC_ARENAS),
-        ("MALLOC_MMAP_THRESHOLD_", "mmap_threshold", _M_MMAP_THRESHOLD, MALLOC_THRESHOLD),
-        ("MALLOC_TRIM_THRESHOLD_", "trim_threshold", _M_TRIM_THRESHOLD, MALLOC_THRESHOLD),
+        ("MALLOC_MMAP_THRESHOLD_", "mmap_threshold", _M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD),
+        ("MALLOC_TRIM_THRESHOLD_", "trim_threshold", _M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD),
     ):
         if name in os.environ or f"glibc.malloc.{tunable}=" in tunables:
             continue

@@ -104,6 +104,12 @@ WAL_CHECK_EVERY = 64
 #: still holding an old snapshot after that makes it give up until the next look.
 WAL_READER_WAIT_MS = 200
 
+#: The most memory SQLite's page cache may take per journal connection (KiB). SQLite's default
+#: is 2,000 KiB, filled by every page a connection reads and emptied whenever another process
+#: writes: a long-running ``outbox run`` beside a producer swung by about 1 MB, and each new
+#: peak left the heap a little larger. Pages read again come from the operating system's cache.
+PAGE_CACHE_KIB = 256
+
 #: The status fact recording the last full template sync (see ``templates_synced_at``).
 TEMPLATES_SYNCED = "templates_synced"
 #: Slugs whose cached template :meth:`Journal.template_and_sync` keeps between two changes.
@@ -204,6 +210,7 @@ class Journal:
             for pragma in platform.journal_pragmas():
                 self._conn.execute(pragma)
             self._conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+            self._conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             self._migrate()
         except BaseException:
             self._conn.close()
