@@ -106,8 +106,8 @@ WAL_READER_WAIT_MS = 200
 
 #: The most memory SQLite's page cache may take per journal connection (KiB). SQLite's default
 #: is 2,000 KiB, filled by every page a connection reads and emptied whenever another process
-#: writes: a long-running ``outbox run`` beside a producer swung by about 1 MB, and each new
-#: peak left the heap a little larger. Pages read again come from the operating system's cache.
+#: writes: in a long-running ``outbox run`` that was one part of SQLite's memory swinging
+#: between 0.5 and 1.6 MB, in the heap. Pages read again come from the operating system's cache.
 PAGE_CACHE_KIB = 256
 
 #: The status fact recording the last full template sync (see ``templates_synced_at``).

@@ -568,9 +568,9 @@ def test_a_journal_connection_keeps_a_small_page_cache_however_much_it_reads(
     tmp_path: Path,
 ) -> None:
     """SQLite's page cache keeps up to 2 MB per connection by default, filled by whatever was
-    read last and emptied whenever another process writes: in ``outbox run`` that was the
-    largest swing of the heap, and each new high left it a little larger. Reading a journal
-    of 4 MB of entries from start to end now takes SQLite under twice the bound."""
+    read last and emptied whenever another process writes: in ``outbox run``, part of what
+    swung in the heap. Reading a journal of 4 MB of entries from start to end took 2.0 MB of
+    it; now it takes SQLite under twice the bound (0.2 MB)."""
     result = subprocess.run(
         [sys.executable, "-c", PAGE_CACHE_SCRIPT, str(tmp_path / "journal.db")],
         capture_output=True,
