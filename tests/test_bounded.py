@@ -463,17 +463,20 @@ print(libc.mallinfo2().keepcost)  # what the heap keeps at its top
 """
 
 
-def run_malloc_script(script: str, mode: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run_script(script: str, arg: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter (malloc's settings are fixed at its start, SQLite's
+    memory counters are per process) with ``arg``, no malloc settings from this environment but
+    ``env``; it must succeed."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
     result = subprocess.run(
-        [sys.executable, "-c", script, mode], env=clean | env, capture_output=True, text=True
+        [sys.executable, "-c", script, arg], env=clean | env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     return result
 
 
 def malloc_arenas(mode: str) -> int:
-    return run_malloc_script(ARENAS_SCRIPT, mode).stderr.count("Arena ")
+    return run_script(ARENAS_SCRIPT, mode).stderr.count("Arena ")
 
 
 def test_a_long_running_process_keeps_two_malloc_arenas_however_many_threads_allocate() -> None:
@@ -489,13 +492,13 @@ def test_a_long_running_process_keeps_malloc_thresholds_fixed() -> None:
     1 MB for minutes, and its resident memory swung by as much between samples. The heap no
     longer grows for blocks from 32 KiB up: grown for them and freed, it kept holes only blocks
     as large could use (3-4 MB of it free in a soak)."""
-    large, medium, top = run_malloc_script(THRESHOLDS_SCRIPT, "default").stdout.split()
+    large, medium, top = run_script(THRESHOLDS_SCRIPT, "default").stdout.split()
     # How much of the 1.5 MB comes back to the top depends on the holes the interpreter's
     # start left in the heap (0.94 to over 1 MB, by where it runs from): more than the fixed
     # thresholds let it keep, in any case.
     assert (large, medium) == ("False", "0")
     assert int(top) > 2 * platform.MALLOC_TRIM_THRESHOLD
-    large, medium, top = run_malloc_script(THRESHOLDS_SCRIPT, "lean").stdout.split()
+    large, medium, top = run_script(THRESHOLDS_SCRIPT, "lean").stdout.split()
     # The heap's free space serves the first few; it does not grow for the rest.
     assert large == "True" and int(medium) > 0
     assert int(top) <= 2 * platform.MALLOC_TRIM_THRESHOLD
@@ -506,11 +509,11 @@ SETTINGS_SCRIPT = "from outbox import platform; print(*platform.keep_malloc_lean
 
 def test_malloc_settings_given_in_the_environment_win() -> None:
     everything = ["MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"]
-    assert run_malloc_script(SETTINGS_SCRIPT, "").stdout.split() == everything
-    made = run_malloc_script(SETTINGS_SCRIPT, "", MALLOC_ARENA_MAX="8").stdout.split()
+    assert run_script(SETTINGS_SCRIPT, "").stdout.split() == everything
+    made = run_script(SETTINGS_SCRIPT, "", MALLOC_ARENA_MAX="8").stdout.split()
     assert made == everything[1:]
     tunables = "glibc.malloc.mmap_threshold=65536:glibc.malloc.trim_threshold=65536"
-    made = run_malloc_script(SETTINGS_SCRIPT, "", GLIBC_TUNABLES=tunables).stdout.split()
+    made = run_script(SETTINGS_SCRIPT, "", GLIBC_TUNABLES=tunables).stdout.split()
     assert made == everything[:1]
 
 
@@ -571,11 +574,6 @@ def test_a_journal_connection_keeps_a_small_page_cache_however_much_it_reads(
     read last and emptied whenever another process writes: in ``outbox run``, part of what
     swung in the heap. Reading a journal of 4 MB of entries from start to end took 2.0 MB of
     it; now it takes SQLite under twice the bound (0.2 MB)."""
-    result = subprocess.run(
-        [sys.executable, "-c", PAGE_CACHE_SCRIPT, str(tmp_path / "journal.db")],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
+    taken = run_script(PAGE_CACHE_SCRIPT, str(tmp_path / "journal.db")).stdout
     assert (tmp_path / "journal.db").stat().st_size > 4_000_000
-    assert int(result.stdout) < 2 * store.PAGE_CACHE_KIB * 1024
+    assert int(taken) < 2 * store.PAGE_CACHE_KIB * 1024
