@@ -577,3 +577,43 @@ def test_a_journal_connection_keeps_a_small_page_cache_however_much_it_reads(
     taken = run_script(PAGE_CACHE_SCRIPT, str(tmp_path / "journal.db")).stdout
     assert (tmp_path / "journal.db").stat().st_size > 4_000_000
     assert int(taken) < 2 * store.PAGE_CACHE_KIB * 1024
+
+
+TEMPORARY_DATA_SCRIPT = """
+import ctypes, ctypes.util, sys, time
+from outbox import Outbox
+sqlite = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
+def memory_used():
+    # SQLite's memory in use now, and its peak since the last call
+    now, peak = ctypes.c_int64(), ctypes.c_int64()
+    sqlite.sqlite3_status64(0, ctypes.byref(now), ctypes.byref(peak), 1)  # MEMORY_USED
+    return now.value, peak.value
+def taken(change):
+    before, _ = memory_used()
+    change()
+    return memory_used()[1] - before
+with Outbox(sys.argv[1]) as ob:
+    entries = ob.enqueue_many(
+        {"template": "inspection-report", "data": {"notes": "x" * 2000, "n": n}, "key": f"k{n}"}
+        for n in range(3000)
+    )
+    cancel = taken(lambda: ob.cancel(entries[0].id))
+    for entry in entries[1:]:
+        ob.cancel(entry.id)
+    purge = taken(lambda: ob.journal.purge(time.time() + 60))
+    assert sum(ob.counts().values()) == 0
+    print(cancel, purge)
+"""
+
+
+def test_a_change_of_state_and_a_purge_take_sqlite_little_memory(tmp_path: Path) -> None:
+    """With SQLite's temporary data in files (its default), a change of state took 0.85-1 MB
+    for an instant: each small temporary table it opens (to check the state against the
+    finished ones) starts with a page cache of its own. Those instants grew ``outbox run``'s
+    heap in steps. In memory it takes 0.25 MB; a purge, which journals every page it deletes
+    from until it ends, still keeps that journal in a file (1 MB, where memory took 13 MB)."""
+    cancel, purge = map(
+        int, run_script(TEMPORARY_DATA_SCRIPT, str(tmp_path / "j.db")).stdout.split()
+    )
+    assert cancel < 512 * 1024
+    assert purge < 4 * 1024 * 1024
