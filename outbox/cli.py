@@ -27,7 +27,7 @@ from .exit_codes import ExitCode, exit_code_for
 from .logs import LogFormat
 from .models import Event, RenderRequest, State
 from .outbox import Outbox
-from .platform import keep_malloc_lean, on_stop_request
+from .platform import keep_malloc_lean, on_stop_request, restart_without_thread_caches
 from .validation import VALIDATION_MODES, ValidationMode
 
 #: What the long-running commands say about themselves, in the same log as their outcomes.
@@ -523,7 +523,7 @@ def run(state: _State, watch_dir: Path | None) -> None:
 
     Logs one line per outcome on stderr (done, rejected, failed, offline, online again).
     """
-    keep_malloc_lean()  # before any thread starts: this process runs for weeks
+    _settle_in_for_weeks()
     state.log_outcomes()
     _require_api_key(state.config)
     # With --watch it takes in new requests, so it may create the journal; without, it only
@@ -859,7 +859,7 @@ def watch(state: _State, folder: Path) -> None:
     DIR/results/NAME.result.json appears once the render is done, failed or rejected.
     Each file's fate is logged on stderr, one line each.
     """
-    keep_malloc_lean()  # before any thread starts: this process runs for weeks
+    _settle_in_for_weeks()
     state.log_outcomes()
     from .watcher import DropFolder
 
@@ -1081,7 +1081,24 @@ def _read_data(arg: str) -> Any:
     return document
 
 
+#: Whether this process was started as the ``outbox`` command (:func:`main`) rather than
+#: calling the CLI from another program (an app, a test's ``CliRunner``): only then may
+#: ``run`` and ``watch`` replace the process to change its malloc settings.
+_own_process = False
+
+
+def _settle_in_for_weeks() -> None:
+    """Set malloc up for a process that runs for weeks, before any thread starts (see
+    :func:`~outbox.platform.restart_without_thread_caches` and
+    :func:`~outbox.platform.keep_malloc_lean`)."""
+    if _own_process:
+        restart_without_thread_caches()
+    keep_malloc_lean()
+
+
 def main() -> NoReturn:
     """Console entry point."""
+    global _own_process
+    _own_process = True
     cli.main(prog_name="outbox")
     raise SystemExit(0)  # pragma: no cover - click exits itself

@@ -30,7 +30,8 @@ busy files          fail at once             fail at once                 retry 
 stop requests       SIGINT, SIGTERM          SIGINT, SIGTERM              Ctrl-C, Ctrl-Break,
                                                                           console close
 malloc settings     glibc: 2 arenas, fixed   the system's                 the system's
-                    thresholds (``mallopt``)
+                    thresholds (``mallopt``),
+                    no per-thread caches
 ==================  =======================  ===========================  ====================
 
 File names follow one set of rules on every system (:func:`portable_name`), because a name made
@@ -432,6 +433,46 @@ def keep_malloc_lean() -> list[str]:
         if mallopt(param, value):
             made.append(name)
     return made
+
+
+#: The ``GLIBC_TUNABLES`` setting that turns glibc's per-thread caches of freed blocks off (see
+#: :func:`restart_without_thread_caches`).
+NO_THREAD_CACHES = "glibc.malloc.tcache_count=0"
+
+
+def restart_without_thread_caches() -> None:
+    """Replace this process with itself, with glibc's per-thread caches of freed blocks turned
+    off, unless they already are; returns only if nothing needed doing. Call it first thing in
+    a process that runs for weeks, before anything is opened: ``execv`` keeps the process id,
+    the arguments, the environment and the standard streams, nothing else.
+
+    glibc keeps up to seven freed blocks of each size up to 1 KiB in a cache per thread, for
+    that thread's next allocations: up to about 230 KB per thread, counted as in use and never
+    given back while the thread lives, filled as the thread meets sizes it had not freed yet.
+    ``outbox run``'s twenty threads (all of them asking SQLite for memory at one time or
+    another) filled theirs all through a 10-minute soak: its resident memory rose 0.5 MB while
+    Python's and SQLite's memory did not. Without them it was 0.8 MB lower and flat. The caches
+    can only be set as a process starts (``GLIBC_TUNABLES``), hence the restart; a
+    ``glibc.malloc.tcache_count`` already in ``GLIBC_TUNABLES`` wins. Elsewhere than glibc
+    (musl, macOS, Windows) nothing is done.
+    """
+    if not _on_glibc() or not sys.executable:
+        return
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.tcache_count=" in tunables:
+        return
+    env = dict(os.environ)
+    env["GLIBC_TUNABLES"] = f"{tunables}:{NO_THREAD_CACHES}" if tunables else NO_THREAD_CACHES
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, env)
+
+
+def _on_glibc() -> bool:
+    try:
+        return bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows), or not glibc
+        return False
 
 
 # -- moves, links and removals -----------------------------------------------------------

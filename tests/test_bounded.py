@@ -20,6 +20,7 @@ from support import (
     FAST,
     INSPECTION,
     FakeClock,
+    OutboxProcess,
     count_folder_listings,
     run_cli,
     simulated,
@@ -617,3 +618,81 @@ def test_a_change_of_state_and_a_purge_take_sqlite_little_memory(tmp_path: Path)
     )
     assert cancel < 512 * 1024
     assert purge < 4 * 1024 * 1024
+
+
+THREAD_CACHE_SCRIPT = """
+import ctypes, threading
+libc = ctypes.CDLL(None)
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+freed, leave = threading.Event(), threading.Event()
+kept = []
+def allocate_and_free():
+    before = libc.mallinfo2().uordblks
+    blocks = [libc.malloc(size) for size in range(16, 1024, 16) for _ in range(7)]
+    for block in blocks:
+        libc.free(block)
+    kept.append(libc.mallinfo2().uordblks - before)  # still counted as in use
+    freed.set()
+    leave.wait()  # a thread's cache goes back when the thread ends
+thread = threading.Thread(target=allocate_and_free)
+thread.start()
+freed.wait()
+print(kept[0])
+leave.set()
+thread.join()
+"""
+
+
+def test_without_thread_caches_a_thread_keeps_none_of_the_blocks_it_freed() -> None:
+    """glibc keeps a thread's freed small blocks (up to 1 KiB, seven of each size) for that
+    thread, counted as in use while it lives: up to about 230 KB per thread, which
+    ``outbox run``'s twenty threads filled all through a 10-minute soak."""
+    with_caches = int(run_script(THREAD_CACHE_SCRIPT, "").stdout)
+    without = int(
+        run_script(THREAD_CACHE_SCRIPT, "", GLIBC_TUNABLES=platform.NO_THREAD_CACHES).stdout
+    )
+    assert with_caches > 150_000
+    assert without < 16_000
+
+
+def _environment_of_a_running_outbox(tmp_path: Path, **env: str) -> bytes:
+    """Start ``outbox run`` (offline: nothing listens at its base URL) and read the environment
+    its process (the one started, by its id) ends up with, once it is at work. glibc writes
+    over the ``:`` between tunables in the process's own copy: look for each one."""
+    Outbox(tmp_path / "j.db").close()
+    running = OutboxProcess(
+        "run",
+        env={
+            "OUTBOX_DB": str(tmp_path / "j.db"),
+            "CRAFTKIT_API_KEY": "ck_test_key",
+            "CRAFTKIT_BASE_URL": "http://127.0.0.1:9",
+            **env,
+        },
+        ready_text="outbox running",
+    )
+    try:
+        running.wait_ready()
+        return Path(f"/proc/{running.proc.pid}/environ").read_bytes()
+    finally:
+        assert running.stop() == 0
+
+
+def test_outbox_run_restarts_itself_without_thread_caches(tmp_path: Path) -> None:
+    """The same process (its id is what a supervisor watches), restarted once."""
+    no_caches = platform.NO_THREAD_CACHES.encode()
+    assert b"GLIBC_TUNABLES=" + no_caches in _environment_of_a_running_outbox(tmp_path)
+    both = _environment_of_a_running_outbox(tmp_path, GLIBC_TUNABLES="glibc.malloc.arena_max=4")
+    assert b"GLIBC_TUNABLES=glibc.malloc.arena_max=4" in both
+    assert no_caches in both
+
+
+def test_a_thread_cache_setting_in_the_environment_wins(tmp_path: Path) -> None:
+    own = _environment_of_a_running_outbox(tmp_path, GLIBC_TUNABLES="glibc.malloc.tcache_count=2")
+    assert b"GLIBC_TUNABLES=glibc.malloc.tcache_count=2" in own
+    assert platform.NO_THREAD_CACHES.encode() not in own
