@@ -546,26 +546,35 @@ def test_downloads_saved_at_once_by_several_threads_do_not_list_the_folder_again
     assert len(os.listdir(pdfs)) == 300 + 8 * 25
 
 
-PAGE_CACHE_SCRIPT = """
-import ctypes, ctypes.util, sys
+#: The start of a script that measures SQLite's memory: ``memory_used()`` gives SQLite's memory
+#: in use now, and its peak since the last call; ``taken(change)`` what ``change()`` took at
+#: its peak.
+SQLITE_MEMORY = """
+import ctypes, ctypes.util, sys, time
 from outbox import Outbox
 sqlite = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
 def memory_used():
-    # SQLite's memory in use now, and its peak since the last call
     now, peak = ctypes.c_int64(), ctypes.c_int64()
     sqlite.sqlite3_status64(0, ctypes.byref(now), ctypes.byref(peak), 1)  # MEMORY_USED
     return now.value, peak.value
+def taken(change):
+    before, _ = memory_used()
+    change()
+    return memory_used()[1] - before
+"""
+
+PAGE_CACHE_SCRIPT = (
+    SQLITE_MEMORY
+    + """
 with Outbox(sys.argv[1]) as ob:
     ob.enqueue_many(
         {"template": "inspection-report", "data": {"notes": "x" * 2000, "n": n}, "key": f"k{n}"}
         for n in range(2000)
     )
 with Outbox(sys.argv[1]) as ob:  # an empty page cache
-    before, _ = memory_used()
-    for _ in ob.stream():  # reads every page of the journal's entries
-        pass
-    print(memory_used()[1] - before)
+    print(taken(lambda: sum(1 for _ in ob.stream())))  # reads every page of the entries
 """
+)
 
 
 def test_a_journal_connection_keeps_a_small_page_cache_however_much_it_reads(
@@ -580,19 +589,9 @@ def test_a_journal_connection_keeps_a_small_page_cache_however_much_it_reads(
     assert int(taken) < 2 * store.PAGE_CACHE_KIB * 1024
 
 
-TEMPORARY_DATA_SCRIPT = """
-import ctypes, ctypes.util, sys, time
-from outbox import Outbox
-sqlite = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
-def memory_used():
-    # SQLite's memory in use now, and its peak since the last call
-    now, peak = ctypes.c_int64(), ctypes.c_int64()
-    sqlite.sqlite3_status64(0, ctypes.byref(now), ctypes.byref(peak), 1)  # MEMORY_USED
-    return now.value, peak.value
-def taken(change):
-    before, _ = memory_used()
-    change()
-    return memory_used()[1] - before
+TEMPORARY_DATA_SCRIPT = (
+    SQLITE_MEMORY
+    + """
 with Outbox(sys.argv[1]) as ob:
     entries = ob.enqueue_many(
         {"template": "inspection-report", "data": {"notes": "x" * 2000, "n": n}, "key": f"k{n}"}
@@ -605,6 +604,7 @@ with Outbox(sys.argv[1]) as ob:
     assert sum(ob.counts().values()) == 0
     print(cancel, purge)
 """
+)
 
 
 def test_a_change_of_state_and_a_purge_take_sqlite_little_memory(tmp_path: Path) -> None:
