@@ -469,9 +469,11 @@ def restart_without_thread_caches() -> None:
 
 
 def _on_glibc() -> bool:
+    if sys.platform == "win32":  # no confstr there
+        return False
     try:
         return bool(os.confstr("CS_GNU_LIBC_VERSION"))
-    except (AttributeError, ValueError, OSError):  # no confstr (Windows), or not glibc
+    except (ValueError, OSError):  # not glibc
         return False
 
 
