@@ -439,14 +439,20 @@ for thread in threads:
 ctypes.CDLL(None).malloc_stats()  # one "Arena N:" section per arena, on stderr
 """
 
-THRESHOLDS_SCRIPT = """
+#: The start of a script that reads glibc's malloc statistics: ``libc.mallinfo2()``.
+MALLINFO = """
 import ctypes, sys
-from outbox import platform
 class Mallinfo(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Mallinfo
+"""
+
+THRESHOLDS_SCRIPT = (
+    MALLINFO
+    + """
+from outbox import platform
 if sys.argv[1] == "lean":
     platform.keep_malloc_lean()
 big = bytearray(1 << 20)  # mapped on its own, as the folder-name filter is
@@ -462,6 +468,7 @@ blocks = [bytearray(24_000) for _ in range(64)]  # 1.5 MB from the heap, then fr
 del blocks
 print(libc.mallinfo2().keepcost)  # what the heap keeps at its top
 """
+)
 
 
 def run_script(script: str, arg: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -620,14 +627,10 @@ def test_a_change_of_state_and_a_purge_take_sqlite_little_memory(tmp_path: Path)
     assert purge < 4 * 1024 * 1024
 
 
-THREAD_CACHE_SCRIPT = """
-import ctypes, threading
-libc = ctypes.CDLL(None)
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-libc.mallinfo2.restype = MallInfo2
+THREAD_CACHE_SCRIPT = (
+    MALLINFO
+    + """
+import threading
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
 freed, leave = threading.Event(), threading.Event()
@@ -647,6 +650,7 @@ print(kept[0])
 leave.set()
 thread.join()
 """
+)
 
 
 def test_without_thread_caches_a_thread_keeps_none_of_the_blocks_it_freed() -> None:
